@@ -1,0 +1,362 @@
+//! The Redis side, shared by every strategy: batches of row changes applied with a
+//! per-key version guard, in one round trip per batch.
+//!
+//! Each change runs [`APPLY_LUA`] (by `EVALSHA`, pipelined): the script compares the
+//! change's version with the one stored *in the row's own key* and writes only if the
+//! change is not older. Keeping the version in the same key — the reserved first JSON
+//! member or hash field `_cachesync_v` — makes the compare-and-set one atomic script call
+//! on one key, so it stays correct under concurrent writers and in Redis Cluster.
+//!
+//! Deletes delete the key (the contract) but must not let an older, late upsert of the
+//! same row bring it back, so a versioned delete leaves a *tombstone*: a small key holding
+//! the delete's version for `redis.tombstone_ttl` seconds, named so it lives in the same
+//! cluster slot as the row key (see [`tombstone_key`]). A later upsert clears it.
+//!
+//! Strategies never talk to Redis for rows themselves; they hand [`Change`]s to
+//! [`Applier::apply`], which also records the shared metrics (events applied,
+//! propagation latency, errors), so no strategy can forget them.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use redis::aio::ConnectionManager;
+
+use crate::error::{Error, Result};
+use crate::metrics as m;
+use crate::redact::redact_url;
+use crate::row::{Cell, Encoded};
+use crate::schema::SyncedTable;
+use crate::strategy::StrategyKind;
+
+/// The version-guarded write. See the module docs; the argument layout is:
+/// KEYS[1] row key, KEYS[2] tombstone key (same as KEYS[1] when none shares its slot);
+/// ARGV[1] `u`/`d`, ARGV[2] version as decimal text or empty, ARGV[3] `j`/`h`,
+/// ARGV[4] TTL in ms (0 = none), ARGV[5] tombstone TTL in ms, ARGV[6..] the JSON document
+/// or the hash's field/value pairs. Returns 1 when written, 0 when the change was older.
+pub const APPLY_LUA: &str = r#"
+local key, tomb = KEYS[1], KEYS[2]
+local op, ver, fmt = ARGV[1], ARGV[2], ARGV[3]
+local ttl, tomb_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+
+-- Versions are u64 in decimal: compare as text (a longer string is larger) because Lua
+-- numbers are doubles and lose precision above 2^53.
+local function older(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+
+local tombstoned = false
+if ver ~= '' then
+  local current
+  if fmt == 'j' then
+    local doc = redis.pcall('GET', key)
+    if type(doc) == 'string' then current = string.match(doc, '^{"_cachesync_v":(%d+)') end
+  else
+    local v = redis.pcall('HGET', key, '_cachesync_v')
+    if type(v) == 'string' then current = v end
+  end
+  if tomb ~= key then
+    local t = redis.call('GET', tomb)
+    if t then
+      tombstoned = true
+      if not current or older(current, t) then current = t end
+    end
+  end
+  if current and older(ver, current) then return 0 end
+end
+
+if op == 'd' then
+  redis.call('DEL', key)
+  if tomb ~= key and ver ~= '' then redis.call('SET', tomb, ver, 'PX', tomb_ttl) end
+  return 1
+end
+if tombstoned then redis.call('DEL', tomb) end
+if fmt == 'j' then
+  if ttl > 0 then redis.call('SET', key, ARGV[6], 'PX', ttl) else redis.call('SET', key, ARGV[6]) end
+else
+  redis.call('DEL', key)
+  redis.call('HSET', key, unpack(ARGV, 6))
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+end
+return 1
+"#;
+
+/// Suffix of tombstone keys.
+const TOMBSTONE_SUFFIX: &str = ":cachesync:tombstone";
+
+/// What a change does to its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Upsert,
+    Delete,
+}
+
+/// One committed row change on its way to Redis.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub table: Arc<SyncedTable>,
+    pub op: Op,
+    /// The row's synced cells (`SyncedTable::selected` order). For a delete only the
+    /// primary-key cells matter.
+    pub row: Vec<Cell>,
+    /// Orders changes of one row; `None` writes unconditionally.
+    pub version: Option<u64>,
+    /// When the change was committed in MySQL (µs since the Unix epoch), for the
+    /// propagation-latency histogram.
+    pub committed_at_us: Option<u64>,
+}
+
+/// What a batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Changes written.
+    pub written: usize,
+    /// Changes skipped because Redis already held a newer version of the row.
+    pub stale: usize,
+}
+
+/// Applies change batches to Redis. Cheap to clone; clones share one connection.
+#[derive(Clone)]
+pub struct Applier {
+    conn: ConnectionManager,
+    script: Arc<redis::Script>,
+    strategy: StrategyKind,
+    tombstone_ttl_ms: u64,
+}
+
+impl Applier {
+    /// Connects to Redis at `url` and loads the script.
+    pub async fn connect(
+        url: &str,
+        tombstone_ttl: Duration,
+        strategy: StrategyKind,
+    ) -> Result<Applier> {
+        let conn = connect_redis(url).await?;
+        let applier = Applier {
+            conn,
+            script: Arc::new(redis::Script::new(APPLY_LUA)),
+            strategy,
+            tombstone_ttl_ms: tombstone_ttl.as_millis() as u64,
+        };
+        applier.load_script().await?;
+        Ok(applier)
+    }
+
+    /// The connection, for callers that read what the applier wrote (verify, tests).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    async fn load_script(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(APPLY_LUA)
+            .query_async::<String>(&mut conn)
+            .await
+            .map_err(|e| Error::redis("loading the apply script", e))?;
+        Ok(())
+    }
+
+    /// Applies `changes` in order, in one pipelined round trip, and records metrics.
+    ///
+    /// Re-applying a batch is harmless (a change of the same version writes the same
+    /// bytes), so after an error the caller may retry the whole batch.
+    pub async fn apply(&self, changes: &[Change]) -> Result<Applied> {
+        if changes.is_empty() {
+            return Ok(Applied::default());
+        }
+        let pipe = self.pipeline(changes);
+        let mut conn = self.conn.clone();
+        let mut outcome = pipe.query_async::<Vec<i64>>(&mut conn).await;
+        if let Err(e) = &outcome
+            && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        {
+            // Redis restarted and forgot the script: load it and run the batch again.
+            self.load_script().await?;
+            outcome = pipe.query_async::<Vec<i64>>(&mut conn).await;
+        }
+        let results = match outcome {
+            Ok(results) => results,
+            Err(e) => {
+                for change in changes {
+                    metrics::counter!(m::APPLY_ERRORS, "strategy" => self.strategy.name(), "table" => change.table.name())
+                        .increment(1);
+                }
+                return Err(Error::redis(
+                    format!("applying a batch of {} changes", changes.len()),
+                    e,
+                ));
+            }
+        };
+        Ok(self.record(changes, &results))
+    }
+
+    fn pipeline(&self, changes: &[Change]) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        let sha = self.script.get_hash();
+        let mut rng = rand::rng();
+        for change in changes {
+            let table = &change.table;
+            let key = table.key_of(&change.row);
+            let tomb = tombstone_key(&key);
+            let version = change
+                .version
+                .map(|v| itoa::Buffer::new().format(v).to_owned())
+                .unwrap_or_default();
+            let ttl_ms = table.config.ttl.map_or(0, |ttl| {
+                let jitter = table.config.ttl_jitter.as_millis() as u64;
+                ttl.as_millis() as u64
+                    + if jitter > 0 {
+                        rng.random_range(0..=jitter)
+                    } else {
+                        0
+                    }
+            });
+            let cmd = pipe.cmd("EVALSHA").arg(sha).arg(2);
+            cmd.arg(&key).arg(tomb.as_deref().unwrap_or(&key));
+            let op = match change.op {
+                Op::Upsert => "u",
+                Op::Delete => "d",
+            };
+            let format = match table.config.format {
+                crate::config::Format::Json => "j",
+                crate::config::Format::Hash => "h",
+            };
+            cmd.arg(op)
+                .arg(&version)
+                .arg(format)
+                .arg(ttl_ms)
+                .arg(self.tombstone_ttl_ms);
+            if change.op == Op::Upsert {
+                match table.encoder.encode(&change.row, change.version) {
+                    Encoded::Json(doc) => {
+                        cmd.arg(doc);
+                    }
+                    Encoded::Hash(fields) => {
+                        cmd.arg(fields);
+                    }
+                }
+            }
+        }
+        pipe
+    }
+
+    fn record(&self, changes: &[Change], results: &[i64]) -> Applied {
+        let now_us = unix_micros(SystemTime::now());
+        let mut applied = Applied::default();
+        // Batches are mostly one table: count runs instead of allocating a label per change.
+        let mut run: Option<(&Arc<SyncedTable>, u64)> = None;
+        let flush = |table: &Arc<SyncedTable>, n: u64| {
+            metrics::counter!(m::EVENTS_APPLIED, "strategy" => self.strategy.name(), "table" => table.name())
+                .increment(n);
+        };
+        for (change, result) in changes.iter().zip(results) {
+            if *result == 1 {
+                applied.written += 1;
+            } else {
+                applied.stale += 1;
+            }
+            if let Some(committed) = change.committed_at_us {
+                let seconds = now_us.saturating_sub(committed) as f64 / 1e6;
+                metrics::histogram!(m::PROPAGATION, "strategy" => self.strategy.name(), "table" => change.table.name())
+                    .record(seconds);
+            }
+            match &mut run {
+                Some((table, n)) if Arc::ptr_eq(table, &change.table) => *n += 1,
+                _ => {
+                    if let Some((table, n)) = run.take() {
+                        flush(table, n);
+                    }
+                    run = Some((&change.table, 1));
+                }
+            }
+        }
+        if let Some((table, n)) = run {
+            flush(table, n);
+        }
+        if applied.stale > 0 {
+            metrics::counter!(m::STALE_CHANGES_SKIPPED, "strategy" => self.strategy.name())
+                .increment(applied.stale as u64);
+        }
+        applied
+    }
+}
+
+/// Connects to Redis with timeouts suited to large pipelines; failures name Redis and
+/// the URL (password redacted).
+pub async fn connect_redis(url: &str) -> Result<ConnectionManager> {
+    let unreachable = |reason: String| Error::Unreachable {
+        service: "Redis",
+        url: redact_url(url),
+        reason,
+    };
+    let client = redis::Client::open(url).map_err(|e| unreachable(e.to_string()))?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(30)))
+        .set_number_of_retries(2);
+    let mut conn = ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    redis::cmd("PING")
+        .query_async::<String>(&mut conn)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    Ok(conn)
+}
+
+/// Microseconds since the Unix epoch.
+pub fn unix_micros(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The tombstone key of a row key, in the same Redis Cluster slot.
+///
+/// A key with a hash tag (`{...}`) keeps it when a suffix is appended. A key without one
+/// is hashed whole, so it becomes the tag of the tombstone key: `{user:1}:cachesync:tombstone`.
+/// That is impossible only for a key that contains `}` but no hash tag; such rows get no
+/// tombstone (`None`) and their deletes are unguarded.
+pub fn tombstone_key(key: &str) -> Option<String> {
+    if has_hash_tag(key) {
+        Some(format!("{key}{TOMBSTONE_SUFFIX}"))
+    } else if !key.contains('}') {
+        Some(format!("{{{key}}}{TOMBSTONE_SUFFIX}"))
+    } else {
+        None
+    }
+}
+
+/// Whether Redis Cluster hashes only part of `key`: a `{` followed later by a `}` with
+/// at least one byte between them.
+fn has_hash_tag(key: &str) -> bool {
+    key.find('{')
+        .and_then(|open| key[open + 1..].find('}'))
+        .is_some_and(|len| len > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tombstones_share_the_row_key_slot() {
+        assert_eq!(
+            tombstone_key("user:1").as_deref(),
+            Some("{user:1}:cachesync:tombstone")
+        );
+        assert_eq!(
+            tombstone_key("{shop}:user:1").as_deref(),
+            Some("{shop}:user:1:cachesync:tombstone")
+        );
+        // An empty tag hashes the whole key; it contains '}' so no tombstone can share it.
+        assert_eq!(tombstone_key("a{}b"), None);
+        assert_eq!(tombstone_key("a}b"), None);
+        assert_eq!(
+            tombstone_key("a{b").as_deref(),
+            Some("{a{b}:cachesync:tombstone")
+        );
+    }
+}

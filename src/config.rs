@@ -1,0 +1,515 @@
+//! Configuration: TOML under `config/` plus `CACHESYNC__SECTION__KEY` environment overrides.
+//!
+//! Loading happens in two steps, as in Vector: [`RawConfig`] is what serde reads (every
+//! unknown key is collected, not just the first), then [`RawConfig::validate`] — pure, no
+//! I/O — turns it into a [`Config`] or returns *all* problems at once, each naming its key
+//! (`tables[1].key: ...`). Checks that need MySQL (does the table exist, is `{id}` a
+//! primary-key column) live in [`crate::schema`] and report in the same style.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::keys::KeyTemplate;
+use crate::strategy::StrategyKind;
+
+/// Environment variables with this prefix override file keys: `CACHESYNC__MYSQL__URL`.
+pub const ENV_PREFIX: &str = "CACHESYNC";
+
+/// The name of the bookkeeping field cachesync keeps in every row's Redis key (the
+/// version that orders writes). No synced column may use it.
+pub const VERSION_FIELD: &str = "_cachesync_v";
+
+/// The configuration file as written; see `config/cachesync.toml` for each key's meaning.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawConfig {
+    /// `dual-write`, `mq` or `binlog`.
+    pub strategy: String,
+    pub mysql: RawMysql,
+    pub redis: RawRedis,
+    /// Only the `mq` strategy needs a broker; `doctor` checks it when present.
+    #[serde(default)]
+    pub amqp: Option<RawAmqp>,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default)]
+    pub tables: Vec<RawTable>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawMysql {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawRedis {
+    pub url: String,
+    /// Seconds a delete's version is remembered so that an older, late upsert of the same
+    /// row cannot bring it back (see README "Redis encoding").
+    #[serde(default = "default_tombstone_ttl")]
+    pub tombstone_ttl: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawAmqp {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawMetrics {
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawTable {
+    /// `database.table`.
+    pub name: String,
+    /// Redis key template over primary-key columns, e.g. `user:{id}`.
+    pub key: String,
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// Columns to keep in Redis; all columns when absent. Primary-key columns are always
+    /// kept because the key is built from them.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// Seconds until the key expires; no expiry when absent.
+    #[serde(default)]
+    pub ttl: Option<u64>,
+    /// Up to this many seconds are added at random to each `ttl`, so keys written
+    /// together do not expire together (cache avalanche).
+    #[serde(default)]
+    pub ttl_jitter: Option<u64>,
+    /// An integer column that grows with every change of a row; when set, writes carry
+    /// it as their version and Redis never goes back to an older one.
+    #[serde(default)]
+    pub version_column: Option<String>,
+}
+
+fn default_tombstone_ttl() -> u64 {
+    3600
+}
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9464".to_owned()
+}
+
+fn default_format() -> String {
+    "json".to_owned()
+}
+
+/// How a row is stored in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A string key holding one JSON object per row.
+    Json,
+    /// A hash key with one field per column.
+    Hash,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub strategy: StrategyKind,
+    pub mysql_url: String,
+    pub redis_url: String,
+    pub tombstone_ttl: Duration,
+    pub amqp_url: Option<String>,
+    pub metrics_listen: SocketAddr,
+    pub tables: Vec<TableConfig>,
+}
+
+/// One validated `[[tables]]` entry.
+#[derive(Debug, Clone)]
+pub struct TableConfig {
+    /// Position in the file, for messages (`tables[1]`).
+    pub index: usize,
+    pub database: String,
+    pub table: String,
+    pub key: KeyTemplate,
+    pub format: Format,
+    pub columns: Option<Vec<String>>,
+    pub ttl: Option<Duration>,
+    pub ttl_jitter: Duration,
+    pub version_column: Option<String>,
+}
+
+impl TableConfig {
+    /// `database.table`, as written in the config.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.database, self.table)
+    }
+}
+
+impl Config {
+    /// Reads `path` and the environment, then validates. Problems come back as
+    /// [`Error::Config`] with one line each.
+    pub fn load(path: &Path) -> Result<Config> {
+        RawConfig::load(path)?.validate()
+    }
+}
+
+impl RawConfig {
+    /// Reads `path` (TOML) and applies `CACHESYNC__…` overrides. Unknown keys are
+    /// rejected, all of them in one error.
+    pub fn load(path: &Path) -> Result<RawConfig> {
+        let shown = path.display();
+        if !path.is_file() {
+            return Err(Error::Config(vec![format!(
+                "{shown}: no such config file (copy config/cachesync.toml and edit it)"
+            )]));
+        }
+        let built = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .map_err(|e| Error::Config(vec![format!("{shown}: {e}")]))?;
+        let tree: serde_json::Value = built
+            .try_deserialize()
+            .map_err(|e| Error::Config(vec![format!("{shown}: {e}")]))?;
+        Self::from_tree(tree).map_err(|problems| {
+            Error::Config(
+                problems
+                    .into_iter()
+                    .map(|p| format!("{shown}: {p}"))
+                    .collect(),
+            )
+        })
+    }
+
+    /// Deserializes an already parsed tree, collecting every unknown key.
+    pub fn from_tree(tree: serde_json::Value) -> std::result::Result<RawConfig, Vec<String>> {
+        let mut unknown = Vec::new();
+        let parsed: std::result::Result<RawConfig, _> = serde_path_to_error::deserialize(
+            serde_ignored::Deserializer::new(tree, &mut |path: serde_ignored::Path| {
+                unknown.push(format!("{}: unknown key", render_ignored_path(&path)));
+            }),
+        );
+        match parsed {
+            Ok(raw) if unknown.is_empty() => Ok(raw),
+            Ok(_) => Err(unknown),
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let message = if path == "." {
+                    inner.to_string()
+                } else {
+                    format!("{path}: {inner}")
+                };
+                unknown.push(message);
+                Err(unknown)
+            }
+        }
+    }
+
+    /// Pure validation: every problem, each naming its key.
+    pub fn validate(&self) -> Result<Config> {
+        let mut problems = Vec::new();
+
+        let strategy = match self.strategy.parse::<StrategyKind>() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                problems.push(format!("strategy: {e}"));
+                None
+            }
+        };
+
+        if let Err(e) = mysql_async::Opts::from_url(&self.mysql.url) {
+            problems.push(format!("mysql.url: {e}"));
+        }
+        if let Err(e) = redis::Client::open(self.redis.url.as_str()) {
+            problems.push(format!("redis.url: {e}"));
+        }
+        if self.redis.tombstone_ttl == 0 {
+            problems.push("redis.tombstone_ttl: must be at least 1 second".to_owned());
+        }
+        if let Some(amqp) = &self.amqp
+            && !(amqp.url.starts_with("amqp://") || amqp.url.starts_with("amqps://"))
+        {
+            problems.push(format!(
+                "amqp.url: expected amqp://user:password@host:port/vhost, got {}",
+                crate::redact::redact_url(&amqp.url)
+            ));
+        }
+        if strategy == Some(StrategyKind::Mq) && self.amqp.is_none() {
+            problems.push("amqp.url: required when strategy = \"mq\"".to_owned());
+        }
+        let metrics_listen = match self.metrics.listen.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                problems.push(format!(
+                    "metrics.listen: expected host:port such as 127.0.0.1:9464, got {:?}",
+                    self.metrics.listen
+                ));
+                None
+            }
+        };
+
+        if self.tables.is_empty() {
+            problems.push("tables: at least one [[tables]] entry is required".to_owned());
+        }
+        let mut seen = HashSet::new();
+        let mut tables = Vec::with_capacity(self.tables.len());
+        for (index, raw) in self.tables.iter().enumerate() {
+            if !seen.insert(raw.name.as_str()) {
+                problems.push(format!(
+                    "tables[{index}].name: {} is configured twice",
+                    raw.name
+                ));
+            }
+            if let Some(table) = raw.validate(index, &mut problems) {
+                tables.push(table);
+            }
+        }
+
+        match (strategy, metrics_listen) {
+            (Some(strategy), Some(metrics_listen)) if problems.is_empty() => Ok(Config {
+                strategy,
+                mysql_url: self.mysql.url.clone(),
+                redis_url: self.redis.url.clone(),
+                tombstone_ttl: Duration::from_secs(self.redis.tombstone_ttl),
+                amqp_url: self.amqp.as_ref().map(|a| a.url.clone()),
+                metrics_listen,
+                tables,
+            }),
+            _ => Err(Error::Config(problems)),
+        }
+    }
+}
+
+impl RawTable {
+    fn validate(&self, index: usize, problems: &mut Vec<String>) -> Option<TableConfig> {
+        let at = |key: &str| format!("tables[{index}].{key}");
+        let before = problems.len();
+
+        let name = match self.name.split_once('.') {
+            Some((db, table)) if !db.is_empty() && !table.is_empty() && !table.contains('.') => {
+                Some((db.to_owned(), table.to_owned()))
+            }
+            _ => {
+                problems.push(format!(
+                    "{}: expected \"database.table\", got {:?}",
+                    at("name"),
+                    self.name
+                ));
+                None
+            }
+        };
+        let key = match KeyTemplate::parse(&self.key) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                problems.push(format!("{}: {e}", at("key")));
+                None
+            }
+        };
+        let format = match self.format.as_str() {
+            "json" => Some(Format::Json),
+            "hash" => Some(Format::Hash),
+            other => {
+                problems.push(format!(
+                    "{}: expected \"json\" or \"hash\", got {other:?}",
+                    at("format")
+                ));
+                None
+            }
+        };
+        if let Some(columns) = &self.columns {
+            if columns.is_empty() {
+                problems.push(format!(
+                    "{}: must name at least one column (leave it out to keep all)",
+                    at("columns")
+                ));
+            }
+            let mut seen = HashSet::new();
+            for column in columns {
+                if !seen.insert(column) {
+                    problems.push(format!("{}: {column} is listed twice", at("columns")));
+                }
+            }
+        }
+        if self.ttl == Some(0) {
+            problems.push(format!(
+                "{}: must be at least 1 second (leave it out for no expiry)",
+                at("ttl")
+            ));
+        }
+        if self.ttl_jitter.is_some() && self.ttl.is_none() {
+            problems.push(format!("{}: needs ttl to be set", at("ttl_jitter")));
+        }
+
+        if problems.len() != before {
+            return None;
+        }
+        let (database, table) = name?;
+        Some(TableConfig {
+            index,
+            database,
+            table,
+            key: key?,
+            format: format?,
+            columns: self.columns.clone(),
+            ttl: self.ttl.map(Duration::from_secs),
+            ttl_jitter: Duration::from_secs(self.ttl_jitter.unwrap_or(0)),
+            version_column: self.version_column.clone(),
+        })
+    }
+}
+
+/// `tables.1.formatt` as serde_ignored sees it, written the way the file reads:
+/// `tables[1].formatt`.
+fn render_ignored_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", render_ignored_path(parent)),
+        Path::Map { parent, key } => {
+            let parent = render_ignored_path(parent);
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => render_ignored_path(parent),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn valid_tree() -> serde_json::Value {
+        json!({
+            "strategy": "binlog",
+            "mysql": { "url": "mysql://root@127.0.0.1:3307" },
+            "redis": { "url": "redis://127.0.0.1:6380" },
+            "tables": [
+                { "name": "shop.users", "key": "user:{id}" },
+                { "name": "shop.orders", "key": "order:{id}", "format": "hash", "ttl": 60, "ttl_jitter": 10 }
+            ]
+        })
+    }
+
+    fn problems(tree: serde_json::Value) -> Vec<String> {
+        match RawConfig::from_tree(tree) {
+            Err(problems) => problems,
+            Ok(raw) => match raw.validate() {
+                Err(Error::Config(problems)) => problems,
+                Err(other) => panic!("unexpected error {other}"),
+                Ok(_) => Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn accepts_a_valid_config_with_defaults() {
+        let config = RawConfig::from_tree(valid_tree())
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(config.strategy, StrategyKind::Binlog);
+        assert_eq!(config.metrics_listen.to_string(), "127.0.0.1:9464");
+        assert_eq!(config.tables[0].format, Format::Json);
+        assert_eq!(config.tables[1].format, Format::Hash);
+        assert_eq!(config.tables[1].ttl, Some(Duration::from_secs(60)));
+        assert_eq!(config.tables[1].ttl_jitter, Duration::from_secs(10));
+        assert_eq!(config.tombstone_ttl, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn reports_every_unknown_key_with_its_path() {
+        let mut tree = valid_tree();
+        tree["mysql"]["urll"] = json!("x");
+        tree["tables"][1]["formatt"] = json!("hash");
+        tree["extra"] = json!(1);
+        let mut found = problems(tree);
+        found.sort();
+        assert_eq!(
+            found,
+            vec![
+                "extra: unknown key",
+                "mysql.urll: unknown key",
+                "tables[1].formatt: unknown key"
+            ]
+        );
+    }
+
+    #[test]
+    fn reports_all_semantic_problems_at_once() {
+        let mut tree = valid_tree();
+        tree["strategy"] = json!("cdc");
+        tree["metrics"] = json!({ "listen": "nowhere" });
+        tree["tables"][0]["name"] = json!("users");
+        tree["tables"][1]["key"] = json!("order:{}");
+        tree["tables"][1]["format"] = json!("xml");
+        let found = problems(tree);
+        assert_eq!(found.len(), 5, "{found:#?}");
+        assert!(found[0].starts_with("strategy: unknown strategy \"cdc\""));
+        assert!(found[0].contains("dual-write, mq, binlog"), "{}", found[0]);
+        assert!(found.iter().any(|p| p.starts_with("metrics.listen:")));
+        assert!(found.iter().any(|p| p.starts_with("tables[0].name:")));
+        assert!(found.iter().any(|p| p.starts_with("tables[1].key:")));
+        assert!(found.iter().any(|p| p.starts_with("tables[1].format:")));
+    }
+
+    #[test]
+    fn names_the_key_of_a_type_error() {
+        let mut tree = valid_tree();
+        tree["tables"][1]["ttl"] = json!("soon");
+        let found = problems(tree);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].starts_with("tables[1].ttl: "), "{}", found[0]);
+    }
+
+    #[test]
+    fn mq_needs_a_broker_url() {
+        let mut tree = valid_tree();
+        tree["strategy"] = json!("mq");
+        assert_eq!(
+            problems(tree),
+            vec!["amqp.url: required when strategy = \"mq\""]
+        );
+    }
+
+    #[test]
+    fn rejects_duplicate_tables_and_bad_ttls() {
+        let mut tree = valid_tree();
+        tree["tables"][1]["name"] = json!("shop.users");
+        tree["tables"][1]["ttl"] = json!(0);
+        let found = problems(tree);
+        assert!(
+            found
+                .iter()
+                .any(|p| p
+                    == "tables[1].ttl: must be at least 1 second (leave it out for no expiry)"),
+            "{found:#?}"
+        );
+        tree = valid_tree();
+        tree["tables"][1]["name"] = json!("shop.users");
+        let found = problems(tree);
+        assert_eq!(
+            found,
+            vec!["tables[1].name: shop.users is configured twice"]
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! `cachesync run`: start-up checks, the strategy's background work, and shutdown.
+//!
+//! Start-up connects to everything at once and reports every failure together (MySQL and
+//! Redis both down is two lines, not one fix-and-retry cycle). Shutdown follows Vector:
+//! the first SIGINT/SIGTERM asks the strategy to finish what it holds, within
+//! [`DRAIN_TIMEOUT`]; a second signal exits at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::applier::Applier;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::schema::{self, SyncedTable};
+use crate::strategy::{Strategy, SyncStrategy};
+
+/// How long a graceful shutdown may take before cachesync stops waiting.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything a strategy runs on, connected and checked.
+pub struct Services {
+    pub pool: mysql_async::Pool,
+    pub tables: Vec<Arc<SyncedTable>>,
+    pub applier: Applier,
+}
+
+impl Services {
+    /// Connects to MySQL and Redis concurrently and checks the configured tables against
+    /// MySQL; every failure is reported.
+    pub async fn connect(config: &Config) -> Result<Services> {
+        let pool = crate::mysql::pool(&config.mysql_url)?;
+        let (tables, applier) = tokio::join!(
+            schema::load_tables(config, &pool),
+            Applier::connect(&config.redis_url, config.tombstone_ttl, config.strategy)
+        );
+        match (tables, applier) {
+            (Ok(tables), Ok(applier)) => Ok(Services {
+                pool,
+                tables,
+                applier,
+            }),
+            (Err(a), Err(b)) => Err(Error::Many(vec![a, b])),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        }
+    }
+}
+
+/// Runs the daemon until a signal (or `shutdown` from the caller) stops it.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    crate::metrics::install(config.metrics_listen)?;
+    let services = Services::connect(&config).await?;
+    let names: Vec<String> = services.tables.iter().map(|t| t.name()).collect();
+    crate::metrics::register_series(config.strategy.name(), &names);
+    let strategy = Strategy::build(config.strategy, services.pool.clone(), services.applier)?;
+    spawn_signal_handler(shutdown.clone());
+    info!(
+        strategy = config.strategy.name(),
+        tables = names.join(","),
+        metrics = %format!("http://{}/metrics", config.metrics_listen),
+        "cachesync running"
+    );
+
+    let work = strategy.run(shutdown.clone());
+    tokio::pin!(work);
+    let outcome = tokio::select! {
+        outcome = &mut work => outcome,
+        _ = shutdown.cancelled() => {
+            info!(limit_s = DRAIN_TIMEOUT.as_secs(), "draining");
+            match tokio::time::timeout(DRAIN_TIMEOUT, &mut work).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    warn!(limit_s = DRAIN_TIMEOUT.as_secs(), "drain limit reached; stopping with work in flight");
+                    Ok(())
+                }
+            }
+        }
+    };
+    services.pool.disconnect().await.ok();
+    info!("stopped");
+    outcome
+}
+
+/// First SIGINT/SIGTERM: cancel `shutdown` (drain). Second: exit now.
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            warn!("cannot listen for SIGTERM; only SIGINT stops cachesync gracefully");
+            return;
+        };
+        let mut next_signal = async || {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            }
+        };
+        let first = next_signal().await;
+        info!(
+            signal = first,
+            "shutting down; send the signal again to quit at once"
+        );
+        shutdown.cancel();
+        let second = next_signal().await;
+        warn!(signal = second, "second signal: quitting now");
+        std::process::exit(130);
+    });
+}

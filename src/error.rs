@@ -1,0 +1,124 @@
+//! One error type for the library.
+//!
+//! Every variant renders as readable lines with no backtrace: the binary prints
+//! `Display` and exits non-zero. Service errors name the service and its URL with the
+//! password redacted (see [`crate::redact`]).
+
+use std::fmt;
+
+/// The library's error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration is invalid; every problem found is listed, one per line.
+    #[error("{}", Problems(.0))]
+    Config(Vec<String>),
+
+    /// A service could not be reached or refused us (connect, auth, protocol).
+    #[error("cannot reach {service} at {url}: {reason}")]
+    Unreachable {
+        service: &'static str,
+        /// The URL with any password replaced by `***`.
+        url: String,
+        reason: String,
+    },
+
+    /// A MySQL statement failed after connecting.
+    #[error("mysql: {context}: {source}")]
+    Mysql {
+        context: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+
+    /// A Redis command failed after connecting.
+    #[error("redis: {context}: {source}")]
+    Redis {
+        context: String,
+        #[source]
+        source: redis::RedisError,
+    },
+
+    /// A value read from MySQL (SQL or binlog) does not fit the column it belongs to.
+    #[error("cannot decode {table}.{column}: {reason}")]
+    Decode {
+        table: String,
+        column: String,
+        reason: String,
+    },
+
+    /// A strategy's own failure (publish, replication stream, ...).
+    #[error("{strategy}: {reason}")]
+    Strategy {
+        strategy: &'static str,
+        reason: String,
+    },
+
+    /// Several independent failures (e.g. MySQL and Redis both unreachable), one per line.
+    #[error("{}", Problems(&.0.iter().map(|e| e.to_string()).collect::<Vec<_>>()))]
+    Many(Vec<Error>),
+
+    /// Local I/O (binding the metrics listener, reading a file).
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Whether retrying the same operation later may succeed (lost connection, broker
+    /// restart) as opposed to a problem only a person can fix (bad config, bad data).
+    /// Retry policy asks this once instead of matching error kinds everywhere.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Unreachable { .. } => true,
+            Error::Mysql { source, .. } => matches!(
+                source,
+                mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)
+            ),
+            Error::Redis { source, .. } => {
+                source.is_io_error()
+                    || source.is_connection_dropped()
+                    || source.is_connection_refusal()
+                    || source.is_timeout()
+            }
+            Error::Io { .. } => true,
+            Error::Many(errors) => errors.iter().all(Error::is_transient),
+            Error::Config(_) | Error::Decode { .. } | Error::Strategy { .. } => false,
+        }
+    }
+
+    pub(crate) fn mysql(context: impl Into<String>, source: mysql_async::Error) -> Self {
+        Error::Mysql {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn redis(context: impl Into<String>, source: redis::RedisError) -> Self {
+        Error::Redis {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Renders a list of problems one per line.
+struct Problems<'a>(&'a [String]);
+
+impl fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            f.write_str(problem)?;
+        }
+        Ok(())
+    }
+}

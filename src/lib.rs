@@ -1,0 +1,41 @@
+//! cachesync keeps a Redis cache in sync with MySQL/MariaDB by one of three strategies
+//! (dual-write, RabbitMQ, binlog replay) and measures which one to use.
+//!
+//! # Layout
+//!
+//! A row travels `MySQL → decode → row → applier → Redis`; a strategy decides how the
+//! application writes and where committed changes come from.
+//!
+//! - [`config`] — the TOML config plus `CACHESYNC__…` overrides; pure validation that
+//!   reports every problem with its key.
+//! - [`schema`] — what the configured tables look like in MySQL (`information_schema`),
+//!   and the per-table plan ([`schema::SyncedTable`]) that renders keys and values.
+//! - [`decode`] — pure: SQL values and binlog row images → canonical [`row::Cell`]s.
+//! - [`row`] — the canonical row model and its `json`/`hash` Redis encodings (the contract
+//!   every strategy shares).
+//! - [`keys`] — Redis key templates such as `user:{id}`.
+//! - [`applier`] — the one writer of rows into Redis: pipelined batches, a per-key version
+//!   guard in Lua, tombstones for deletes, TTL with jitter, the shared metrics.
+//! - [`strategy`] — the [`strategy::SyncStrategy`] trait and one module per strategy.
+//! - [`daemon`] — `cachesync run`: connect and check everything, run the strategy, drain on
+//!   SIGINT/SIGTERM.
+//! - [`doctor`] — `cachesync doctor`: binlog settings, grants, reachability, with fixes.
+//! - [`metrics`] — metric names (the dashboard contract) and the Prometheus exporter.
+//! - [`mysql`] — MySQL connections with the session settings the encoding relies on.
+//! - [`redact`], [`error`] — passwords out of messages; the one error type.
+
+pub mod applier;
+pub mod config;
+pub mod daemon;
+pub mod decode;
+pub mod doctor;
+pub mod error;
+pub mod keys;
+pub mod metrics;
+pub mod mysql;
+pub mod redact;
+pub mod row;
+pub mod schema;
+pub mod strategy;
+
+pub use error::{Error, Result};

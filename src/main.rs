@@ -1,0 +1,121 @@
+//! The `cachesync` command: parses arguments, sets up logging, and calls the library.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use cachesync::config::Config;
+use cachesync::doctor::{self, Severity};
+
+/// Keep a Redis cache in sync with MySQL/MariaDB — by dual-write, RabbitMQ or binlog
+/// replay — and measure which strategy to use.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sync daemon with the configured strategy until SIGINT/SIGTERM.
+    ///
+    /// Checks the configured tables against MySQL and connects to Redis first; every
+    /// problem found is printed, one per line. Metrics are served on `metrics.listen`
+    /// under /metrics. The first signal drains (up to 30 s), a second one quits at once.
+    Run {
+        /// The TOML config file; every key can be overridden by CACHESYNC__SECTION__KEY.
+        #[arg(
+            long,
+            short,
+            default_value = "config/cachesync.toml",
+            env = "CACHESYNC_CONFIG"
+        )]
+        config: PathBuf,
+    },
+    /// Check MySQL binlog settings, grants, tables, Redis and RabbitMQ, and print what to
+    /// change. Exits non-zero when the configured strategy cannot work.
+    Doctor {
+        /// The TOML config file; every key can be overridden by CACHESYNC__SECTION__KEY.
+        #[arg(
+            long,
+            short,
+            default_value = "config/cachesync.toml",
+            env = "CACHESYNC_CONFIG"
+        )]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run { config } => {
+                let config = match Config::load(&config) {
+                    Ok(c) => c,
+                    Err(e) => return fail(&e.to_string()),
+                };
+                match cachesync::daemon::run(config, CancellationToken::new()).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => fail(&e.to_string()),
+                }
+            }
+            Command::Doctor { config: path } => {
+                let config = match Config::load(&path) {
+                    Ok(c) => c,
+                    Err(e) => return fail(&e.to_string()),
+                };
+                println!(
+                    "cachesync doctor: strategy {} from {}",
+                    config.strategy,
+                    path.display()
+                );
+                let report = doctor::check(&config).await;
+                for finding in &report.findings {
+                    println!("  {finding}");
+                }
+                match report.problems() {
+                    0 => {
+                        let notes = report
+                            .findings
+                            .iter()
+                            .filter(|f| f.severity == Severity::Note)
+                            .count();
+                        println!("all good for strategy {} ({notes} notes)", config.strategy);
+                        ExitCode::SUCCESS
+                    }
+                    n => {
+                        println!("{n} problem(s) stop strategy {}", config.strategy);
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Prints each line of `message` as an error and returns the failure exit code.
+fn fail(message: &str) -> ExitCode {
+    for line in message.lines() {
+        eprintln!("error: {line}");
+    }
+    ExitCode::FAILURE
+}

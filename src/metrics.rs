@@ -1,0 +1,115 @@
+//! Metric names, their descriptions, and the Prometheus exporter.
+//!
+//! Every strategy reports the same names, labelled `strategy` (and `table` where a row
+//! change is involved), so one dashboard compares them. Names follow
+//! `cachesync_<name>_<unit>[_total]`; label values are bounded (three strategies, the
+//! configured tables). Histograms use the explicit [`LATENCY_BUCKETS`] so Prometheus can
+//! aggregate quantiles across instances (summaries cannot be).
+
+use std::net::SocketAddr;
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::error::{Error, Result};
+
+/// Histogram, seconds, labels `strategy`, `table`: the write as the application sees it
+/// (dual-write: MySQL commit + Redis; mq: commit + confirmed publish; binlog: commit).
+pub const WRITE_DURATION: &str = "cachesync_write_duration_seconds";
+/// Histogram, seconds, labels `strategy`, `table`: from the MySQL commit to Redis
+/// acknowledging the write of that change.
+pub const PROPAGATION: &str = "cachesync_propagation_seconds";
+/// Gauge, seconds, label `strategy`: how far the newest applied change trails MySQL.
+pub const LAG: &str = "cachesync_lag_seconds";
+/// Counter, labels `strategy`, `table`: row changes written to Redis.
+pub const EVENTS_APPLIED: &str = "cachesync_events_applied_total";
+/// Counter, labels `strategy`, `table`: row changes that failed to reach Redis.
+pub const APPLY_ERRORS: &str = "cachesync_apply_errors_total";
+/// Counter, label `strategy`: changes Redis already had a newer version of (dropped by
+/// the version guard: redeliveries, races between writers).
+pub const STALE_CHANGES_SKIPPED: &str = "cachesync_stale_changes_skipped_total";
+/// Counter, label `strategy` (benchmark): reads that saw an older version than the newest
+/// committed one.
+pub const STALE_READS: &str = "cachesync_stale_reads_total";
+/// Counter, label `strategy` (benchmark): reads made.
+pub const READS: &str = "cachesync_reads_total";
+/// Gauge, labels `strategy`, `table`: keys whose Redis value differs from MySQL, as last
+/// counted by `verify` or the benchmark.
+pub const DIVERGENT_KEYS: &str = "cachesync_divergent_keys";
+
+/// Upper bounds of latency histogram buckets, in seconds: 100 µs to 30 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// Installs the global recorder and serves `/metrics` on `listen`. Must run inside the
+/// Tokio runtime.
+pub fn install(listen: SocketAddr) -> Result<PrometheusHandle> {
+    let builder = PrometheusBuilder::new()
+        .with_http_listener(listen)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
+        .map_err(|e| metrics_error(listen, e))?;
+    let (recorder, exporter) = builder.build().map_err(|e| metrics_error(listen, e))?;
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|e| Error::Io {
+        context: "installing the metrics recorder".to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    tokio::spawn(exporter);
+    describe();
+    Ok(handle)
+}
+
+fn metrics_error(listen: SocketAddr, e: impl std::fmt::Display) -> Error {
+    Error::Io {
+        context: format!("metrics.listen: cannot serve /metrics on {listen}"),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// Describes every metric (HELP/TYPE lines in the scrape).
+pub fn describe() {
+    describe_histogram!(
+        WRITE_DURATION,
+        Unit::Seconds,
+        "Application-perceived write latency"
+    );
+    describe_histogram!(
+        PROPAGATION,
+        Unit::Seconds,
+        "MySQL commit to Redis acknowledged, per change"
+    );
+    describe_gauge!(
+        LAG,
+        Unit::Seconds,
+        "How far the newest applied change trails MySQL"
+    );
+    describe_counter!(EVENTS_APPLIED, "Row changes written to Redis");
+    describe_counter!(APPLY_ERRORS, "Row changes that failed to reach Redis");
+    describe_counter!(
+        STALE_CHANGES_SKIPPED,
+        "Changes dropped because Redis held a newer version"
+    );
+    describe_counter!(
+        STALE_READS,
+        "Benchmark reads older than the newest committed version"
+    );
+    describe_counter!(READS, "Benchmark reads");
+    describe_gauge!(DIVERGENT_KEYS, "Keys whose Redis value differs from MySQL");
+}
+
+/// Creates the series a strategy will report so they appear in the first scrape, before
+/// any change happened (dashboards and alerts then see zeros instead of no data).
+pub fn register_series(strategy: &'static str, tables: &[String]) {
+    for table in tables {
+        let table = table.clone();
+        metrics::counter!(EVENTS_APPLIED, "strategy" => strategy, "table" => table.clone())
+            .increment(0);
+        metrics::counter!(APPLY_ERRORS, "strategy" => strategy, "table" => table.clone())
+            .increment(0);
+        let _ = metrics::histogram!(PROPAGATION, "strategy" => strategy, "table" => table.clone());
+        let _ = metrics::histogram!(WRITE_DURATION, "strategy" => strategy, "table" => table);
+    }
+    metrics::counter!(STALE_CHANGES_SKIPPED, "strategy" => strategy).increment(0);
+}
