@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use mysql_async::binlog::row::BinlogRow;
 use mysql_async::prelude::Queryable;
 
 use crate::config::{Config, TableConfig, VERSION_FIELD};
@@ -315,6 +316,39 @@ impl SyncedTable {
             .map(|i| {
                 let value = row.as_ref(i).unwrap_or(&mysql_async::Value::NULL);
                 crate::decode::from_sql(&self.types[i], value).map_err(|reason| Error::Decode {
+                    table: self.name(),
+                    column: self.encoder.names()[i].clone(),
+                    reason,
+                })
+            })
+            .collect()
+    }
+
+    /// Decodes a binlog row image (all table columns, table order) into the synced cells.
+    pub fn decode_binlog_row(&self, row: &BinlogRow) -> Result<Vec<Cell>> {
+        if row.len() != self.schema.columns.len() {
+            return Err(Error::Decode {
+                table: self.name(),
+                column: "*".to_owned(),
+                reason: format!(
+                    "the binlog row has {} columns but the table had {} when cachesync read its schema",
+                    row.len(),
+                    self.schema.columns.len()
+                ),
+            });
+        }
+        self.selected
+            .iter()
+            .zip(&self.types)
+            .enumerate()
+            .map(|(i, (&column, ty))| {
+                let value = row.as_ref(column).ok_or_else(|| Error::Decode {
+                    table: self.name(),
+                    column: self.encoder.names()[i].clone(),
+                    reason: "missing from the binlog row image (binlog_row_image must be FULL)"
+                        .to_owned(),
+                })?;
+                crate::decode::from_binlog(ty, value).map_err(|reason| Error::Decode {
                     table: self.name(),
                     column: self.encoder.names()[i].clone(),
                     reason,

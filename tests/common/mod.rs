@@ -1,0 +1,140 @@
+//! Shared helpers for the service-backed tests.
+//!
+//! The tests talk to real MariaDB, Redis and RabbitMQ. Start them with
+//! `scripts/services.sh up` (a dedicated MariaDB with row binlog on 3307, Redis on 6380,
+//! RabbitMQ on 5672); point elsewhere with `CACHESYNC_TEST_MYSQL_URL`,
+//! `CACHESYNC_TEST_REDIS_URL` and `CACHESYNC_TEST_AMQP_URL`. A missing service fails the
+//! test with a message saying how to start it — never a silent skip.
+//!
+//! Every test works in its own schema and Redis key prefix ([`unique`]) so the suite
+//! runs in parallel.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mysql_async::prelude::Queryable;
+
+pub fn mysql_url() -> String {
+    std::env::var("CACHESYNC_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3307".to_owned())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("CACHESYNC_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6380".to_owned())
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("CACHESYNC_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+const HOW_TO_START: &str = "start the test services with `scripts/services.sh up` \
+     (or set CACHESYNC_TEST_MYSQL_URL / CACHESYNC_TEST_REDIS_URL / CACHESYNC_TEST_AMQP_URL)";
+
+/// A name no other test (or earlier run) uses: `prefix_<pid>_<n>_<time>`.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}_{}_{n}_{nanos:x}", std::process::id())
+}
+
+/// A connection to the test MariaDB, or a panic that says how to start it.
+pub async fn mysql_conn() -> mysql_async::Conn {
+    let url = mysql_url();
+    let opts = mysql_async::Opts::from_url(&url).expect("CACHESYNC_TEST_MYSQL_URL parses");
+    match mysql_async::Conn::new(opts).await {
+        Ok(conn) => conn,
+        Err(e) => panic!("MariaDB at {url} is not reachable ({e}): {HOW_TO_START}"),
+    }
+}
+
+/// A Redis connection to the test Redis, or a panic that says how to start it.
+pub async fn redis_conn() -> redis::aio::MultiplexedConnection {
+    let url = redis_url();
+    let client = redis::Client::open(url.as_str()).expect("CACHESYNC_TEST_REDIS_URL parses");
+    match client.get_multiplexed_async_connection().await {
+        Ok(conn) => conn,
+        Err(e) => panic!("Redis at {url} is not reachable ({e}): {HOW_TO_START}"),
+    }
+}
+
+/// A fresh database of the test MariaDB, dropped by [`TestDb::drop_db`].
+pub struct TestDb {
+    pub name: String,
+    pub conn: mysql_async::Conn,
+}
+
+impl TestDb {
+    pub async fn create(prefix: &str) -> TestDb {
+        let name = unique(&format!("cs_{prefix}"));
+        let mut conn = mysql_conn().await;
+        conn.query_drop(format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+            .await
+            .expect("create the test database");
+        conn.query_drop("SET time_zone = '+00:00'").await.unwrap();
+        conn.query_drop(format!("USE `{name}`")).await.unwrap();
+        TestDb { name, conn }
+    }
+
+    pub async fn exec(&mut self, sql: &str) {
+        self.conn
+            .query_drop(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    pub async fn drop_db(mut self) {
+        self.conn
+            .query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.name))
+            .await
+            .ok();
+        self.conn.disconnect().await.ok();
+    }
+}
+
+/// Deletes every Redis key starting with `prefix`.
+pub async fn clear_redis_prefix(prefix: &str) {
+    let mut conn = redis_conn().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// Writes `toml` to `dir/cachesync.toml` and returns its path.
+pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
+    let path = dir.join("cachesync.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// A config for `tables` (TOML `[[tables]]` entries) against the test services.
+pub fn config_toml(strategy: &str, tables: &str) -> String {
+    format!(
+        "strategy = \"{strategy}\"\n\
+         [mysql]\nurl = \"{}\"\n\
+         [redis]\nurl = \"{}\"\n\
+         [amqp]\nurl = \"{}\"\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n\
+         {tables}\n",
+        mysql_url(),
+        redis_url(),
+        amqp_url()
+    )
+}
