@@ -166,9 +166,20 @@ impl RawConfig {
     /// rejected, all of them in one error.
     pub fn load(path: &Path) -> Result<RawConfig> {
         let shown = path.display();
-        if !path.is_file() {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(vec![format!(
+                "{shown}: cannot read the config file ({e}); copy config/cachesync.toml and edit it"
+            )])
+        })?;
+        // Parse once ourselves for a one-line syntax error with its position; the config
+        // crate's message spans several lines with a source snippet.
+        if let Err(e) = toml::from_str::<toml::Table>(&text) {
+            let (line, column) = e
+                .span()
+                .map_or((1, 1), |span| line_and_column(&text, span.start));
             return Err(Error::Config(vec![format!(
-                "{shown}: no such config file (copy config/cachesync.toml and edit it)"
+                "{shown}:{line}:{column}: {}",
+                e.message().trim()
             )]));
         }
         let built = config::Config::builder()
@@ -184,14 +195,7 @@ impl RawConfig {
         let tree: serde_json::Value = built
             .try_deserialize()
             .map_err(|e| Error::Config(vec![format!("{shown}: {e}")]))?;
-        Self::from_tree(tree).map_err(|problems| {
-            Error::Config(
-                problems
-                    .into_iter()
-                    .map(|p| format!("{shown}: {p}"))
-                    .collect(),
-            )
-        })
+        Self::from_tree(tree).map_err(Error::Config)
     }
 
     /// Deserializes an already parsed tree, collecting every unknown key.
@@ -255,7 +259,7 @@ impl RawConfig {
             Ok(addr) => Some(addr),
             Err(_) => {
                 problems.push(format!(
-                    "metrics.listen: expected host:port such as 127.0.0.1:9464, got {:?}",
+                    "metrics.listen: expected IP:port such as 127.0.0.1:9464, got {:?}",
                     self.metrics.listen
                 ));
                 None
@@ -372,6 +376,14 @@ impl RawTable {
     }
 }
 
+/// 1-based line and column of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
 /// `tables.1.formatt` as serde_ignored sees it, written the way the file reads:
 /// `tables[1].formatt`.
 fn render_ignored_path(path: &serde_ignored::Path<'_>) -> String {
@@ -479,6 +491,23 @@ mod tests {
         let found = problems(tree);
         assert_eq!(found.len(), 1);
         assert!(found[0].starts_with("tables[1].ttl: "), "{}", found[0]);
+    }
+
+    #[test]
+    fn syntax_errors_are_one_line_with_a_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "strategy = \"binlog\"\n[mysql]\nurl = \"mysql://x").unwrap();
+        let Err(Error::Config(problems)) = RawConfig::load(&path) else {
+            panic!("a syntax error is a config error")
+        };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with(&format!("{}:3:", path.display())),
+            "{}",
+            problems[0]
+        );
+        assert!(!problems[0].contains('\n'));
     }
 
     #[test]

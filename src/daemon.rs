@@ -50,12 +50,12 @@ impl Services {
 
 /// Runs the daemon until a signal (or `shutdown` from the caller) stops it.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    spawn_signal_handler(shutdown.clone())?;
     crate::metrics::install(config.metrics_listen)?;
     let services = Services::connect(&config).await?;
     let names: Vec<String> = services.tables.iter().map(|t| t.name()).collect();
     crate::metrics::register_series(config.strategy.name(), &names);
     let strategy = Strategy::build(config.strategy, services.pool.clone(), services.applier)?;
-    spawn_signal_handler(shutdown.clone());
     info!(
         strategy = config.strategy.name(),
         tables = names.join(","),
@@ -84,17 +84,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
 }
 
 /// First SIGINT/SIGTERM: cancel `shutdown` (drain). Second: exit now.
-fn spawn_signal_handler(shutdown: CancellationToken) {
+///
+/// The signal streams are registered before this returns, so a signal that arrives
+/// while cachesync is still connecting is queued for the handler instead of killing the
+/// process with the default action.
+fn spawn_signal_handler(shutdown: CancellationToken) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|source| Error::Io {
+            context: format!("listening for {name}"),
+            source,
+        })
+    };
+    let mut term = listen(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = listen(SignalKind::interrupt(), "SIGINT")?;
     tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            warn!("cannot listen for SIGTERM; only SIGINT stops cachesync gracefully");
-            return;
-        };
         let mut next_signal = async || {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => "SIGINT",
+                _ = int.recv() => "SIGINT",
                 _ = term.recv() => "SIGTERM",
             }
         };
@@ -108,4 +115,5 @@ fn spawn_signal_handler(shutdown: CancellationToken) {
         warn!(signal = second, "second signal: quitting now");
         std::process::exit(130);
     });
+    Ok(())
 }

@@ -82,12 +82,13 @@ async fn check_mysql(config: &Config, report: &mut Report) {
     };
     let mut conn = match crate::mysql::get_conn(&pool, &config.mysql_url).await {
         Ok(conn) => conn,
-        Err(e) => {
+        Err(e @ crate::error::Error::Unreachable { .. }) => {
             return report.push(
                 Severity::Problem,
                 format!("{e} (check mysql.url and that the server runs)"),
             );
         }
+        Err(e) => return report.push(Severity::Problem, e.to_string()),
     };
     let version: Option<String> = conn.query_first("SELECT VERSION()").await.ok().flatten();
     report.push(
@@ -102,7 +103,9 @@ async fn check_mysql(config: &Config, report: &mut Report) {
     } else {
         Severity::Note
     };
+    // What is right goes on one ok line, printed before what is wrong.
     let mut fine = Vec::new();
+    let mut wrong: Vec<String> = Vec::new();
 
     type BinlogVars = (Option<String>, Option<String>, Option<String>, Option<u64>);
     let vars: Option<BinlogVars> = conn
@@ -119,35 +122,29 @@ async fn check_mysql(config: &Config, report: &mut Report) {
     if log_bin.as_deref() == Some("1") {
         fine.push("log_bin=ON".to_owned());
     } else {
-        report.push(
-            binlog,
+        wrong.push(
             "log_bin is OFF: start the server with --log-bin=mysql-bin \
-             (my.cnf: [mysqld] log_bin = mysql-bin) and restart it",
+             (my.cnf: [mysqld] log_bin = mysql-bin) and restart it"
+                .to_owned(),
         );
     }
     let format = format.unwrap_or_default();
     if format.eq_ignore_ascii_case("ROW") {
         fine.push("binlog_format=ROW".to_owned());
     } else {
-        report.push(
-            binlog,
-            format!(
-                "binlog_format is {format}: set binlog_format = ROW \
+        wrong.push(format!(
+            "binlog_format is {format}: set binlog_format = ROW \
                  (my.cnf: [mysqld] binlog_format = ROW, or SET GLOBAL binlog_format = 'ROW')"
-            ),
-        );
+        ));
     }
     let image = image.unwrap_or_default();
     if image.eq_ignore_ascii_case("FULL") {
         fine.push("binlog_row_image=FULL".to_owned());
     } else {
-        report.push(
-            binlog,
-            format!(
-                "binlog_row_image is {image}: set binlog_row_image = FULL \
+        wrong.push(format!(
+            "binlog_row_image is {image}: set binlog_row_image = FULL \
                  (my.cnf: [mysqld] binlog_row_image = FULL) so updates carry whole rows"
-            ),
-        );
+        ));
     }
     match conn
         .query_first::<Option<String>, _>("SELECT @@binlog_row_metadata")
@@ -156,25 +153,22 @@ async fn check_mysql(config: &Config, report: &mut Report) {
         Ok(Some(Some(meta))) if meta.eq_ignore_ascii_case("FULL") => {
             fine.push("binlog_row_metadata=FULL".to_owned())
         }
-        Ok(Some(meta)) => report.push(
-            binlog,
-            format!(
-                "binlog_row_metadata is {}: set binlog_row_metadata = FULL \
+        Ok(Some(meta)) => wrong.push(format!(
+            "binlog_row_metadata is {}: set binlog_row_metadata = FULL \
                  (my.cnf: [mysqld] binlog_row_metadata = FULL) so row events name their columns",
-                meta.unwrap_or_default()
-            ),
-        ),
-        _ => report.push(
-            binlog,
+            meta.unwrap_or_default()
+        )),
+        _ => wrong.push(
             "the server has no binlog_row_metadata (it needs MySQL >= 8.0.1 or MariaDB >= 10.5); \
-             upgrade, or column names must come from information_schema",
+             upgrade, or column names must come from information_schema"
+                .to_owned(),
         ),
     }
     match server_id {
         Some(id) if id > 0 => fine.push(format!("server_id={id}")),
-        _ => report.push(
-            binlog,
-            "server_id is 0: set a unique non-zero server_id (my.cnf: [mysqld] server_id = 1)",
+        _ => wrong.push(
+            "server_id is 0: set a unique non-zero server_id (my.cnf: [mysqld] server_id = 1)"
+                .to_owned(),
         ),
     }
     if !fine.is_empty() {
@@ -182,6 +176,9 @@ async fn check_mysql(config: &Config, report: &mut Report) {
             Severity::Ok,
             format!("binlog settings: {}", fine.join(", ")),
         );
+    }
+    for message in wrong {
+        report.push(binlog, message);
     }
 
     check_grants(&mut conn, binlog, report).await;

@@ -23,8 +23,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A service answered but refused us (wrong password, missing grant).
+    #[error("{service} at {url} refused the login: {reason}")]
+    Refused {
+        service: &'static str,
+        /// The URL with any password replaced by `***`.
+        url: String,
+        reason: String,
+    },
+
     /// A MySQL statement failed after connecting.
-    #[error("mysql: {context}: {source}")]
+    #[error("mysql: {context}: {}", crate::mysql::describe(.source))]
     Mysql {
         context: String,
         #[source]
@@ -86,7 +95,10 @@ impl Error {
             }
             Error::Io { .. } => true,
             Error::Many(errors) => errors.iter().all(Error::is_transient),
-            Error::Config(_) | Error::Decode { .. } | Error::Strategy { .. } => false,
+            Error::Config(_)
+            | Error::Refused { .. }
+            | Error::Decode { .. }
+            | Error::Strategy { .. } => false,
         }
     }
 

@@ -55,9 +55,13 @@ async fn fixture() -> Fixture {
         .unwrap();
     let table = Arc::new(SyncedTable::plan(&config.tables[0], schema).unwrap());
     let pool = cachesync::mysql::pool(&config.mysql_url).unwrap();
-    let applier = Applier::connect(&config.redis_url, config.tombstone_ttl, StrategyKind::DualWrite)
-        .await
-        .unwrap();
+    let applier = Applier::connect(
+        &config.redis_url,
+        config.tombstone_ttl,
+        StrategyKind::DualWrite,
+    )
+    .await
+    .unwrap();
     Fixture {
         db,
         prefix,
@@ -71,7 +75,10 @@ impl Fixture {
         RowWrite {
             table: self.table.clone(),
             op: Op::Upsert,
-            values: values.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            values: values
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
         }
     }
 
@@ -84,7 +91,11 @@ impl Fixture {
             .await
             .unwrap();
         let cells = self.table.decode_sql_row(&row?).unwrap();
-        match self.table.encoder.encode(&cells, self.table.version_of(&cells)) {
+        match self
+            .table
+            .encoder
+            .encode(&cells, self.table.version_of(&cells))
+        {
             Encoded::Json(bytes) => Some(bytes),
             Encoded::Hash(_) => unreachable!("json table"),
         }
@@ -92,7 +103,10 @@ impl Fixture {
 
     async fn cached(&self, id: u64) -> Option<Vec<u8>> {
         let mut redis = common::redis_conn().await;
-        redis.get(format!("{}:user:{id}", self.prefix)).await.unwrap()
+        redis
+            .get(format!("{}:user:{id}", self.prefix))
+            .await
+            .unwrap()
     }
 
     async fn finish(self) {
@@ -164,15 +178,13 @@ async fn injection_shaped_values_are_stored_verbatim() {
         .write(f.upsert(&[("id", Value::UInt(9)), ("email", nasty.into())]))
         .await
         .unwrap();
-    let email: Option<String> = f
-        .db
-        .conn
-        .exec_first("SELECT email FROM users WHERE id = 9", ())
-        .await
-        .unwrap();
+    let email: Option<String> =
+        f.db.conn
+            .exec_first("SELECT email FROM users WHERE id = 9", ())
+            .await
+            .unwrap();
     assert_eq!(email.as_deref(), Some(nasty));
-    let cached: serde_json::Value =
-        serde_json::from_slice(&f.cached(9).await.unwrap()).unwrap();
+    let cached: serde_json::Value = serde_json::from_slice(&f.cached(9).await.unwrap()).unwrap();
     assert_eq!(cached["email"], nasty);
     f.finish().await;
 }
@@ -186,7 +198,9 @@ async fn bad_writes_are_refused_before_touching_either_store() {
         .await
         .unwrap_err();
     assert!(
-        unknown_column.to_string().contains("emial is not a column of"),
+        unknown_column
+            .to_string()
+            .contains("emial is not a column of"),
         "{unknown_column}"
     );
     let no_key = f
