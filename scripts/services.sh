@@ -379,7 +379,14 @@ mariadb_up() {
         return 0
     fi
     if [[ -z "${pid:-}" ]] && port_open "$MYSQL_PORT"; then
-        die "mariadb: port $MYSQL_PORT is in use by a process this script did not start; stop it or set CACHESYNC_MYSQL_PORT"
+        # Another checkout's instance (e.g. CI's fresh clone next to a developer's tree)
+        # is as good as ours if it answers as root and logs row events.
+        if mariadb_ping && mariadb_tcp -e 'SELECT 1' >/dev/null 2>&1 &&
+            [[ "$(mariadb_tcp -e 'SELECT @@log_bin, @@binlog_format' 2>/dev/null | tr -s '[:space:]' ' ' | sed 's/ *$//')" == "1 ROW" ]]; then
+            log "mariadb: reusing the server already on port $MYSQL_PORT (not started from this checkout; row binlog is on)"
+            return 0
+        fi
+        die "mariadb: port $MYSQL_PORT is in use by something that is not a row-binlog MariaDB with passwordless root; stop it or set CACHESYNC_MYSQL_PORT"
     fi
     if [[ -n "${pid:-}" ]]; then
         # Our process is alive but not answering yet (e.g. still in crash
@@ -480,7 +487,11 @@ redis_up() {
         return 0
     fi
     if [[ -z "${pid:-}" ]] && port_open "$REDIS_PORT"; then
-        die "redis: port $REDIS_PORT is in use by a process this script did not start; stop it or set CACHESYNC_REDIS_PORT"
+        if redis_ping; then
+            log "redis: reusing the server already on port $REDIS_PORT (not started from this checkout)"
+            return 0
+        fi
+        die "redis: port $REDIS_PORT is in use by something that does not answer PING; stop it or set CACHESYNC_REDIS_PORT"
     fi
     if [[ -n "${pid:-}" ]]; then
         log "redis: pid $pid exists but does not answer yet; waiting"

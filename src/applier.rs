@@ -161,36 +161,68 @@ impl Applier {
 
     /// Applies `changes` in order, in one pipelined round trip, and records metrics.
     ///
-    /// Re-applying a batch is harmless (a change of the same version writes the same
-    /// bytes), so after an error the caller may retry the whole batch.
+    /// When Redis has forgotten the script (restart, `SCRIPT FLUSH`) part-way through a
+    /// batch, the script is loaded again and the batch resumes at the first change that
+    /// failed, in order, so the result is the same as an uninterrupted run. After any
+    /// other error the prefix that was written stays written and the error names the
+    /// first change that was not; re-applying the whole batch is harmless (a change of
+    /// the same version writes the same bytes), so the caller may simply retry it.
     pub async fn apply(&self, changes: &[Change]) -> Result<Applied> {
-        if changes.is_empty() {
-            return Ok(Applied::default());
-        }
-        let pipe = self.pipeline(changes);
+        /// Reloads allowed per batch: one is normal after a restart, more means someone
+        /// keeps flushing scripts.
+        const MAX_RELOADS: usize = 3;
         let mut conn = self.conn.clone();
-        let mut outcome = pipe.query_async::<Vec<i64>>(&mut conn).await;
-        if let Err(e) = &outcome
-            && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
-        {
-            // Redis restarted and forgot the script: load it and run the batch again.
-            self.load_script().await?;
-            outcome = pipe.query_async::<Vec<i64>>(&mut conn).await;
-        }
-        let results = match outcome {
-            Ok(results) => results,
-            Err(e) => {
-                for change in changes {
-                    metrics::counter!(m::APPLY_ERRORS, "strategy" => self.strategy.name(), "table" => change.table.name())
-                        .increment(1);
+        let mut results: Vec<i64> = Vec::with_capacity(changes.len());
+        let mut reloads = 0;
+        while results.len() < changes.len() {
+            let rest = &changes[results.len()..];
+            let replies: Vec<redis::RedisResult<i64>> = match self
+                .pipeline(rest)
+                .ignore_errors()
+                .query_async(&mut conn)
+                .await
+            {
+                Ok(replies) => replies,
+                Err(e) => return Err(self.failed(changes, &results, e)),
+            };
+            for reply in replies {
+                match reply {
+                    Ok(result) => results.push(result),
+                    Err(e)
+                        if e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+                            && reloads < MAX_RELOADS =>
+                    {
+                        reloads += 1;
+                        self.load_script().await?;
+                        break;
+                    }
+                    Err(e) => return Err(self.failed(changes, &results, e)),
                 }
-                return Err(Error::redis(
-                    format!("applying a batch of {} changes", changes.len()),
-                    e,
-                ));
             }
-        };
+        }
         Ok(self.record(changes, &results))
+    }
+
+    /// Records what was written before a failure and describes the first change that
+    /// was not.
+    fn failed(&self, changes: &[Change], results: &[i64], e: redis::RedisError) -> Error {
+        self.record(&changes[..results.len()], results);
+        for change in &changes[results.len()..] {
+            metrics::counter!(m::APPLY_ERRORS, "strategy" => self.strategy.name(), "table" => change.table.name())
+                .increment(1);
+        }
+        let first = &changes[results.len()];
+        Error::redis(
+            format!(
+                "writing key {} of {} ({} of {} changes in the batch were written)",
+                first.table.key_of(&first.row),
+                first.table.name(),
+                results.len(),
+                changes.len()
+            ),
+            e,
+        )
     }
 
     fn pipeline(&self, changes: &[Change]) -> redis::Pipeline {
