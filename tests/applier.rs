@@ -10,9 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cachesync::applier::{Applied, Applier, Change, Op, tombstone_key};
-use cachesync::config::RawConfig;
 use cachesync::row::Cell;
-use cachesync::schema::{SyncedTable, TableSchema};
+use cachesync::schema::SyncedTable;
 use cachesync::strategy::StrategyKind;
 use redis::AsyncCommands;
 
@@ -38,18 +37,8 @@ async fn fixture(format: &str, extra: serde_json::Value) -> Fixture {
     for (k, v) in extra.as_object().unwrap() {
         table[k] = v.clone();
     }
-    let tree = serde_json::json!({
-        "strategy": "binlog",
-        "mysql": { "url": common::mysql_url() },
-        "redis": { "url": common::redis_url(), "tombstone_ttl": 60 },
-        "tables": [table],
-    });
-    let config = RawConfig::from_tree(tree).unwrap().validate().unwrap();
-    let schema = TableSchema::load(&mut db.conn, &db.name, "items")
-        .await
-        .unwrap()
-        .unwrap();
-    let table = Arc::new(SyncedTable::plan(&config.tables[0], schema).unwrap());
+    let config = common::config_with_table("binlog", table);
+    let table = Arc::new(common::synced_table(&mut db, &config).await);
     let applier = Applier::connect(
         &config.redis_url,
         config.tombstone_ttl,
@@ -90,7 +79,6 @@ impl Fixture {
 
     async fn finish(self) {
         common::clear_redis_prefix(&self.prefix).await;
-        common::clear_redis_prefix(&format!("{{{}", self.prefix)).await;
         self.db.drop_db().await;
     }
 }

@@ -10,9 +10,8 @@ mod common;
 use std::sync::Arc;
 
 use cachesync::applier::{Applier, Op};
-use cachesync::config::RawConfig;
 use cachesync::row::Encoded;
-use cachesync::schema::{SyncedTable, TableSchema};
+use cachesync::schema::SyncedTable;
 use cachesync::strategy::{DualWrite, RowWrite, StrategyKind, SyncStrategy};
 use mysql_async::Value;
 use mysql_async::prelude::Queryable;
@@ -38,22 +37,15 @@ async fn fixture() -> Fixture {
     )
     .await;
     let prefix = common::unique("dw");
-    let tree = serde_json::json!({
-        "strategy": "dual-write",
-        "mysql": { "url": common::mysql_url() },
-        "redis": { "url": common::redis_url() },
-        "tables": [{
+    let config = common::config_with_table(
+        "dual-write",
+        serde_json::json!({
             "name": format!("{}.users", db.name),
             "key": format!("{prefix}:user:{{id}}"),
             "version_column": "version",
-        }],
-    });
-    let config = RawConfig::from_tree(tree).unwrap().validate().unwrap();
-    let schema = TableSchema::load(&mut db.conn, &db.name, "users")
-        .await
-        .unwrap()
-        .unwrap();
-    let table = Arc::new(SyncedTable::plan(&config.tables[0], schema).unwrap());
+        }),
+    );
+    let table = Arc::new(common::synced_table(&mut db, &config).await);
     let pool = cachesync::mysql::pool(&config.mysql_url).unwrap();
     let applier = Applier::connect(
         &config.redis_url,
@@ -111,7 +103,6 @@ impl Fixture {
 
     async fn finish(self) {
         common::clear_redis_prefix(&self.prefix).await;
-        common::clear_redis_prefix(&format!("{{{}", self.prefix)).await;
         self.db.drop_db().await;
     }
 }

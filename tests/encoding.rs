@@ -10,9 +10,9 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use cachesync::config::{Format, RawConfig};
+use cachesync::config::Format;
 use cachesync::row::{Cell, Encoded};
-use cachesync::schema::{SyncedTable, TableSchema};
+use cachesync::schema::SyncedTable;
 use futures_util::StreamExt;
 use mysql_async::BinlogStreamRequest;
 use mysql_async::binlog::events::EventData;
@@ -84,18 +84,12 @@ fn expected_json() -> BTreeMap<u64, String> {
 }
 
 async fn plan(db: &mut common::TestDb, format: &str) -> SyncedTable {
-    let tree = serde_json::json!({
-        "strategy": "binlog",
-        "mysql": { "url": common::mysql_url() },
-        "redis": { "url": common::redis_url() },
-        "tables": [{ "name": format!("{}.all_types", db.name), "key": "t:{id}", "format": format }]
-    });
-    let config = RawConfig::from_tree(tree).unwrap().validate().unwrap();
-    let schema = TableSchema::load(&mut db.conn, &db.name, "all_types")
-        .await
-        .unwrap()
-        .expect("the table exists");
-    SyncedTable::plan(&config.tables[0], schema).unwrap()
+    let name = format!("{}.all_types", db.name);
+    let config = common::config_with_table(
+        "binlog",
+        serde_json::json!({ "name": name, "key": "t:{id}", "format": format }),
+    );
+    common::synced_table(db, &config).await
 }
 
 async fn rows_by_select(db: &mut common::TestDb, table: &SyncedTable) -> BTreeMap<u64, Vec<Cell>> {

@@ -100,14 +100,19 @@ impl TestDb {
     }
 }
 
-/// Deletes every Redis key starting with `prefix`.
+/// Deletes every Redis key starting with `prefix`, and their tombstones
+/// (`{<key>}:cachesync:tombstone`).
 pub async fn clear_redis_prefix(prefix: &str) {
     let mut conn = redis_conn().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let mut keys: Vec<String> = Vec::new();
+    for pattern in [format!("{prefix}*"), format!("{{{prefix}*")] {
+        let found: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        keys.extend(found);
+    }
     if !keys.is_empty() {
         let _: () = redis::cmd("DEL")
             .arg(&keys)
@@ -137,4 +142,32 @@ pub fn config_toml(strategy: &str, tables: &str) -> String {
         redis_url(),
         amqp_url()
     )
+}
+
+/// A validated config for the test services with the single `[[tables]]` entry `table`
+/// (its JSON form) and `redis.tombstone_ttl` of 60 s.
+pub fn config_with_table(strategy: &str, table: serde_json::Value) -> cachesync::config::Config {
+    let tree = serde_json::json!({
+        "strategy": strategy,
+        "mysql": { "url": mysql_url() },
+        "redis": { "url": redis_url(), "tombstone_ttl": 60 },
+        "tables": [table],
+    });
+    cachesync::config::RawConfig::from_tree(tree)
+        .expect("test config has no unknown keys")
+        .validate()
+        .expect("test config is valid")
+}
+
+/// Plans the config's first table, which must exist in `db`, as `cachesync run` would.
+pub async fn synced_table(
+    db: &mut TestDb,
+    config: &cachesync::config::Config,
+) -> cachesync::schema::SyncedTable {
+    let table = &config.tables[0];
+    let schema = cachesync::schema::TableSchema::load(&mut db.conn, &table.database, &table.table)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{} exists", table.qualified_name()));
+    cachesync::schema::SyncedTable::plan(table, schema).unwrap()
 }
