@@ -327,6 +327,26 @@ fn unknown_strategy_lists_the_valid_ones() {
 }
 
 #[test]
+fn environment_variables_override_the_file() {
+    let dir = tempdir();
+    let config = write_config(
+        dir.path(),
+        &config_toml("dual-write", &table("shop.users", "user:{id}")),
+    );
+    let mut cmd = cachesync(&["run", "--config", config.to_str().unwrap()]);
+    cmd.env("CACHESYNC__STRATEGY", "cdc")
+        .env("CACHESYNC__METRICS__LISTEN", "nowhere");
+    let out = Running::start(&mut cmd, dir.path()).finish(QUICK);
+    out.assert_failed_cleanly();
+    out.assert_error_line(
+        "error: strategy: unknown strategy \"cdc\"; valid strategies: dual-write, mq, binlog",
+    );
+    out.assert_error_line(
+        "error: metrics.listen: expected IP:port such as 127.0.0.1:9464, got \"nowhere\"",
+    );
+}
+
+#[test]
 fn every_unknown_key_is_reported() {
     let dir = tempdir();
     let toml = config_toml(
