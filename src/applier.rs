@@ -29,16 +29,20 @@ use crate::row::{Cell, Encoded};
 use crate::schema::SyncedTable;
 use crate::strategy::StrategyKind;
 
-/// The version-guarded write. See the module docs; the argument layout is:
-/// KEYS[1] row key, KEYS[2] tombstone key (same as KEYS[1] when none shares its slot);
-/// ARGV[1] `u`/`d`, ARGV[2] version as decimal text or empty, ARGV[3] `j`/`h`,
-/// ARGV[4] TTL in ms (0 = none), ARGV[5] tombstone TTL in ms, ARGV[6..] the JSON document
-/// or the hash's field/value pairs. Returns 1 when written, 0 when the change was older.
+/// The version-guarded write of one or more changes, optionally with a checkpoint.
+///
+/// KEYS: the checkpoint key when ARGV[1] is not empty, then for each change its row key
+/// and its tombstone key (the row key again when no tombstone can share its slot).
+/// ARGV[1]: the checkpoint value or empty; ARGV[2]: tombstone TTL in ms; then for each
+/// change: `u`/`d`, the version as decimal text or empty, `j`/`h`, the TTL in ms (0 =
+/// none), the number N of payload arguments, and N payload arguments (the JSON document,
+/// or the hash's field/value pairs).
+///
+/// Returns one result per change: 1 written (newer than what Redis held), 2 written again
+/// at the same version (a replay or redelivery: same bytes), 0 skipped (older). The
+/// checkpoint is set last, so it moves only when every change of the call is in — a
+/// script runs atomically, and one that fails part-way has not reached the checkpoint.
 pub const APPLY_LUA: &str = r#"
-local key, tomb = KEYS[1], KEYS[2]
-local op, ver, fmt = ARGV[1], ARGV[2], ARGV[3]
-local ttl, tomb_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
-
 -- Versions are u64 in decimal: compare as text (a longer string is larger) because Lua
 -- numbers are doubles and lose precision above 2^53.
 local function older(a, b)
@@ -46,41 +50,116 @@ local function older(a, b)
   return a < b
 end
 
-local tombstoned = false
-if ver ~= '' then
-  local current
-  if fmt == 'j' then
-    local doc = redis.pcall('GET', key)
-    if type(doc) == 'string' then current = string.match(doc, '^{"_cachesync_v":(%d+)') end
-  else
-    local v = redis.pcall('HGET', key, '_cachesync_v')
-    if type(v) == 'string' then current = v end
-  end
-  if tomb ~= key then
-    local t = redis.call('GET', tomb)
-    if t then
-      tombstoned = true
-      if not current or older(current, t) then current = t end
+local function apply(key, tomb, op, ver, fmt, ttl, tomb_ttl, first, last)
+  local tombstoned, result = false, 1
+  if ver ~= '' then
+    local current
+    if fmt == 'j' then
+      local doc = redis.pcall('GET', key)
+      if type(doc) == 'string' then current = string.match(doc, '^{"_cachesync_v":(%d+)') end
+    else
+      local v = redis.pcall('HGET', key, '_cachesync_v')
+      if type(v) == 'string' then current = v end
+    end
+    if tomb ~= key then
+      local t = redis.call('GET', tomb)
+      if t then
+        tombstoned = true
+        if not current or older(current, t) then current = t end
+      end
+    end
+    if current then
+      if older(ver, current) then return 0 end
+      if ver == current then result = 2 end
     end
   end
-  if current and older(ver, current) then return 0 end
+  if op == 'd' then
+    redis.call('DEL', key)
+    if tomb ~= key and ver ~= '' then redis.call('SET', tomb, ver, 'PX', tomb_ttl) end
+    return result
+  end
+  if tombstoned then redis.call('DEL', tomb) end
+  if fmt == 'j' then
+    if ttl > 0 then redis.call('SET', key, ARGV[first], 'PX', ttl) else redis.call('SET', key, ARGV[first]) end
+  else
+    redis.call('DEL', key)
+    redis.call('HSET', key, unpack(ARGV, first, last))
+    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+  end
+  return result
 end
 
-if op == 'd' then
-  redis.call('DEL', key)
-  if tomb ~= key and ver ~= '' then redis.call('SET', tomb, ver, 'PX', tomb_ttl) end
-  return 1
+local checkpoint, tomb_ttl = ARGV[1], tonumber(ARGV[2])
+local k, a, results = 1, 3, {}
+if checkpoint ~= '' then k = 2 end
+while a <= #ARGV do
+  local n = tonumber(ARGV[a + 4])
+  results[#results + 1] = apply(KEYS[k], KEYS[k + 1], ARGV[a], ARGV[a + 1], ARGV[a + 2],
+    tonumber(ARGV[a + 3]), tomb_ttl, a + 5, a + 4 + n)
+  k = k + 2
+  a = a + 5 + n
 end
-if tombstoned then redis.call('DEL', tomb) end
-if fmt == 'j' then
-  if ttl > 0 then redis.call('SET', key, ARGV[6], 'PX', ttl) else redis.call('SET', key, ARGV[6]) end
-else
-  redis.call('DEL', key)
-  redis.call('HSET', key, unpack(ARGV, 6))
-  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
-end
-return 1
+if checkpoint ~= '' then redis.call('SET', KEYS[1], checkpoint) end
+return results
 "#;
+
+/// The keys and arguments of one script call.
+#[derive(Default)]
+struct ScriptArgs {
+    keys: Vec<String>,
+    argv: Vec<Vec<u8>>,
+}
+
+impl ScriptArgs {
+    /// Adds `change` in the layout [`APPLY_LUA`] reads.
+    fn push(&mut self, change: &Change, rng: &mut impl Rng) {
+        let table = &change.table;
+        let key = table.key_of(&change.row);
+        let tomb = tombstone_key(&key).unwrap_or_else(|| key.clone());
+        self.keys.push(key);
+        self.keys.push(tomb);
+        let op: &[u8] = match change.op {
+            Op::Upsert => b"u",
+            Op::Delete => b"d",
+        };
+        let format: &[u8] = match table.config.format {
+            crate::config::Format::Json => b"j",
+            crate::config::Format::Hash => b"h",
+        };
+        let version = change
+            .version
+            .map(|v| itoa::Buffer::new().format(v).as_bytes().to_vec())
+            .unwrap_or_default();
+        let ttl_ms = table.config.ttl.map_or(0, |ttl| {
+            let jitter = table.config.ttl_jitter.as_millis() as u64;
+            ttl.as_millis() as u64
+                + if jitter > 0 {
+                    rng.random_range(0..=jitter)
+                } else {
+                    0
+                }
+        });
+        let payload = match change.op {
+            Op::Delete => Vec::new(),
+            Op::Upsert => match table.encoder.encode(&change.row, change.version) {
+                Encoded::Json(doc) => vec![doc],
+                Encoded::Hash(fields) => fields,
+            },
+        };
+        self.argv.push(op.to_vec());
+        self.argv.push(version);
+        self.argv.push(format.to_vec());
+        self.argv
+            .push(itoa::Buffer::new().format(ttl_ms).as_bytes().to_vec());
+        self.argv.push(
+            itoa::Buffer::new()
+                .format(payload.len())
+                .as_bytes()
+                .to_vec(),
+        );
+        self.argv.extend(payload);
+    }
+}
 
 /// Suffix of tombstone keys.
 const TOMBSTONE_SUFFIX: &str = ":cachesync:tombstone";
@@ -110,8 +189,11 @@ pub struct Change {
 /// What a batch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Applied {
-    /// Changes written.
+    /// Changes written: newer than what Redis held (or unversioned).
     pub written: usize,
+    /// Changes written again at the version Redis already held: a redelivery or a replay
+    /// after a crash. Harmless (same bytes), and counted so it can be seen.
+    pub replayed: usize,
     /// Changes skipped because Redis already held a newer version of the row.
     pub stale: usize,
 }
@@ -176,7 +258,7 @@ impl Applier {
         let mut reloads = 0;
         while results.len() < changes.len() {
             let rest = &changes[results.len()..];
-            let replies: Vec<redis::RedisResult<i64>> = match self
+            let replies: Vec<redis::RedisResult<Vec<i64>>> = match self
                 .pipeline(rest)
                 .ignore_errors()
                 .query_async(&mut conn)
@@ -187,7 +269,7 @@ impl Applier {
             };
             for reply in replies {
                 match reply {
-                    Ok(result) => results.push(result),
+                    Ok(result) => results.extend(result),
                     Err(e)
                         if e.kind()
                             == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
@@ -225,54 +307,58 @@ impl Applier {
         )
     }
 
+    /// One script call per change, pipelined: each call touches one row key and its
+    /// tombstone only, so the batch works on Redis Cluster.
     fn pipeline(&self, changes: &[Change]) -> redis::Pipeline {
         let mut pipe = redis::pipe();
-        let sha = self.script.get_hash();
         let mut rng = rand::rng();
         for change in changes {
-            let table = &change.table;
-            let key = table.key_of(&change.row);
-            let tomb = tombstone_key(&key);
-            let version = change
-                .version
-                .map(|v| itoa::Buffer::new().format(v).to_owned())
-                .unwrap_or_default();
-            let ttl_ms = table.config.ttl.map_or(0, |ttl| {
-                let jitter = table.config.ttl_jitter.as_millis() as u64;
-                ttl.as_millis() as u64
-                    + if jitter > 0 {
-                        rng.random_range(0..=jitter)
-                    } else {
-                        0
-                    }
-            });
-            let cmd = pipe.cmd("EVALSHA").arg(sha).arg(2);
-            cmd.arg(&key).arg(tomb.as_deref().unwrap_or(&key));
-            let op = match change.op {
-                Op::Upsert => "u",
-                Op::Delete => "d",
-            };
-            let format = match table.config.format {
-                crate::config::Format::Json => "j",
-                crate::config::Format::Hash => "h",
-            };
-            cmd.arg(op)
-                .arg(&version)
-                .arg(format)
-                .arg(ttl_ms)
-                .arg(self.tombstone_ttl_ms);
-            if change.op == Op::Upsert {
-                match table.encoder.encode(&change.row, change.version) {
-                    Encoded::Json(doc) => {
-                        cmd.arg(doc);
-                    }
-                    Encoded::Hash(fields) => {
-                        cmd.arg(fields);
-                    }
-                }
-            }
+            let cmd = pipe.cmd("EVALSHA").arg(self.script.get_hash()).arg(2);
+            let mut args = ScriptArgs::default();
+            args.push(change, &mut rng);
+            cmd.arg(args.keys)
+                .arg("")
+                .arg(self.tombstone_ttl_ms)
+                .arg(args.argv);
         }
         pipe
+    }
+
+    /// Applies `changes` and sets `checkpoint_key` to `checkpoint` in one atomic script
+    /// call: after a crash either both are in Redis or neither is. (All keys go to one
+    /// call, so this needs a standalone Redis or keys sharing one cluster slot.)
+    pub async fn apply_with_checkpoint(
+        &self,
+        changes: &[Change],
+        checkpoint_key: &str,
+        checkpoint: &str,
+    ) -> Result<Applied> {
+        let mut rng = rand::rng();
+        let mut args = ScriptArgs::default();
+        for change in changes {
+            args.push(change, &mut rng);
+        }
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash())
+            .arg(1 + args.keys.len())
+            .arg(checkpoint_key)
+            .arg(args.keys)
+            .arg(checkpoint)
+            .arg(self.tombstone_ttl_ms)
+            .arg(args.argv);
+        let mut conn = self.conn.clone();
+        let mut outcome = cmd.query_async::<Vec<i64>>(&mut conn).await;
+        if let Err(e) = &outcome
+            && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        {
+            // Nothing ran: a script that is not loaded fails before it starts.
+            self.load_script().await?;
+            outcome = cmd.query_async::<Vec<i64>>(&mut conn).await;
+        }
+        match outcome {
+            Ok(results) => Ok(self.record(changes, &results)),
+            Err(e) => Err(self.failed(changes, &[], e)),
+        }
     }
 
     fn record(&self, changes: &[Change], results: &[i64]) -> Applied {
@@ -285,10 +371,10 @@ impl Applier {
                 .increment(n);
         };
         for (change, result) in changes.iter().zip(results) {
-            if *result == 1 {
-                applied.written += 1;
-            } else {
-                applied.stale += 1;
+            match result {
+                1 => applied.written += 1,
+                2 => applied.replayed += 1,
+                _ => applied.stale += 1,
             }
             if let Some(committed) = change.committed_at_us {
                 let seconds = now_us.saturating_sub(committed) as f64 / 1e6;
@@ -307,6 +393,10 @@ impl Applier {
         }
         if let Some((table, n)) = run {
             flush(table, n);
+        }
+        if applied.replayed > 0 {
+            metrics::counter!(m::REPLAYED_CHANGES, "strategy" => self.strategy.name())
+                .increment(applied.replayed as u64);
         }
         if applied.stale > 0 {
             metrics::counter!(m::STALE_CHANGES_SKIPPED, "strategy" => self.strategy.name())

@@ -28,6 +28,10 @@ pub const APPLY_ERRORS: &str = "cachesync_apply_errors_total";
 /// Counter, label `strategy`: changes Redis already had a newer version of (dropped by
 /// the version guard: redeliveries, races between writers).
 pub const STALE_CHANGES_SKIPPED: &str = "cachesync_stale_changes_skipped_total";
+/// Counter, label `strategy`: changes written again at the version Redis already held —
+/// redeliveries, or a replay after a crash. Harmless; zero after a clean restart of a
+/// checkpointed strategy.
+pub const REPLAYED_CHANGES: &str = "cachesync_replayed_changes_total";
 /// Counter, label `strategy` (benchmark): reads that saw an older version than the newest
 /// committed one.
 pub const STALE_READS: &str = "cachesync_stale_reads_total";
@@ -112,4 +116,5 @@ pub fn register_series(strategy: &'static str, tables: &[String]) {
         let _ = metrics::histogram!(WRITE_DURATION, "strategy" => strategy, "table" => table);
     }
     metrics::counter!(STALE_CHANGES_SKIPPED, "strategy" => strategy).increment(0);
+    metrics::counter!(REPLAYED_CHANGES, "strategy" => strategy).increment(0);
 }

@@ -94,6 +94,7 @@ async fn an_older_version_never_overwrites_a_newer_one() {
         applied,
         Applied {
             written: 1,
+            replayed: 0,
             stale: 1
         }
     );
@@ -101,8 +102,16 @@ async fn an_older_version_never_overwrites_a_newer_one() {
         f.get(1).await.as_deref(),
         Some(r#"{"_cachesync_v":5,"id":1,"name":"five","qty":10}"#)
     );
-    // The same version again (a redelivery) is written: same bytes, harmless.
-    assert_eq!(f.applier.apply(&[v5_again]).await.unwrap().written, 1);
+    // The same version again (a redelivery) is written again — same bytes, harmless —
+    // and counted as a replay.
+    assert_eq!(
+        f.applier.apply(&[v5_again]).await.unwrap(),
+        Applied {
+            written: 0,
+            replayed: 1,
+            stale: 0
+        }
+    );
 
     // Versions beyond 2^53 compare exactly (Lua numbers would round them).
     let big = (1u64 << 60) + 1;
@@ -113,6 +122,7 @@ async fn an_older_version_never_overwrites_a_newer_one() {
         applied,
         Applied {
             written: 1,
+            replayed: 0,
             stale: 1
         }
     );
@@ -151,6 +161,7 @@ async fn a_delete_leaves_a_tombstone_that_stops_an_older_upsert() {
         late,
         Applied {
             written: 0,
+            replayed: 0,
             stale: 1
         }
     );
@@ -279,7 +290,7 @@ async fn a_large_batch_is_applied_in_order() {
     // Uninterrupted, all 10k are written. When another test flushes the script cache
     // mid-batch, the applier resumes at the first failed change and some re-run changes
     // find a newer version already written: the counts shift, the outcome may not.
-    assert_eq!(applied.written + applied.stale, 10_000);
+    assert_eq!(applied.written + applied.replayed + applied.stale, 10_000);
     assert!(
         applied.written >= 100,
         "the newest change of each key is written: {applied:?}"
@@ -311,4 +322,51 @@ async fn unreachable_redis_is_a_clear_error_with_the_password_hidden() {
     );
     assert!(!message.contains("hunter2"));
     assert!(err.is_transient());
+}
+
+#[tokio::test]
+async fn a_checkpoint_moves_with_its_batch_in_one_atomic_call() {
+    let mut f = fixture("hash", serde_json::json!({})).await;
+    let checkpoint_key = format!("{}:checkpoint", f.prefix);
+    let batch: Vec<Change> = (1..=20)
+        .map(|id| f.change(Op::Upsert, id, Some("in"), Some(100 + id as u64)))
+        .collect();
+    let applied = f
+        .applier
+        .apply_with_checkpoint(&batch, &checkpoint_key, "binlog.000001:1234")
+        .await
+        .unwrap();
+    assert_eq!(
+        applied,
+        Applied {
+            written: 20,
+            replayed: 0,
+            stale: 0
+        }
+    );
+    let checkpoint: Option<String> = f.redis.get(&checkpoint_key).await.unwrap();
+    assert_eq!(checkpoint.as_deref(), Some("binlog.000001:1234"));
+    let name: Option<String> = f
+        .redis
+        .hget(format!("{}:20", f.prefix), "name")
+        .await
+        .unwrap();
+    assert_eq!(name.as_deref(), Some("in"));
+
+    // Replaying the same batch (a crash before the next checkpoint) is seen as replays.
+    let again = f
+        .applier
+        .apply_with_checkpoint(&batch, &checkpoint_key, "binlog.000001:1234")
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Applied {
+            written: 0,
+            replayed: 20,
+            stale: 0
+        }
+    );
+
+    f.finish().await;
 }
