@@ -56,6 +56,11 @@ pub enum Error {
         reason: String,
     },
 
+    /// The application asked for a write that does not fit the table (unknown column,
+    /// missing primary key); nothing was written.
+    #[error("invalid write: {0}")]
+    InvalidWrite(String),
+
     /// A strategy's own failure (publish, replication stream, ...).
     #[error("{strategy}: {reason}")]
     Strategy {
@@ -97,6 +102,7 @@ impl Error {
             Error::Many(errors) => errors.iter().all(Error::is_transient),
             Error::Config(_)
             | Error::Refused { .. }
+            | Error::InvalidWrite(_)
             | Error::Decode { .. }
             | Error::Strategy { .. } => false,
         }

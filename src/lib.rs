@@ -16,6 +16,8 @@
 //! - [`keys`] — Redis key templates such as `user:{id}`.
 //! - [`applier`] — the one writer of rows into Redis: pipelined batches, a per-key version
 //!   guard in Lua, tombstones for deletes, TTL with jitter, the shared metrics.
+//! - [`sqlwrite`] — the application's row write in MySQL (parameterised upsert/delete,
+//!   committed row read back), shared by the strategies' write paths.
 //! - [`strategy`] — the [`strategy::SyncStrategy`] trait and one module per strategy.
 //! - [`daemon`] — `cachesync run`: connect and check everything, run the strategy, drain on
 //!   SIGINT/SIGTERM.
@@ -36,6 +38,7 @@ pub mod mysql;
 pub mod redact;
 pub mod row;
 pub mod schema;
+pub mod sqlwrite;
 pub mod strategy;
 
 pub use error::{Error, Result};

@@ -1,0 +1,168 @@
+//! The application's row write in MySQL, shared by every strategy's write path.
+//!
+//! Values only ever travel as statement parameters. An upsert is `INSERT … ON DUPLICATE
+//! KEY UPDATE` (so it names every `NOT NULL` column without a default); the committed row
+//! is read back in the same transaction (`FOR UPDATE`: the write holds the row lock, so
+//! what is read is what commits), which makes defaults, triggers and type coercion part
+//! of the image a strategy sends on.
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Params, TxOpts, Value};
+
+use crate::applier::Op;
+use crate::error::{Error, Result};
+use crate::row::Cell;
+use crate::schema::{SyncedTable, quote_ident};
+use crate::strategy::RowWrite;
+
+/// Commits `write` to MySQL and returns the committed row image (`None` for a
+/// delete or an upsert whose row is gone).
+pub async fn commit(pool: &mysql_async::Pool, write: &RowWrite) -> Result<Option<Vec<Cell>>> {
+    let table = &write.table;
+    let sql = SqlWrite::build(table, write)?;
+    let mut conn = pool
+        .get_conn()
+        .await
+        .map_err(|e| Error::mysql("writing a row: connecting", e))?;
+    let mut tx = conn
+        .start_transaction(TxOpts::default())
+        .await
+        .map_err(|e| Error::mysql("writing a row: BEGIN", e))?;
+    tx.exec_drop(&sql.statement, Params::Positional(sql.params))
+        .await
+        .map_err(|e| Error::mysql(format!("writing a row of {}", table.name()), e))?;
+    let row = match write.op {
+        Op::Delete => None,
+        Op::Upsert => {
+            let found: Option<mysql_async::Row> = tx
+                .exec_first(&sql.select_by_key, Params::Positional(sql.key_params))
+                .await
+                .map_err(|e| {
+                    Error::mysql(
+                        format!("reading back the written row of {}", table.name()),
+                        e,
+                    )
+                })?;
+            found.map(|r| table.decode_sql_row(&r)).transpose()?
+        }
+    };
+    tx.commit()
+        .await
+        .map_err(|e| Error::mysql("writing a row: COMMIT", e))?;
+    Ok(row)
+}
+
+/// The SQL of one write, with parameters: values never reach the statement text.
+struct SqlWrite {
+    statement: String,
+    params: Vec<Value>,
+    select_by_key: String,
+    key_params: Vec<Value>,
+}
+
+impl SqlWrite {
+    fn build(table: &SyncedTable, write: &RowWrite) -> Result<SqlWrite> {
+        let schema = &table.schema;
+        let invalid = |reason: String| Error::InvalidWrite(reason);
+        for (name, _) in &write.values {
+            if schema.position(name).is_none() {
+                return Err(invalid(format!(
+                    "{name} is not a column of {}",
+                    table.name()
+                )));
+            }
+        }
+        let pk_names: Vec<&str> = schema
+            .primary_key
+            .iter()
+            .map(|&i| schema.columns[i].name.as_str())
+            .collect();
+        let mut key_params = Vec::with_capacity(pk_names.len());
+        for pk in &pk_names {
+            let value = write
+                .values
+                .iter()
+                .find(|(n, _)| n == pk)
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "primary-key column {pk} of {} is missing",
+                        table.name()
+                    ))
+                })?;
+            key_params.push(value);
+        }
+        let table_sql = format!(
+            "{}.{}",
+            quote_ident(&schema.database),
+            quote_ident(&schema.table)
+        );
+        let key_where = pk_names
+            .iter()
+            .map(|c| format!("{} = ?", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let select_by_key = format!("{} WHERE {key_where} FOR UPDATE", table.select_sql);
+        let (statement, params) = match write.op {
+            Op::Delete => (
+                format!("DELETE FROM {table_sql} WHERE {key_where}"),
+                key_params.clone(),
+            ),
+            Op::Upsert => {
+                let columns: Vec<String> =
+                    write.values.iter().map(|(n, _)| quote_ident(n)).collect();
+                let updates: Vec<String> = write
+                    .values
+                    .iter()
+                    .filter(|(n, _)| !pk_names.contains(&n.as_str()))
+                    .map(|(n, _)| {
+                        let c = quote_ident(n);
+                        format!("{c} = VALUES({c})")
+                    })
+                    .collect();
+                let placeholders = vec!["?"; columns.len()].join(", ");
+                let statement = if updates.is_empty() {
+                    // Only key columns: nothing to update when the row exists.
+                    format!(
+                        "INSERT IGNORE INTO {table_sql} ({}) VALUES ({placeholders})",
+                        columns.join(", ")
+                    )
+                } else {
+                    format!(
+                        "INSERT INTO {table_sql} ({}) VALUES ({placeholders}) ON DUPLICATE KEY UPDATE {}",
+                        columns.join(", "),
+                        updates.join(", ")
+                    )
+                };
+                (
+                    statement,
+                    write.values.iter().map(|(_, v)| v.clone()).collect(),
+                )
+            }
+        };
+        Ok(SqlWrite {
+            statement,
+            params,
+            select_by_key,
+            key_params,
+        })
+    }
+}
+
+/// A row holding only the primary-key cells of `write` (other cells NULL), enough to
+/// render the key of a deleted row.
+pub fn key_only_row(table: &SyncedTable, write: &RowWrite) -> Result<Vec<Cell>> {
+    let mut row = vec![Cell::Null; table.types.len()];
+    for (name, value) in &write.values {
+        if let Some(pos) = table.encoder.names().iter().position(|n| n == name) {
+            row[pos] = crate::decode::from_sql(&table.types[pos], value).map_err(|reason| {
+                Error::Decode {
+                    table: table.name(),
+                    column: name.clone(),
+                    reason,
+                }
+            })?;
+        }
+    }
+    Ok(row)
+}
