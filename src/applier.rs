@@ -333,10 +333,13 @@ impl Applier {
         checkpoint_key: &str,
         checkpoint: &str,
     ) -> Result<Applied> {
-        let mut rng = rand::rng();
         let mut args = ScriptArgs::default();
-        for change in changes {
-            args.push(change, &mut rng);
+        {
+            // ThreadRng is not Send: keep it out of the awaits below.
+            let mut rng = rand::rng();
+            for change in changes {
+                args.push(change, &mut rng);
+            }
         }
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.script.get_hash())

@@ -37,7 +37,45 @@ pub struct RawConfig {
     #[serde(default)]
     pub metrics: RawMetrics,
     #[serde(default)]
+    pub binlog: RawBinlog,
+    #[serde(default)]
     pub tables: Vec<RawTable>,
+}
+
+/// `[binlog]`: how the binlog strategy reads the replication stream.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawBinlog {
+    /// The replica id cachesync announces; unique among the server's replicas.
+    #[serde(default = "default_server_id")]
+    pub server_id: u32,
+    /// Redis key holding the position up to which changes are in Redis.
+    #[serde(default = "default_checkpoint_key")]
+    pub checkpoint_key: String,
+    /// Most row changes per Redis call; also bounds memory for huge transactions.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+}
+
+impl Default for RawBinlog {
+    fn default() -> Self {
+        RawBinlog {
+            server_id: default_server_id(),
+            checkpoint_key: default_checkpoint_key(),
+            batch_size: default_batch_size(),
+        }
+    }
+}
+
+fn default_server_id() -> u32 {
+    4_242
+}
+
+fn default_checkpoint_key() -> String {
+    "cachesync:checkpoint:binlog".to_owned()
+}
+
+fn default_batch_size() -> usize {
+    1_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +134,14 @@ pub struct RawTable {
     /// it as their version and Redis never goes back to an older one.
     #[serde(default)]
     pub version_column: Option<String>,
+    /// `write` (default): Redis gets each row image. `invalidate`: every change deletes
+    /// the key instead, for readers that fill the cache themselves.
+    #[serde(default = "default_mode")]
+    pub mode: String,
+}
+
+fn default_mode() -> String {
+    "write".to_owned()
 }
 
 fn default_tombstone_ttl() -> u64 {
@@ -119,6 +165,23 @@ pub enum Format {
     Hash,
 }
 
+/// What a table's changes do to Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Write each row image.
+    Write,
+    /// Delete the key on every change (Meta's memcache approach): readers refill it.
+    Invalidate,
+}
+
+/// Validated `[binlog]` settings.
+#[derive(Debug, Clone)]
+pub struct BinlogConfig {
+    pub server_id: u32,
+    pub checkpoint_key: String,
+    pub batch_size: usize,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -128,6 +191,7 @@ pub struct Config {
     pub tombstone_ttl: Duration,
     pub amqp_url: Option<String>,
     pub metrics_listen: SocketAddr,
+    pub binlog: BinlogConfig,
     pub tables: Vec<TableConfig>,
 }
 
@@ -144,6 +208,7 @@ pub struct TableConfig {
     pub ttl: Option<Duration>,
     pub ttl_jitter: Duration,
     pub version_column: Option<String>,
+    pub mode: Mode,
 }
 
 impl TableConfig {
@@ -266,6 +331,16 @@ impl RawConfig {
             }
         };
 
+        if self.binlog.server_id == 0 {
+            problems
+                .push("binlog.server_id: must not be 0 (replicas need a non-zero id)".to_owned());
+        }
+        if self.binlog.checkpoint_key.is_empty() {
+            problems.push("binlog.checkpoint_key: must not be empty".to_owned());
+        }
+        if self.binlog.batch_size == 0 {
+            problems.push("binlog.batch_size: must be at least 1".to_owned());
+        }
         if self.tables.is_empty() {
             problems.push("tables: at least one [[tables]] entry is required".to_owned());
         }
@@ -291,6 +366,11 @@ impl RawConfig {
                 tombstone_ttl: Duration::from_secs(self.redis.tombstone_ttl),
                 amqp_url: self.amqp.as_ref().map(|a| a.url.clone()),
                 metrics_listen,
+                binlog: BinlogConfig {
+                    server_id: self.binlog.server_id,
+                    checkpoint_key: self.binlog.checkpoint_key.clone(),
+                    batch_size: self.binlog.batch_size,
+                },
                 tables,
             }),
             _ => Err(Error::Config(problems)),
@@ -348,6 +428,17 @@ impl RawTable {
                 }
             }
         }
+        let mode = match self.mode.as_str() {
+            "write" => Some(Mode::Write),
+            "invalidate" => Some(Mode::Invalidate),
+            other => {
+                problems.push(format!(
+                    "{}: expected \"write\" or \"invalidate\", got {other:?}",
+                    at("mode")
+                ));
+                None
+            }
+        };
         if self.ttl == Some(0) {
             problems.push(format!(
                 "{}: must be at least 1 second (leave it out for no expiry)",
@@ -372,6 +463,7 @@ impl RawTable {
             ttl: self.ttl.map(Duration::from_secs),
             ttl_jitter: Duration::from_secs(self.ttl_jitter.unwrap_or(0)),
             version_column: self.version_column.clone(),
+            mode: mode?,
         })
     }
 }

@@ -55,7 +55,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let services = Services::connect(&config).await?;
     let names: Vec<String> = services.tables.iter().map(|t| t.name()).collect();
     crate::metrics::register_series(config.strategy.name(), &names);
-    let strategy = Strategy::build(config.strategy, services.pool.clone(), services.applier)?;
+    let strategy = Strategy::build(&config, &services)?;
     info!(
         strategy = config.strategy.name(),
         tables = names.join(","),

@@ -10,6 +10,7 @@
 //! The set is closed and small, so it is an enum ([`Strategy`]) with one module per
 //! variant and exhaustive matches, not a plugin registry.
 
+pub mod binlog;
 pub mod dual_write;
 
 use std::fmt;
@@ -19,10 +20,13 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::applier::{Applied, Applier, Op};
+use crate::applier::{Applied, Op};
+use crate::config::Config;
+use crate::daemon::Services;
 use crate::error::{Error, Result};
 use crate::schema::SyncedTable;
 
+pub use binlog::Binlog;
 pub use dual_write::DualWrite;
 
 /// A strategy's name, as written in `strategy = "..."`.
@@ -126,21 +130,29 @@ pub trait SyncStrategy: Send + Sync {
 /// The configured strategy. Each variant lives in its own module.
 pub enum Strategy {
     DualWrite(DualWrite),
+    Binlog(Binlog),
 }
 
 impl Strategy {
-    /// Builds the strategy `kind`; it writes rows to Redis only through `applier`.
-    pub fn build(
-        kind: StrategyKind,
-        pool: mysql_async::Pool,
-        applier: Applier,
-    ) -> Result<Strategy> {
-        match kind {
-            StrategyKind::DualWrite => Ok(Strategy::DualWrite(DualWrite::new(pool, applier))),
-            StrategyKind::Mq | StrategyKind::Binlog => Err(Error::Strategy {
-                strategy: kind.name(),
+    /// Builds the configured strategy on connected, checked `services`; it writes rows
+    /// to Redis only through their applier.
+    pub fn build(config: &Config, services: &Services) -> Result<Strategy> {
+        match config.strategy {
+            StrategyKind::DualWrite => Ok(Strategy::DualWrite(DualWrite::new(
+                services.pool.clone(),
+                services.applier.clone(),
+            ))),
+            StrategyKind::Binlog => Ok(Strategy::Binlog(Binlog::new(
+                services.pool.clone(),
+                config.mysql_url.clone(),
+                services.applier.clone(),
+                services.tables.clone(),
+                config.binlog.clone(),
+            ))),
+            StrategyKind::Mq => Err(Error::Strategy {
+                strategy: StrategyKind::Mq.name(),
                 reason: "this strategy is not built yet in this version of cachesync; \
-                         use strategy = \"dual-write\""
+                         use strategy = \"dual-write\" or \"binlog\""
                     .to_owned(),
             }),
         }
@@ -151,18 +163,21 @@ impl SyncStrategy for Strategy {
     fn kind(&self) -> StrategyKind {
         match self {
             Strategy::DualWrite(s) => s.kind(),
+            Strategy::Binlog(s) => s.kind(),
         }
     }
 
     async fn write(&self, write: RowWrite) -> Result<WriteReceipt> {
         match self {
             Strategy::DualWrite(s) => s.write(write).await,
+            Strategy::Binlog(s) => s.write(write).await,
         }
     }
 
     async fn run(&self, shutdown: CancellationToken) -> Result<()> {
         match self {
             Strategy::DualWrite(s) => s.run(shutdown).await,
+            Strategy::Binlog(s) => s.run(shutdown).await,
         }
     }
 }

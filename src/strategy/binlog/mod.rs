@@ -1,0 +1,235 @@
+//! Binlog replay: cachesync reads the row binlog as a replica and applies row images to
+//! Redis. The application only writes MySQL.
+//!
+//! Preconditions (checked by `cachesync doctor`): `log_bin` on, `binlog_format=ROW`,
+//! `binlog_row_image=FULL`, `binlog_row_metadata=FULL` (column names in every table map,
+//! so shape changes are noticed), a replication user (REPLICATION SLAVE, REPLICATION
+//! CLIENT), and a `binlog.server_id` no other replica of the server uses.
+//!
+//! Exactly-once effect: the tailer ([`tail`]) cuts batches at transaction boundaries and
+//! the applier writes each batch and the position after it in one atomic Redis script
+//! call ([`crate::applier::Applier::apply_with_checkpoint`]). After a crash the daemon
+//! resumes from that checkpoint: nothing before it is re-read, nothing after it was
+//! recorded as done. Every change carries its binlog position as version, so what is
+//! re-read (the tail of a huge transaction sent in pieces) rewrites identical bytes and
+//! shows up in `cachesync_replayed_changes_total`.
+//!
+//! Without a checkpoint the tables are first loaded by a consistent snapshot
+//! ([`snapshot`]) whose binlog position becomes the first checkpoint.
+
+pub mod position;
+pub mod snapshot;
+pub mod tail;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use self::position::BinlogPosition;
+use self::tail::{Batch, TailError, Tailer};
+use super::{RowWrite, StrategyKind, SyncStrategy, WriteReceipt};
+use crate::applier::{Applier, unix_micros};
+use crate::config::BinlogConfig;
+use crate::error::{Error, Result};
+use crate::metrics as m;
+use crate::schema::SyncedTable;
+
+/// Batches in flight between the tailer and the applier. With `batch_size` this bounds
+/// the memory a huge transaction can take.
+const CHANNEL_CAPACITY: usize = 4;
+/// Longest wait between reconnect or retry attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The binlog strategy.
+pub struct Binlog {
+    pool: mysql_async::Pool,
+    mysql_url: String,
+    applier: Applier,
+    tables: Vec<Arc<SyncedTable>>,
+    config: BinlogConfig,
+}
+
+impl Binlog {
+    pub fn new(
+        pool: mysql_async::Pool,
+        mysql_url: String,
+        applier: Applier,
+        tables: Vec<Arc<SyncedTable>>,
+        config: BinlogConfig,
+    ) -> Binlog {
+        Binlog {
+            pool,
+            mysql_url,
+            applier,
+            tables,
+            config,
+        }
+    }
+
+    /// The stored checkpoint, if any.
+    pub async fn checkpoint(&self) -> Result<Option<BinlogPosition>> {
+        let mut conn = self.applier.connection();
+        let stored: Option<String> = redis::cmd("GET")
+            .arg(&self.config.checkpoint_key)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("reading the binlog checkpoint", e))?;
+        stored
+            .map(|text| {
+                BinlogPosition::parse(&text).ok_or_else(|| Error::Strategy {
+                    strategy: "binlog",
+                    reason: format!(
+                        "the checkpoint {}={text:?} is not file:position; delete it to re-snapshot",
+                        self.config.checkpoint_key
+                    ),
+                })
+            })
+            .transpose()
+    }
+
+    /// Loads every table into Redis from a consistent snapshot and stores its binlog
+    /// position as the checkpoint (replacing any older one).
+    pub async fn snapshot(&self) -> Result<BinlogPosition> {
+        let position =
+            snapshot::load(&self.pool, &self.mysql_url, &self.tables, &self.applier).await?;
+        self.applier
+            .apply_with_checkpoint(&[], &self.config.checkpoint_key, &position.to_string())
+            .await?;
+        Ok(position)
+    }
+
+    /// Tails from `from`, reconnecting with backoff, until `shutdown`.
+    async fn tail(
+        &self,
+        from: BinlogPosition,
+        out: mpsc::Sender<Batch>,
+        shutdown: &CancellationToken,
+    ) -> Result<()> {
+        let mut tailer = Tailer::new(
+            self.mysql_url.clone(),
+            self.config.server_id,
+            self.config.batch_size,
+            self.pool.clone(),
+            &self.tables,
+            from,
+        );
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let started = Instant::now();
+            match tailer.run(&out, shutdown).await {
+                Ok(()) => return Ok(()),
+                Err(TailError::Fatal(e)) => return Err(e),
+                Err(TailError::Transient(e)) => {
+                    if started.elapsed() > MAX_BACKOFF {
+                        backoff = Duration::from_millis(100);
+                    }
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, resume = %tailer.last_sent, "binlog stream lost; reconnecting");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+impl SyncStrategy for Binlog {
+    fn kind(&self) -> StrategyKind {
+        StrategyKind::Binlog
+    }
+
+    async fn write(&self, write: RowWrite) -> Result<WriteReceipt> {
+        let started = Instant::now();
+        let image = crate::sqlwrite::commit(&self.pool, &write).await?;
+        let committed_at_us = unix_micros(SystemTime::now());
+        metrics::histogram!(m::WRITE_DURATION, "strategy" => self.kind().name(), "table" => write.table.name())
+            .record(started.elapsed().as_secs_f64());
+        Ok(WriteReceipt {
+            committed_at_us,
+            version: image.as_deref().and_then(|row| write.table.version_of(row)),
+            applied: None,
+        })
+    }
+
+    async fn run(&self, shutdown: CancellationToken) -> Result<()> {
+        let from = match self.checkpoint().await? {
+            Some(position) => {
+                info!(checkpoint = %position, "resuming from the checkpoint");
+                position
+            }
+            None => {
+                info!("no checkpoint: loading the tables first");
+                self.snapshot().await?
+            }
+        };
+        let (out, batches) = mpsc::channel(CHANNEL_CAPACITY);
+        let applying = tokio::spawn(apply_batches(
+            self.applier.clone(),
+            batches,
+            self.config.checkpoint_key.clone(),
+            shutdown.clone(),
+        ));
+        let tailed = self.tail(from, out, &shutdown).await;
+        // The sender is gone: the applier drains what it holds, then stops.
+        let applied = applying.await.map_err(|e| Error::Strategy {
+            strategy: "binlog",
+            reason: format!("the Redis applier task failed: {e}"),
+        })?;
+        // An applier failure explains a tailer that stopped because the applier did.
+        applied.and(tailed)
+    }
+}
+
+/// Applies batches in order, retrying transient Redis failures with backoff, and keeps
+/// `lag_seconds` current.
+pub async fn apply_batches(
+    applier: Applier,
+    mut batches: mpsc::Receiver<Batch>,
+    checkpoint_key: String,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let strategy = StrategyKind::Binlog.name();
+    while let Some(batch) = batches.recv().await {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let outcome = match &batch.checkpoint {
+                Some(checkpoint) => {
+                    applier
+                        .apply_with_checkpoint(
+                            &batch.changes,
+                            &checkpoint_key,
+                            &checkpoint.to_string(),
+                        )
+                        .await
+                }
+                None => applier.apply(&batch.changes).await,
+            };
+            match outcome {
+                Ok(_) => break,
+                Err(e) if e.is_transient() && !shutdown.is_cancelled() => {
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Redis write failed; retrying the batch");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let lag = if batch.caught_up && batch.changes.is_empty() {
+            0.0
+        } else if batch.event_time > 0 {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            (now - f64::from(batch.event_time)).max(0.0)
+        } else {
+            continue;
+        };
+        metrics::gauge!(m::LAG, "strategy" => strategy).set(lag);
+    }
+    Ok(())
+}

@@ -1,0 +1,496 @@
+//! Reading the binlog as a replica and cutting committed row events into batches.
+//!
+//! The tailer only decodes; [`super::apply_batches`] writes. Between them a bounded
+//! channel carries [`Batch`]es, so a slow Redis slows the reader instead of growing
+//! memory, and decoding overlaps with Redis round trips.
+//!
+//! Batching rule: a batch ends at a transaction boundary (XID / COMMIT, or a DDL
+//! statement) and then carries the position after it as its checkpoint, applied in the
+//! same atomic Redis call. Consecutive transactions are merged while the applier is busy
+//! (up to `batch_size` changes); when it is idle a transaction is sent at once. A
+//! transaction larger than `batch_size` is sent in pieces without a checkpoint — memory
+//! stays bounded by `batch_size` × channel capacity — and only its last piece moves the
+//! checkpoint, so a crash part-way replays the whole transaction (harmless: same
+//! versions, same bytes) and loses none of it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mysql_async::binlog::events::{EventData, OptionalMetadataField, TableMapEvent};
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStreamRequest, Conn};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use super::position::BinlogPosition;
+use crate::applier::{Change, Op};
+use crate::config::Mode;
+use crate::error::Error;
+use crate::redact::redact_url;
+use crate::schema::{SyncedTable, TableSchema};
+
+/// How long a completed transaction may wait for more to merge with when the stream
+/// goes quiet.
+const IDLE_FLUSH: Duration = Duration::from_millis(2);
+
+/// Binlog event type of the heartbeat the server sends when the replica is caught up.
+const HEARTBEAT_EVENT: u8 = 27;
+
+/// Row changes on their way to Redis.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub changes: Vec<Change>,
+    /// Set when the batch ends at a transaction boundary: where to resume after it.
+    pub checkpoint: Option<BinlogPosition>,
+    /// Unix seconds of the newest event in the batch (0: none), for `lag_seconds`.
+    pub event_time: u32,
+    /// The server had nothing newer when this batch was cut.
+    pub caught_up: bool,
+}
+
+/// Why tailing stopped with an error.
+pub enum TailError {
+    /// Worth reconnecting (lost connection, server restart).
+    Transient(Error),
+    /// Needs a person (purged binlog, undecodable row, applier gone).
+    Fatal(Error),
+}
+
+impl From<Error> for TailError {
+    fn from(e: Error) -> Self {
+        if e.is_transient() {
+            TailError::Transient(e)
+        } else {
+            TailError::Fatal(e)
+        }
+    }
+}
+
+/// Decodes the replication stream of the configured tables.
+pub struct Tailer {
+    pub mysql_url: String,
+    pub server_id: u32,
+    pub batch_size: usize,
+    pool: mysql_async::Pool,
+    /// Synced tables by `(database, table)`; replanned when their shape changes.
+    tables: HashMap<(String, String), Arc<SyncedTable>>,
+    /// Tables whose schema a DDL statement may have changed since they were planned.
+    dirty: Vec<(String, String)>,
+    /// The last checkpoint handed to the applier: where a reconnect resumes.
+    pub last_sent: BinlogPosition,
+}
+
+impl Tailer {
+    pub fn new(
+        mysql_url: String,
+        server_id: u32,
+        batch_size: usize,
+        pool: mysql_async::Pool,
+        tables: &[Arc<SyncedTable>],
+        from: BinlogPosition,
+    ) -> Tailer {
+        Tailer {
+            mysql_url,
+            server_id,
+            batch_size,
+            pool,
+            tables: tables
+                .iter()
+                .map(|t| {
+                    (
+                        (t.schema.database.clone(), t.schema.table.clone()),
+                        t.clone(),
+                    )
+                })
+                .collect(),
+            dirty: Vec::new(),
+            last_sent: from,
+        }
+    }
+
+    /// Streams from `self.last_sent` until `shutdown`; returns `Ok` only on shutdown.
+    pub async fn run(
+        &mut self,
+        out: &mpsc::Sender<Batch>,
+        shutdown: &CancellationToken,
+    ) -> std::result::Result<(), TailError> {
+        let from = self.last_sent.clone();
+        let mut conn = self.connect().await?;
+        // Ask for a heartbeat every second when there is nothing to send: that is how
+        // the tailer learns it is caught up (lag 0) on an idle server.
+        conn.query_drop("SET @master_heartbeat_period = 1000000000")
+            .await
+            .map_err(|e| Error::mysql("asking for replication heartbeats", e))?;
+        let request = BinlogStreamRequest::new(self.server_id)
+            .with_filename(from.file.as_bytes())
+            .with_pos(from.pos);
+        let mut stream = conn
+            .get_binlog_stream(request)
+            .await
+            .map_err(|e| stream_error(e, &from))?;
+        info!(from = %from, server_id = self.server_id, "tailing the binlog");
+
+        let mut file = from.file.clone();
+        let mut by_id: HashMap<u64, Arc<SyncedTable>> = HashMap::new();
+        let mut pending = Batch::default();
+        let mut in_tx = false;
+        // Where a checkpoint placed now would resume (only valid between transactions).
+        let mut boundary = from.clone();
+        loop {
+            let quiet = !in_tx && (!pending.changes.is_empty() || boundary != self.last_sent);
+            let event = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    // Hand over what is committed; an open transaction is re-read later.
+                    if !in_tx && (!pending.changes.is_empty() || boundary != self.last_sent) {
+                        self.flush(out, &mut pending, Some(boundary.clone())).await?;
+                    }
+                    return Ok(());
+                }
+                event = stream.next() => event,
+                _ = tokio::time::sleep(IDLE_FLUSH), if quiet => {
+                    self.flush(out, &mut pending, Some(boundary.clone())).await?;
+                    continue;
+                }
+            };
+            let event = match event {
+                Some(Ok(event)) => event,
+                Some(Err(e)) => return Err(stream_error(e, &self.last_sent)),
+                None => {
+                    return Err(TailError::Transient(Error::Strategy {
+                        strategy: "binlog",
+                        reason: "the server closed the replication stream".to_owned(),
+                    }));
+                }
+            };
+            let header = event.header();
+            if header.event_type_raw() == HEARTBEAT_EVENT {
+                if !in_tx {
+                    pending.caught_up = true;
+                    if boundary != self.last_sent || !pending.changes.is_empty() {
+                        self.flush(out, &mut pending, Some(boundary.clone()))
+                            .await?;
+                    } else {
+                        // Tell the applier we are idle so lag drops to zero.
+                        self.flush(out, &mut pending, None).await?;
+                    }
+                }
+                continue;
+            }
+            let end = BinlogPosition::new(file.clone(), u64::from(header.log_pos()));
+            let data = event.read_data().map_err(|e| {
+                TailError::Fatal(Error::Strategy {
+                    strategy: "binlog",
+                    reason: format!("cannot decode the event ending at {end}: {e}"),
+                })
+            })?;
+            match data {
+                Some(EventData::RotateEvent(rotate)) => {
+                    file = rotated_file_name(&rotate.name(), &file);
+                    if !in_tx {
+                        boundary = BinlogPosition::new(file.clone(), rotate.position());
+                    }
+                }
+                Some(EventData::QueryEvent(query)) => {
+                    let text = query.query();
+                    let statement = text.trim();
+                    if statement.eq_ignore_ascii_case("BEGIN") {
+                        in_tx = true;
+                    } else {
+                        if !statement.eq_ignore_ascii_case("COMMIT") {
+                            self.note_ddl(&query.schema(), statement);
+                            by_id.clear();
+                        }
+                        in_tx = false;
+                        boundary = end;
+                        pending.event_time = header.timestamp();
+                        self.maybe_flush(out, &mut pending, &boundary).await?;
+                    }
+                }
+                Some(EventData::XidEvent(_)) => {
+                    in_tx = false;
+                    boundary = end;
+                    pending.event_time = header.timestamp();
+                    self.maybe_flush(out, &mut pending, &boundary).await?;
+                }
+                Some(EventData::TableMapEvent(tme)) => {
+                    let key = (
+                        tme.database_name().into_owned(),
+                        tme.table_name().into_owned(),
+                    );
+                    if self.tables.contains_key(&key) {
+                        let table = self.table_for(&key, &tme).await?;
+                        by_id.insert(tme.table_id(), table);
+                    }
+                }
+                Some(EventData::RowsEvent(rows_event)) => {
+                    let Some(table) = by_id.get(&rows_event.table_id()).cloned() else {
+                        continue;
+                    };
+                    let tme = stream.get_tme(rows_event.table_id()).ok_or_else(|| {
+                        TailError::Fatal(Error::Strategy {
+                            strategy: "binlog",
+                            reason: format!("rows event at {end} without its table map"),
+                        })
+                    })?;
+                    let version = end.version();
+                    for row in rows_event.rows(tme) {
+                        let (before, after) = row.map_err(|e| {
+                            TailError::Fatal(Error::Decode {
+                                table: table.name(),
+                                column: "*".to_owned(),
+                                reason: format!("row event ending at {end}: {e}"),
+                            })
+                        })?;
+                        let before = before.map(|r| table.decode_binlog_row(&r)).transpose()?;
+                        let after = after.map(|r| table.decode_binlog_row(&r)).transpose()?;
+                        push_row_change(&mut pending.changes, &table, before, after, version);
+                    }
+                    pending.event_time = header.timestamp();
+                    if pending.changes.len() >= self.batch_size {
+                        // A huge transaction: hand over a piece, without a checkpoint.
+                        self.flush(out, &mut pending, None).await?;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn connect(&self) -> std::result::Result<Conn, TailError> {
+        let opts = mysql_async::Opts::from_url(&self.mysql_url)
+            .map_err(|e| TailError::Fatal(Error::Config(vec![format!("mysql.url: {e}")])))?;
+        Conn::new(opts).await.map_err(|e| {
+            TailError::Transient(Error::Unreachable {
+                service: "MySQL",
+                url: redact_url(&self.mysql_url),
+                reason: crate::mysql::describe(&e),
+            })
+        })
+    }
+
+    /// Sends at a transaction boundary when the batch is full or the applier is idle.
+    async fn maybe_flush(
+        &mut self,
+        out: &mpsc::Sender<Batch>,
+        pending: &mut Batch,
+        boundary: &BinlogPosition,
+    ) -> std::result::Result<(), TailError> {
+        if pending.changes.len() >= self.batch_size || out.capacity() == out.max_capacity() {
+            self.flush(out, pending, Some(boundary.clone())).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(
+        &mut self,
+        out: &mpsc::Sender<Batch>,
+        pending: &mut Batch,
+        checkpoint: Option<BinlogPosition>,
+    ) -> std::result::Result<(), TailError> {
+        let mut batch = std::mem::take(pending);
+        if let Some(checkpoint) = &checkpoint {
+            self.last_sent = checkpoint.clone();
+        }
+        batch.checkpoint = checkpoint;
+        out.send(batch).await.map_err(|_| {
+            TailError::Fatal(Error::Strategy {
+                strategy: "binlog",
+                reason: "the Redis applier stopped".to_owned(),
+            })
+        })
+    }
+
+    /// Marks synced tables a DDL statement may have changed; they are re-read from
+    /// `information_schema` at their next table map.
+    fn note_ddl(&mut self, default_schema: &str, statement: &str) {
+        let lower = statement.to_ascii_lowercase();
+        for (database, table) in self.tables.keys() {
+            let mentions_table = lower.contains(&table.to_ascii_lowercase());
+            let in_database = default_schema.eq_ignore_ascii_case(database)
+                || lower.contains(&database.to_ascii_lowercase());
+            if mentions_table && in_database {
+                debug!(database, table, "DDL seen; the schema will be re-read");
+                self.dirty.push((database.clone(), table.clone()));
+            }
+        }
+    }
+
+    /// The plan for a synced table whose rows follow `tme`, re-reading the schema when a
+    /// DDL touched it or the table map's shape differs from the plan.
+    async fn table_for(
+        &mut self,
+        key: &(String, String),
+        tme: &TableMapEvent<'_>,
+    ) -> std::result::Result<Arc<SyncedTable>, TailError> {
+        let current = self.tables[key].clone();
+        let dirty = self.dirty.contains(key);
+        if !dirty && shape_matches(&current, tme) {
+            return Ok(current);
+        }
+        let mut conn = crate::mysql::get_conn(&self.pool, &self.mysql_url).await?;
+        let schema = TableSchema::load(&mut conn, &key.0, &key.1)
+            .await?
+            .ok_or_else(|| {
+                TailError::Fatal(Error::Strategy {
+                    strategy: "binlog",
+                    reason: format!("table {}.{} was dropped", key.0, key.1),
+                })
+            })?;
+        let planned = SyncedTable::plan(&current.config, schema)
+            .map_err(|problems| TailError::Fatal(Error::Config(problems)))?;
+        let planned = Arc::new(planned);
+        if !shape_matches(&planned, tme) {
+            return Err(TailError::Fatal(Error::Strategy {
+                strategy: "binlog",
+                reason: format!(
+                    "the binlog rows of {} no longer match its current schema (several DDL \
+                     changes behind?); run `cachesync snapshot` to reload it",
+                    current.name()
+                ),
+            }));
+        }
+        info!(table = %planned.name(), columns = planned.encoder.names().join(","), "schema re-read");
+        self.dirty.retain(|k| k != key);
+        self.tables.insert(key.clone(), planned.clone());
+        Ok(planned)
+    }
+}
+
+/// Whether rows described by `tme` have the columns `table` was planned for: same count
+/// and, when the server logs column names (`binlog_row_metadata=FULL`), same names.
+fn shape_matches(table: &SyncedTable, tme: &TableMapEvent<'_>) -> bool {
+    if tme.columns_count() as usize != table.schema.columns.len() {
+        return false;
+    }
+    match column_names(tme) {
+        Some(names) => names
+            .iter()
+            .zip(&table.schema.columns)
+            .all(|(logged, planned)| logged == &planned.name),
+        None => true,
+    }
+}
+
+/// Column names from the table map's optional metadata, when present.
+fn column_names(tme: &TableMapEvent<'_>) -> Option<Vec<String>> {
+    tme.iter_optional_meta().find_map(|field| match field {
+        Ok(OptionalMetadataField::ColumnName(names)) => Some(
+            names
+                .iter_names()
+                .filter_map(|n| n.ok().map(|n| n.name().into_owned()))
+                .collect(),
+        ),
+        _ => None,
+    })
+}
+
+/// Turns one row image pair into changes: insert → upsert, delete → delete, update →
+/// upsert (plus a delete of the old key when the primary key changed). In `invalidate`
+/// mode every change deletes its key.
+fn push_row_change(
+    changes: &mut Vec<Change>,
+    table: &Arc<SyncedTable>,
+    before: Option<Vec<crate::row::Cell>>,
+    after: Option<Vec<crate::row::Cell>>,
+    version: u64,
+) {
+    let change = |op: Op, row: Vec<crate::row::Cell>| Change {
+        table: table.clone(),
+        op: match table.config.mode {
+            Mode::Write => op,
+            Mode::Invalidate => Op::Delete,
+        },
+        row,
+        version: Some(version),
+        // Binlog event times have one-second resolution: too coarse for a per-change
+        // latency. `lag_seconds` reports how far behind the stream is instead.
+        committed_at_us: None,
+    };
+    match (before, after) {
+        (None, Some(after)) => changes.push(change(Op::Upsert, after)),
+        (Some(before), None) => changes.push(change(Op::Delete, before)),
+        (Some(before), Some(after)) => {
+            if table.key_of(&before) != table.key_of(&after) {
+                changes.push(change(Op::Delete, before));
+            }
+            changes.push(change(Op::Upsert, after));
+        }
+        (None, None) => {}
+    }
+}
+
+/// The file a rotate event names. The server sends the first (fake) rotate event before
+/// the format description that announces checksums, so its name can arrive with the
+/// 4 checksum bytes glued on: `binlog.000004` + CRC. Binlog names are `base.NNNNNN`, so
+/// the name is cut after the digits that follow its last dot; when it starts with the
+/// file tailing began from, that name is kept as is.
+fn rotated_file_name(logged: &str, current: &str) -> String {
+    if !current.is_empty() && logged.starts_with(current) {
+        return current.to_owned();
+    }
+    match logged.rfind('.') {
+        Some(dot) => {
+            let digits = logged[dot + 1..]
+                .bytes()
+                .take_while(u8::is_ascii_digit)
+                .count();
+            logged[..dot + 1 + digits].to_owned()
+        }
+        None => logged.to_owned(),
+    }
+}
+
+/// Classifies a replication stream error.
+fn stream_error(e: mysql_async::Error, from: &BinlogPosition) -> TailError {
+    match &e {
+        // ER_MASTER_FATAL_ERROR_READING_BINLOG: the file is gone (purged) or the
+        // position is not an event boundary.
+        mysql_async::Error::Server(s) if s.code == 1236 => TailError::Fatal(Error::Strategy {
+            strategy: "binlog",
+            reason: format!(
+                "the server cannot stream from {from}: {} — the binlog was probably purged; \
+                 run `cachesync snapshot` to reload the tables and continue from the current position",
+                s.message
+            ),
+        }),
+        mysql_async::Error::Server(s) if matches!(s.code, 1044 | 1045 | 1227) => {
+            TailError::Fatal(Error::Strategy {
+                strategy: "binlog",
+                reason: format!(
+                    "the server refused replication: {} (grant REPLICATION SLAVE, REPLICATION CLIENT; see `cachesync doctor`)",
+                    s.message
+                ),
+            })
+        }
+        _ => TailError::Transient(Error::mysql("reading the binlog", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rotated_file_name;
+
+    #[test]
+    fn rotate_names_lose_glued_checksum_bytes() {
+        assert_eq!(
+            rotated_file_name("binlog.000004\u{1}\u{fffd}x", "binlog.000004"),
+            "binlog.000004"
+        );
+        assert_eq!(
+            rotated_file_name("binlog.000005\u{fffd}", "binlog.000004"),
+            "binlog.000005"
+        );
+        assert_eq!(
+            rotated_file_name("binlog.000005", "binlog.000004"),
+            "binlog.000005"
+        );
+        assert_eq!(
+            rotated_file_name("mysql-bin.000123", ""),
+            "mysql-bin.000123"
+        );
+    }
+}
