@@ -11,6 +11,8 @@
 
 #![allow(dead_code)]
 
+pub mod all_types;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -16,6 +16,7 @@ use tracing::info;
 
 use super::position::BinlogPosition;
 use crate::applier::{Applier, Change, Op};
+use crate::config::Mode;
 use crate::error::{Error, Result};
 use crate::schema::SyncedTable;
 
@@ -37,6 +38,11 @@ pub async fn load(
     let version = position.version();
     info!(position = %position, tables = tables.len(), "snapshot started");
     for table in tables {
+        if table.config.mode == Mode::Invalidate {
+            // Readers fill these keys themselves; the tail only ever deletes them.
+            info!(table = %table.name(), "snapshot skips the table: invalidate mode");
+            continue;
+        }
         load_table(&mut conn, table, applier, version).await?;
     }
     conn.query_drop("COMMIT")

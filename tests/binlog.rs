@@ -1,0 +1,400 @@
+//! The binlog strategy in-process against the dedicated MariaDB (row binlog) and Redis:
+//! every type of the encoding contract arrives as `SELECT` encodes it, unconfigured
+//! tables never appear, a snapshot taken under concurrent writers converges, DDL is
+//! picked up without a restart, `invalidate` mode deletes keys, and a purged binlog is a
+//! clear error. Crash and huge-transaction tests run the real binary: `binlog_faults.rs`.
+//!
+//! Run `scripts/services.sh up` first. Each test uses its own database, key prefix,
+//! checkpoint key and replica server id.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use cachesync::config::{Config, RawConfig};
+use cachesync::daemon::Services;
+use cachesync::row::Encoded;
+use cachesync::schema::SyncedTable;
+use cachesync::strategy::{Strategy, SyncStrategy};
+use common::{TestDb, all_types};
+use mysql_async::prelude::Queryable;
+use redis::AsyncCommands;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A replica id no other test of this run uses.
+fn server_id() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    200_000 + (std::process::id() % 10_000) * 10 + NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A binlog config for `tables` (JSON `[[tables]]` entries) with its own checkpoint key.
+fn config(prefix: &str, tables: serde_json::Value) -> Config {
+    let tree = serde_json::json!({
+        "strategy": "binlog",
+        "mysql": { "url": common::mysql_url() },
+        "redis": { "url": common::redis_url(), "tombstone_ttl": 60 },
+        "binlog": { "server_id": server_id(), "checkpoint_key": format!("{prefix}:checkpoint"), "batch_size": 500 },
+        "tables": tables,
+    });
+    RawConfig::from_tree(tree).unwrap().validate().unwrap()
+}
+
+/// The strategy running in a task, as `cachesync run` runs it.
+struct Running {
+    shutdown: CancellationToken,
+    task: JoinHandle<cachesync::Result<()>>,
+    services: Services,
+}
+
+async fn start(config: &Config) -> Running {
+    let services = Services::connect(config).await.unwrap();
+    let strategy = Strategy::build(config, &services).unwrap();
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move { strategy.run(token).await });
+    Running {
+        shutdown,
+        task,
+        services,
+    }
+}
+
+impl Running {
+    async fn stop(self) -> cachesync::Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("the strategy stops within 30 s")
+            .expect("the strategy task does not panic")
+    }
+}
+
+/// Polls `check` every 50 ms until it holds; fails after `limit` with `what`.
+async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What Redis should hold for each row of `table`: its `SELECT`, encoded, keyed by
+/// Redis key; the `_cachesync_v` member is left out on both sides of the comparison.
+async fn expected_from_mysql(db: &mut TestDb, table: &SyncedTable) -> BTreeMap<String, String> {
+    let rows: Vec<mysql_async::Row> = db.conn.exec(table.select_sql.as_str(), ()).await.unwrap();
+    rows.iter()
+        .map(|row| {
+            let cells = table.decode_sql_row(row).unwrap();
+            let Encoded::Json(doc) = table.encoder.encode(&cells, None) else {
+                panic!("json tables only")
+            };
+            (table.key_of(&cells), String::from_utf8(doc).unwrap())
+        })
+        .collect()
+}
+
+/// Every key under `prefix` (except the checkpoint) with its JSON, version removed.
+async fn cached(prefix: &str) -> BTreeMap<String, String> {
+    let mut redis = common::redis_conn().await;
+    let keys: Vec<String> = redis.keys(format!("{prefix}:t:*")).await.unwrap();
+    let mut out = BTreeMap::new();
+    for key in keys {
+        let doc: Option<String> = redis.get(&key).await.unwrap();
+        if let Some(doc) = doc {
+            out.insert(key, strip_version(&doc));
+        }
+    }
+    out
+}
+
+/// `{"_cachesync_v":N,...}` → `{...}`.
+fn strip_version(doc: &str) -> String {
+    match doc.strip_prefix("{\"_cachesync_v\":") {
+        Some(rest) => {
+            let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+            format!("{{{}", rest.strip_prefix(',').unwrap_or(rest))
+        }
+        None => doc.to_owned(),
+    }
+}
+
+async fn converged(db: &mut TestDb, table: &SyncedTable, prefix: &str) -> bool {
+    expected_from_mysql(db, table).await == cached(prefix).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_of_every_type_arrive_as_select_encodes_them() {
+    let mut db = TestDb::create("binlog_types").await;
+    db.exec(all_types::CREATE).await;
+    db.exec("CREATE TABLE not_synced (id INT PRIMARY KEY, secret VARCHAR(16))")
+        .await;
+    let prefix = common::unique("bl_types");
+    let config = config(
+        &prefix,
+        serde_json::json!([{ "name": format!("{}.all_types", db.name), "key": format!("{prefix}:t:{{id}}") }]),
+    );
+    let running = start(&config).await;
+    let table = running.services.tables[0].clone();
+
+    // Inserts of every type, then an update and a delete, then an unrelated table.
+    db.exec(all_types::INSERT).await;
+    db.exec("UPDATE all_types SET txt = 'updated 🦀', amount = 1.5 WHERE id = 3")
+        .await;
+    db.exec("DELETE FROM all_types WHERE id = 2").await;
+    db.exec("INSERT INTO not_synced VALUES (1, 'hidden')").await;
+
+    eventually(
+        "Redis holds rows 1 and 3, not 2",
+        Duration::from_secs(20),
+        || async {
+            let keys: Vec<String> = cached(&prefix).await.into_keys().collect();
+            keys == vec![format!("{prefix}:t:1"), format!("{prefix}:t:3")]
+        },
+    )
+    .await;
+    eventually(
+        "row 3's update arrived",
+        Duration::from_secs(20),
+        || async {
+            cached(&prefix)
+                .await
+                .values()
+                .any(|doc| doc.contains("updated 🦀"))
+        },
+    )
+    .await;
+    let expected = expected_from_mysql(&mut db, &table).await;
+    assert_eq!(cached(&prefix).await, expected);
+    // Row 1 was never updated: it is byte for byte the contract's JSON.
+    assert_eq!(
+        expected[&format!("{prefix}:t:1")],
+        all_types::expected_json()[&1]
+    );
+
+    let mut redis = common::redis_conn().await;
+    let everything: Vec<String> = redis.keys(format!("{prefix}*")).await.unwrap();
+    assert!(
+        everything
+            .iter()
+            .all(|k| !k.contains("not_synced") && !k.contains("hidden")),
+        "an unconfigured table reached Redis: {everything:?}"
+    );
+    let checkpoint: String = redis.get(format!("{prefix}:checkpoint")).await.unwrap();
+    assert!(checkpoint.starts_with("binlog."), "{checkpoint}");
+
+    running.stop().await.unwrap();
+    common::clear_redis_prefix(&prefix).await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_taken_under_concurrent_writes_converges() {
+    let mut db = TestDb::create("binlog_snapshot").await;
+    db.exec(
+        "CREATE TABLE items (id INT PRIMARY KEY, n BIGINT NOT NULL, label VARCHAR(32) NOT NULL)",
+    )
+    .await;
+    db.exec("SET SESSION max_recursive_iterations = 1000000")
+        .await;
+    db.exec(
+        "INSERT INTO items WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < 5000)
+         SELECT i, 0, CONCAT('item ', i) FROM seq",
+    )
+    .await;
+    let prefix = common::unique("bl_snap");
+    let config = config(
+        &prefix,
+        serde_json::json!([{ "name": format!("{}.items", db.name), "key": format!("{prefix}:t:{{id}}") }]),
+    );
+
+    // Writers keep updating, inserting and deleting while the snapshot is taken.
+    let stop = CancellationToken::new();
+    let mut writers = Vec::new();
+    for w in 0..2u64 {
+        let stop = stop.clone();
+        let database = db.name.clone();
+        writers.push(tokio::spawn(async move {
+            let mut conn = common::mysql_conn().await;
+            conn.query_drop(format!("USE `{database}`")).await.unwrap();
+            let mut n: u64 = 0;
+            while !stop.is_cancelled() && n < 3_000 {
+                n += 1;
+                let id = (n * 7919 + w * 104_729) % 5_200 + 1;
+                let sql = match n % 10 {
+                    0 => format!("DELETE FROM items WHERE id = {id}"),
+                    1 => format!("INSERT IGNORE INTO items VALUES ({id}, {n}, 'new')"),
+                    _ => format!("UPDATE items SET n = n + 1, label = 'w{w} {n}' WHERE id = {id}"),
+                };
+                conn.query_drop(sql).await.unwrap();
+            }
+            n
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let running = start(&config).await;
+    let table = running.services.tables[0].clone();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let mut written = 0;
+    for writer in writers {
+        written += writer.await.unwrap();
+    }
+    assert!(written > 0);
+
+    let limit = Duration::from_secs(60);
+    let deadline = Instant::now() + limit;
+    while !converged(&mut db, &table, &prefix).await {
+        if Instant::now() > deadline {
+            let expected = expected_from_mysql(&mut db, &table).await;
+            let got = cached(&prefix).await;
+            let differing: Vec<_> = expected
+                .iter()
+                .filter(|(k, v)| got.get(*k) != Some(v))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = got
+                .keys()
+                .filter(|k| !expected.contains_key(*k))
+                .take(5)
+                .collect();
+            panic!("Redis differs from MySQL after {limit:?}: {differing:?}, extra {extra:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    running.stop().await.unwrap();
+    common::clear_redis_prefix(&prefix).await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_is_picked_up_without_a_restart() {
+    let mut db = TestDb::create("binlog_ddl").await;
+    db.exec("CREATE TABLE shapes (id INT PRIMARY KEY, name VARCHAR(16))")
+        .await;
+    let prefix = common::unique("bl_ddl");
+    let config = config(
+        &prefix,
+        serde_json::json!([{ "name": format!("{}.shapes", db.name), "key": format!("{prefix}:t:{{id}}") }]),
+    );
+    let running = start(&config).await;
+    let key = |id: u32| format!("{prefix}:t:{id}");
+
+    db.exec("INSERT INTO shapes VALUES (1, 'before')").await;
+    eventually("row 1", Duration::from_secs(20), || async {
+        cached(&prefix).await.get(&key(1)) == Some(&r#"{"id":1,"name":"before"}"#.to_owned())
+    })
+    .await;
+
+    db.exec("ALTER TABLE shapes ADD COLUMN extra INT NOT NULL DEFAULT 7")
+        .await;
+    db.exec("INSERT INTO shapes VALUES (2, 'after add', 8)")
+        .await;
+    db.exec("UPDATE shapes SET name = 'touched' WHERE id = 1")
+        .await;
+    eventually(
+        "rows carry the added column",
+        Duration::from_secs(20),
+        || async {
+            let got = cached(&prefix).await;
+            got.get(&key(1)) == Some(&r#"{"id":1,"name":"touched","extra":7}"#.to_owned())
+                && got.get(&key(2)) == Some(&r#"{"id":2,"name":"after add","extra":8}"#.to_owned())
+        },
+    )
+    .await;
+
+    db.exec("ALTER TABLE shapes CHANGE COLUMN name label VARCHAR(16)")
+        .await;
+    db.exec("ALTER TABLE shapes DROP COLUMN extra").await;
+    db.exec("UPDATE shapes SET label = 'renamed' WHERE id = 2")
+        .await;
+    eventually(
+        "rows follow the rename and the drop",
+        Duration::from_secs(20),
+        || async {
+            cached(&prefix).await.get(&key(2)) == Some(&r#"{"id":2,"label":"renamed"}"#.to_owned())
+        },
+    )
+    .await;
+
+    running.stop().await.unwrap();
+    common::clear_redis_prefix(&prefix).await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_mode_deletes_the_key_on_every_change() {
+    let mut db = TestDb::create("binlog_inval").await;
+    db.exec("CREATE TABLE pages (id INT PRIMARY KEY, body TEXT)")
+        .await;
+    db.exec("INSERT INTO pages VALUES (1, 'v1'), (2, 'v1')")
+        .await;
+    let prefix = common::unique("bl_inval");
+    let config = config(
+        &prefix,
+        serde_json::json!([{ "name": format!("{}.pages", db.name), "key": format!("{prefix}:t:{{id}}"), "mode": "invalidate" }]),
+    );
+    let running = start(&config).await;
+    let mut redis = common::redis_conn().await;
+    // The snapshot (done once the checkpoint exists) leaves invalidate-mode tables to
+    // the readers.
+    eventually(
+        "the snapshot's checkpoint",
+        Duration::from_secs(20),
+        || async {
+            let mut redis = common::redis_conn().await;
+            redis.exists(format!("{prefix}:checkpoint")).await.unwrap()
+        },
+    )
+    .await;
+    assert!(cached(&prefix).await.is_empty());
+    // A reader filled key 1 itself (cache-aside).
+    let _: () = redis
+        .set(format!("{prefix}:t:1"), "filled by a reader")
+        .await
+        .unwrap();
+    db.exec("UPDATE pages SET body = 'v2' WHERE id = 1").await;
+    eventually(
+        "the update deleted key 1",
+        Duration::from_secs(20),
+        || async { cached(&prefix).await.is_empty() },
+    )
+    .await;
+    running.stop().await.unwrap();
+    common::clear_redis_prefix(&prefix).await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_binlog_is_a_clear_error() {
+    let mut db = TestDb::create("binlog_purged").await;
+    db.exec("CREATE TABLE t (id INT PRIMARY KEY)").await;
+    let prefix = common::unique("bl_purged");
+    let config = config(
+        &prefix,
+        serde_json::json!([{ "name": format!("{}.t", db.name), "key": format!("{prefix}:t:{{id}}") }]),
+    );
+    let mut redis = common::redis_conn().await;
+    let _: () = redis
+        .set(format!("{prefix}:checkpoint"), "binlog.999999:4")
+        .await
+        .unwrap();
+    let running = start(&config).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(30), running.task)
+        .await
+        .expect("a purged binlog stops the strategy")
+        .unwrap();
+    let message = outcome.expect_err("tailing cannot start").to_string();
+    assert!(message.contains("binlog.999999:4"), "{message}");
+    assert!(message.contains("cachesync snapshot"), "{message}");
+    common::clear_redis_prefix(&prefix).await;
+    db.drop_db().await;
+}
