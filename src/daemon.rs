@@ -83,6 +83,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     outcome
 }
 
+/// `cachesync snapshot`: loads every configured table into Redis from one consistent
+/// read and stores its binlog position as the checkpoint, so the next `run` tails from
+/// there. For a first start, after a purged binlog, or to rebuild a damaged cache.
+pub async fn snapshot(
+    config: &Config,
+) -> Result<crate::strategy::binlog::position::BinlogPosition> {
+    if config.strategy != crate::strategy::StrategyKind::Binlog {
+        return Err(Error::Config(vec![format!(
+            "strategy: snapshot loads the tables for the binlog strategy and records where to tail from; \
+             the config says {:?}",
+            config.strategy.name()
+        )]));
+    }
+    let services = Services::connect(config).await?;
+    let binlog = crate::strategy::Binlog::new(
+        services.pool.clone(),
+        config.mysql_url.clone(),
+        services.applier.clone(),
+        services.tables.clone(),
+        config.binlog.clone(),
+    );
+    let position = binlog.snapshot().await;
+    services.pool.disconnect().await.ok();
+    position
+}
+
 /// First SIGINT/SIGTERM: cancel `shutdown` (drain). Second: exit now.
 ///
 /// The signal streams are registered before this returns, so a signal that arrives

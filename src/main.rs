@@ -36,6 +36,20 @@ enum Command {
         )]
         config: PathBuf,
     },
+    /// Load every configured table into Redis from one consistent read and record its
+    /// binlog position as the checkpoint, so the next `run` of the binlog strategy tails
+    /// from there. Use it for a first start (`run` does it by itself when there is no
+    /// checkpoint), after the server purged the binlog, or to rebuild the cache.
+    Snapshot {
+        /// The TOML config file; every key can be overridden by CACHESYNC__SECTION__KEY.
+        #[arg(
+            long,
+            short,
+            default_value = "config/cachesync.toml",
+            env = "CACHESYNC_CONFIG"
+        )]
+        config: PathBuf,
+    },
     /// Check MySQL binlog settings, grants, tables, Redis and RabbitMQ, and print what to
     /// change. Exits non-zero when the configured strategy cannot work.
     Doctor {
@@ -75,6 +89,21 @@ fn main() -> ExitCode {
                 };
                 match cachesync::daemon::run(config, CancellationToken::new()).await {
                     Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => fail(&e.to_string()),
+                }
+            }
+            Command::Snapshot { config } => {
+                let config = match Config::load(&config) {
+                    Ok(c) => c,
+                    Err(e) => return fail(&e.to_string()),
+                };
+                match cachesync::daemon::snapshot(&config).await {
+                    Ok(position) => {
+                        println!(
+                            "snapshot done at {position}; `cachesync run` continues from there"
+                        );
+                        ExitCode::SUCCESS
+                    }
                     Err(e) => fail(&e.to_string()),
                 }
             }
