@@ -130,6 +130,33 @@ async fn converged(db: &mut TestDb, table: &SyncedTable, prefix: &str) -> bool {
     expected_from_mysql(db, table).await == cached(prefix).await
 }
 
+/// Waits (at most 60 s) until Redis equals MySQL for `table`; on failure shows the first
+/// differences.
+async fn wait_converged(db: &mut TestDb, table: &SyncedTable, prefix: &str, what: &str) {
+    let limit = Duration::from_secs(60);
+    let deadline = Instant::now() + limit;
+    while !converged(db, table, prefix).await {
+        if Instant::now() > deadline {
+            let expected = expected_from_mysql(db, table).await;
+            let got = cached(prefix).await;
+            let differing: Vec<_> = expected
+                .iter()
+                .filter(|(k, v)| got.get(*k) != Some(v))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = got
+                .keys()
+                .filter(|k| !expected.contains_key(*k))
+                .take(5)
+                .collect();
+            panic!(
+                "{what}: Redis differs from MySQL after {limit:?}: {differing:?}, extra {extra:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_of_every_type_arrive_as_select_encodes_them() {
     let mut db = TestDb::create("binlog_types").await;
@@ -249,26 +276,7 @@ async fn a_snapshot_taken_under_concurrent_writes_converges() {
     }
     assert!(written > 0);
 
-    let limit = Duration::from_secs(60);
-    let deadline = Instant::now() + limit;
-    while !converged(&mut db, &table, &prefix).await {
-        if Instant::now() > deadline {
-            let expected = expected_from_mysql(&mut db, &table).await;
-            let got = cached(&prefix).await;
-            let differing: Vec<_> = expected
-                .iter()
-                .filter(|(k, v)| got.get(*k) != Some(v))
-                .take(5)
-                .collect();
-            let extra: Vec<_> = got
-                .keys()
-                .filter(|k| !expected.contains_key(*k))
-                .take(5)
-                .collect();
-            panic!("Redis differs from MySQL after {limit:?}: {differing:?}, extra {extra:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_converged(&mut db, &table, &prefix, "snapshot + tail").await;
 
     running.stop().await.unwrap();
     common::clear_redis_prefix(&prefix).await;
@@ -395,6 +403,51 @@ async fn a_purged_binlog_is_a_clear_error() {
     let message = outcome.expect_err("tailing cannot start").to_string();
     assert!(message.contains("binlog.999999:4"), "{message}");
     assert!(message.contains("cachesync snapshot"), "{message}");
+    common::clear_redis_prefix(&prefix).await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_and_a_dropped_replication_connection_lose_nothing() {
+    let mut db = TestDb::create("binlog_rotate").await;
+    db.exec("CREATE TABLE counters (id INT PRIMARY KEY, n INT NOT NULL)")
+        .await;
+    let prefix = common::unique("bl_rotate");
+    let config = config(
+        &prefix,
+        serde_json::json!([{ "name": format!("{}.counters", db.name), "key": format!("{prefix}:t:{{id}}") }]),
+    );
+    let running = start(&config).await;
+    let table = running.services.tables[0].clone();
+
+    db.exec("INSERT INTO counters VALUES (1, 1), (2, 1)").await;
+    // A new binlog file mid-stream.
+    db.exec("FLUSH BINARY LOGS").await;
+    db.exec("UPDATE counters SET n = 2 WHERE id = 1").await;
+    wait_converged(&mut db, &table, &prefix, "changes after the rotation").await;
+
+    // The server drops cachesync's replication connection (as a restart would): it
+    // reconnects from its checkpoint and catches up with what was written meanwhile.
+    let threads: Vec<(u64, String)> = db
+        .conn
+        .query("SELECT ID, COMMAND FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'")
+        .await
+        .unwrap();
+    assert!(!threads.is_empty(), "a replication connection is open");
+    let mut killed = 0;
+    for (id, _) in &threads {
+        // PROCESSLIST does not say which replica a dump thread serves, so every tailer
+        // of this test run is cut off; each must resume from its own checkpoint.
+        if db.conn.query_drop(format!("KILL {id}")).await.is_ok() {
+            killed += 1;
+        }
+    }
+    assert!(killed > 0);
+    db.exec("UPDATE counters SET n = 3 WHERE id = 2").await;
+    db.exec("INSERT INTO counters VALUES (3, 1)").await;
+    wait_converged(&mut db, &table, &prefix, "changes after the reconnect").await;
+
+    running.stop().await.unwrap();
     common::clear_redis_prefix(&prefix).await;
     db.drop_db().await;
 }
