@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use cachesync::config::{Config, RawConfig};
 use cachesync::daemon::Services;
-use cachesync::strategy::binlog::position::BinlogPosition;
+use cachesync::strategy::binlog::position::{BinlogPosition, Checkpoint};
 use cachesync::strategy::binlog::tail::{Batch, TailError, Tailer};
 use cachesync::strategy::{Strategy, SyncStrategy};
 use mysql_async::prelude::Queryable;
@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
             let mut changes = 0u64;
             while let Some(batch) = batches.recv().await {
                 changes += batch.changes.len() as u64;
-                if batch.checkpoint.as_ref().is_some_and(|c| *c >= end) {
+                if batch.checkpoint.as_ref().is_some_and(|c| c.position >= end) {
                     shutdown.cancel();
                 }
             }
@@ -111,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
         config.binlog.batch_size,
         services.pool.clone(),
         &services.tables,
-        start.clone(),
+        Checkpoint::at(start.clone()),
     );
     let began = Instant::now();
     if let Err(TailError::Fatal(e) | TailError::Transient(e)) = tailer.run(&out, &shutdown).await {

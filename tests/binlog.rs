@@ -215,7 +215,9 @@ async fn changes_of_every_type_arrive_as_select_encodes_them() {
         "an unconfigured table reached Redis: {everything:?}"
     );
     let checkpoint: String = redis.get(format!("{prefix}:checkpoint")).await.unwrap();
+    // `file:pos gtid=domain-server-seq`: MariaDB announces its GTIDs to cachesync.
     assert!(checkpoint.starts_with("binlog."), "{checkpoint}");
+    assert!(checkpoint.contains(" gtid="), "{checkpoint}");
 
     running.stop().await.unwrap();
     common::clear_redis_prefix(&prefix).await;

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use self::position::BinlogPosition;
+use self::position::{BinlogPosition, Checkpoint};
 use self::tail::{Batch, TailError, Tailer};
 use super::{RowWrite, StrategyKind, SyncStrategy, WriteReceipt};
 use crate::applier::{Applier, unix_micros};
@@ -70,7 +70,7 @@ impl Binlog {
     }
 
     /// The stored checkpoint, if any.
-    pub async fn checkpoint(&self) -> Result<Option<BinlogPosition>> {
+    pub async fn checkpoint(&self) -> Result<Option<Checkpoint>> {
         let mut conn = self.applier.connection();
         let stored: Option<String> = redis::cmd("GET")
             .arg(&self.config.checkpoint_key)
@@ -79,10 +79,10 @@ impl Binlog {
             .map_err(|e| Error::redis("reading the binlog checkpoint", e))?;
         stored
             .map(|text| {
-                BinlogPosition::parse(&text).ok_or_else(|| Error::Strategy {
+                Checkpoint::parse(&text).ok_or_else(|| Error::Strategy {
                     strategy: "binlog",
                     reason: format!(
-                        "the checkpoint {}={text:?} is not file:position; delete it to re-snapshot",
+                        "the checkpoint {}={text:?} is not `file:position [gtid=...]`; delete it to re-snapshot",
                         self.config.checkpoint_key
                     ),
                 })
@@ -95,8 +95,9 @@ impl Binlog {
     pub async fn snapshot(&self) -> Result<BinlogPosition> {
         let position =
             snapshot::load(&self.pool, &self.mysql_url, &self.tables, &self.applier).await?;
+        let checkpoint = Checkpoint::at(position.clone());
         self.applier
-            .apply_with_checkpoint(&[], &self.config.checkpoint_key, &position.to_string())
+            .apply_with_checkpoint(&[], &self.config.checkpoint_key, &checkpoint.to_string())
             .await?;
         Ok(position)
     }
@@ -104,7 +105,7 @@ impl Binlog {
     /// Tails from `from`, reconnecting with backoff, until `shutdown`.
     async fn tail(
         &self,
-        from: BinlogPosition,
+        from: Checkpoint,
         out: mpsc::Sender<Batch>,
         shutdown: &CancellationToken,
     ) -> Result<()> {
@@ -158,13 +159,13 @@ impl SyncStrategy for Binlog {
 
     async fn run(&self, shutdown: CancellationToken) -> Result<()> {
         let from = match self.checkpoint().await? {
-            Some(position) => {
-                info!(checkpoint = %position, "resuming from the checkpoint");
-                position
+            Some(checkpoint) => {
+                info!(checkpoint = %checkpoint, "resuming from the checkpoint");
+                checkpoint
             }
             None => {
                 info!("no checkpoint: loading the tables first");
-                self.snapshot().await?
+                Checkpoint::at(self.snapshot().await?)
             }
         };
         let (out, batches) = mpsc::channel(CHANNEL_CAPACITY);

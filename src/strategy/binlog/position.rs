@@ -2,6 +2,7 @@
 //! carries into Redis.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// A position in the server's binlog: the file and the byte offset of the next event.
@@ -71,6 +72,103 @@ impl Ord for BinlogPosition {
     }
 }
 
+/// The last GTID seen per replication domain (MariaDB `domain-server-seq`) or per source
+/// (MySQL `uuid:gno`) up to a position: what an operator needs to point a GTID-based
+/// replica, or cachesync after a failover, at the same place. Resuming itself uses the
+/// file and offset, which every server has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GtidSet(BTreeMap<String, String>);
+
+impl GtidSet {
+    /// Records MariaDB's `domain-server-seq`.
+    pub fn record_mariadb(&mut self, domain: u32, server: u32, seq: u64) {
+        self.0
+            .insert(domain.to_string(), format!("{domain}-{server}-{seq}"));
+    }
+
+    /// Records MySQL's `uuid:gno`.
+    pub fn record_mysql(&mut self, uuid: &str, gno: u64) {
+        self.0.insert(uuid.to_owned(), format!("{uuid}:{gno}"));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Reads the comma-separated form [`fmt::Display`] writes.
+    pub fn parse(text: &str) -> Option<GtidSet> {
+        let mut set = GtidSet::default();
+        for gtid in text.split(',').filter(|g| !g.is_empty()) {
+            let key = match gtid.split_once(':') {
+                Some((uuid, gno)) if gno.parse::<u64>().is_ok() => uuid.to_owned(),
+                _ => {
+                    let mut parts = gtid.splitn(3, '-');
+                    let domain = parts.next()?;
+                    let (_, _) = (
+                        parts.next()?.parse::<u32>().ok()?,
+                        parts.next()?.parse::<u64>().ok()?,
+                    );
+                    domain.parse::<u32>().ok()?.to_string()
+                }
+            };
+            set.0.insert(key, gtid.to_owned());
+        }
+        Some(set)
+    }
+}
+
+impl fmt::Display for GtidSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, gtid) in self.0.values().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(gtid)?;
+        }
+        Ok(())
+    }
+}
+
+/// What the checkpoint key holds: `file:pos`, then ` gtid=<set>` when the server logs
+/// GTIDs, e.g. `binlog.000004:1234 gtid=0-1-57`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub position: BinlogPosition,
+    pub gtids: GtidSet,
+}
+
+impl Checkpoint {
+    pub fn at(position: BinlogPosition) -> Checkpoint {
+        Checkpoint {
+            position,
+            gtids: GtidSet::default(),
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Checkpoint> {
+        let mut words = text.split_whitespace();
+        let position = BinlogPosition::parse(words.next()?)?;
+        let gtids = match words.next() {
+            Some(word) => GtidSet::parse(word.strip_prefix("gtid=")?)?,
+            None => GtidSet::default(),
+        };
+        if words.next().is_some() {
+            return None;
+        }
+        Some(Checkpoint { position, gtids })
+    }
+}
+
+impl fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.position)?;
+        if !self.gtids.is_empty() {
+            write!(f, " gtid={}", self.gtids)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +189,26 @@ mod tests {
         let c = BinlogPosition::new("binlog.000010", 5);
         assert!(a < b && b < c);
         assert!(a.version() < b.version() && b.version() < c.version());
+    }
+
+    #[test]
+    fn checkpoints_carry_gtids_per_domain() {
+        let mut cp = Checkpoint::at(BinlogPosition::new("binlog.000004", 99));
+        assert_eq!(cp.to_string(), "binlog.000004:99");
+        cp.gtids.record_mariadb(0, 1, 56);
+        cp.gtids.record_mariadb(0, 1, 57);
+        cp.gtids.record_mariadb(2, 9, 3);
+        assert_eq!(cp.to_string(), "binlog.000004:99 gtid=0-1-57,2-9-3");
+        assert_eq!(Checkpoint::parse(&cp.to_string()), Some(cp.clone()));
+        let mut mysql = Checkpoint::at(BinlogPosition::new("binlog.000001", 4));
+        mysql
+            .gtids
+            .record_mysql("3e11fa47-71ca-11e1-9e33-c80aa9429562", 23);
+        assert_eq!(Checkpoint::parse(&mysql.to_string()), Some(mysql));
+        assert_eq!(Checkpoint::parse("binlog.000004:99 junk"), None);
+        assert_eq!(
+            Checkpoint::parse("binlog.000004:99"),
+            Some(Checkpoint::at(BinlogPosition::new("binlog.000004", 99)))
+        );
     }
 }

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use super::position::BinlogPosition;
+use super::position::{BinlogPosition, Checkpoint, GtidSet};
 use crate::applier::{Change, Op};
 use crate::config::Mode;
 use crate::error::Error;
@@ -38,13 +38,16 @@ const IDLE_FLUSH: Duration = Duration::from_millis(2);
 
 /// Binlog event type of the heartbeat the server sends when the replica is caught up.
 const HEARTBEAT_EVENT: u8 = 27;
+/// MariaDB's GTID event (sent to replicas that announce GTID capability); it opens a
+/// transaction unless its FL_STANDALONE flag says a single statement follows.
+const MARIADB_GTID_EVENT: u8 = 162;
 
 /// Row changes on their way to Redis.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub changes: Vec<Change>,
     /// Set when the batch ends at a transaction boundary: where to resume after it.
-    pub checkpoint: Option<BinlogPosition>,
+    pub checkpoint: Option<Checkpoint>,
     /// Unix seconds of the newest event in the batch (0: none), for `lag_seconds`.
     pub event_time: u32,
     /// The server had nothing newer when this batch was cut.
@@ -80,7 +83,9 @@ pub struct Tailer {
     /// Tables whose schema a DDL statement may have changed since they were planned.
     dirty: Vec<(String, String)>,
     /// The last checkpoint handed to the applier: where a reconnect resumes.
-    pub last_sent: BinlogPosition,
+    pub last_sent: Checkpoint,
+    /// GTIDs seen up to the current event.
+    gtids: GtidSet,
 }
 
 impl Tailer {
@@ -90,7 +95,7 @@ impl Tailer {
         batch_size: usize,
         pool: mysql_async::Pool,
         tables: &[Arc<SyncedTable>],
-        from: BinlogPosition,
+        from: Checkpoint,
     ) -> Tailer {
         Tailer {
             mysql_url,
@@ -107,6 +112,7 @@ impl Tailer {
                 })
                 .collect(),
             dirty: Vec::new(),
+            gtids: from.gtids.clone(),
             last_sent: from,
         }
     }
@@ -117,8 +123,14 @@ impl Tailer {
         out: &mpsc::Sender<Batch>,
         shutdown: &CancellationToken,
     ) -> std::result::Result<(), TailError> {
-        let from = self.last_sent.clone();
+        let from = self.last_sent.position.clone();
+        self.gtids = self.last_sent.gtids.clone();
         let mut conn = self.connect().await?;
+        // MariaDB then sends its GTID events (instead of BEGIN), so checkpoints can name
+        // the GTID they stand at. Other servers ignore the variable.
+        conn.query_drop("SET @mariadb_slave_capability = 4")
+            .await
+            .map_err(|e| Error::mysql("announcing GTID capability", e))?;
         // Ask for a heartbeat every second when there is nothing to send: that is how
         // the tailer learns it is caught up (lag 0) on an idle server.
         conn.query_drop("SET @master_heartbeat_period = 1000000000")
@@ -140,12 +152,15 @@ impl Tailer {
         // Where a checkpoint placed now would resume (only valid between transactions).
         let mut boundary = from.clone();
         loop {
-            let quiet = !in_tx && (!pending.changes.is_empty() || boundary != self.last_sent);
+            let quiet =
+                !in_tx && (!pending.changes.is_empty() || boundary != self.last_sent.position);
             let event = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
                     // Hand over what is committed; an open transaction is re-read later.
-                    if !in_tx && (!pending.changes.is_empty() || boundary != self.last_sent) {
+                    if !in_tx
+                        && (!pending.changes.is_empty() || boundary != self.last_sent.position)
+                    {
                         self.flush(out, &mut pending, Some(boundary.clone())).await?;
                     }
                     return Ok(());
@@ -158,7 +173,7 @@ impl Tailer {
             };
             let event = match event {
                 Some(Ok(event)) => event,
-                Some(Err(e)) => return Err(stream_error(e, &self.last_sent)),
+                Some(Err(e)) => return Err(stream_error(e, &self.last_sent.position)),
                 None => {
                     return Err(TailError::Transient(Error::Strategy {
                         strategy: "binlog",
@@ -170,13 +185,24 @@ impl Tailer {
             if header.event_type_raw() == HEARTBEAT_EVENT {
                 if !in_tx {
                     pending.caught_up = true;
-                    if boundary != self.last_sent || !pending.changes.is_empty() {
+                    if boundary != self.last_sent.position || !pending.changes.is_empty() {
                         self.flush(out, &mut pending, Some(boundary.clone()))
                             .await?;
                     } else {
                         // Tell the applier we are idle so lag drops to zero.
                         self.flush(out, &mut pending, None).await?;
                     }
+                }
+                continue;
+            }
+            if header.event_type_raw() == MARIADB_GTID_EVENT {
+                let data = event.data();
+                if data.len() >= 13 {
+                    let seq = u64::from_le_bytes(data[0..8].try_into().unwrap_or_default());
+                    let domain = u32::from_le_bytes(data[8..12].try_into().unwrap_or_default());
+                    self.gtids.record_mariadb(domain, header.server_id(), seq);
+                    const FL_STANDALONE: u8 = 1;
+                    in_tx = data[12] & FL_STANDALONE == 0;
                 }
                 continue;
             }
@@ -209,6 +235,9 @@ impl Tailer {
                         pending.event_time = header.timestamp();
                         self.maybe_flush(out, &mut pending, &boundary).await?;
                     }
+                }
+                Some(EventData::GtidEvent(gtid)) => {
+                    self.gtids.record_mysql(&uuid_text(&gtid.sid()), gtid.gno());
                 }
                 Some(EventData::XidEvent(_)) => {
                     in_tx = false;
@@ -292,10 +321,14 @@ impl Tailer {
         checkpoint: Option<BinlogPosition>,
     ) -> std::result::Result<(), TailError> {
         let mut batch = std::mem::take(pending);
-        if let Some(checkpoint) = &checkpoint {
+        if let Some(position) = checkpoint {
+            let checkpoint = Checkpoint {
+                position,
+                gtids: self.gtids.clone(),
+            };
             self.last_sent = checkpoint.clone();
+            batch.checkpoint = Some(checkpoint);
         }
-        batch.checkpoint = checkpoint;
         out.send(batch).await.map_err(|_| {
             TailError::Fatal(Error::Strategy {
                 strategy: "binlog",
@@ -442,6 +475,19 @@ fn rotated_file_name(logged: &str, current: &str) -> String {
         }
         None => logged.to_owned(),
     }
+}
+
+/// A MySQL server UUID as text (`3e11fa47-71ca-11e1-9e33-c80aa9429562`).
+fn uuid_text(sid: &[u8; 16]) -> String {
+    let hex: String = sid.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 /// Classifies a replication stream error.
