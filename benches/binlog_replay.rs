@@ -111,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
         config.binlog.batch_size,
         services.pool.clone(),
         &services.tables,
+        None,
         Checkpoint::at(start.clone()),
     );
     let began = Instant::now();

@@ -54,6 +54,18 @@ pub struct RawBinlog {
     /// Most row changes per Redis call; also bounds memory for huge transactions.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// `database.table` cachesync writes `NOW(6)` into and reads back off the stream,
+    /// for sub-second lag and propagation (created if missing; needs INSERT/CREATE).
+    #[serde(default)]
+    pub heartbeat_table: Option<String>,
+    /// Milliseconds between heartbeat writes; also the bound on how much
+    /// `propagation_seconds` can overstate a change's latency.
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+}
+
+fn default_heartbeat_interval_ms() -> u64 {
+    100
 }
 
 impl Default for RawBinlog {
@@ -62,6 +74,8 @@ impl Default for RawBinlog {
             server_id: default_server_id(),
             checkpoint_key: default_checkpoint_key(),
             batch_size: default_batch_size(),
+            heartbeat_table: None,
+            heartbeat_interval_ms: default_heartbeat_interval_ms(),
         }
     }
 }
@@ -180,6 +194,9 @@ pub struct BinlogConfig {
     pub server_id: u32,
     pub checkpoint_key: String,
     pub batch_size: usize,
+    /// `(database, table)` of the heartbeat table, when configured.
+    pub heartbeat_table: Option<(String, String)>,
+    pub heartbeat_interval: Duration,
 }
 
 /// A validated configuration.
@@ -341,6 +358,25 @@ impl RawConfig {
         if self.binlog.batch_size == 0 {
             problems.push("binlog.batch_size: must be at least 1".to_owned());
         }
+        let heartbeat_table = match &self.binlog.heartbeat_table {
+            None => None,
+            Some(name) => match name.split_once('.') {
+                Some((db, table))
+                    if !db.is_empty() && !table.is_empty() && !table.contains('.') =>
+                {
+                    Some((db.to_owned(), table.to_owned()))
+                }
+                _ => {
+                    problems.push(format!(
+                        "binlog.heartbeat_table: expected \"database.table\", got {name:?}"
+                    ));
+                    None
+                }
+            },
+        };
+        if self.binlog.heartbeat_interval_ms == 0 {
+            problems.push("binlog.heartbeat_interval_ms: must be at least 1".to_owned());
+        }
         if self.tables.is_empty() {
             problems.push("tables: at least one [[tables]] entry is required".to_owned());
         }
@@ -370,6 +406,8 @@ impl RawConfig {
                     server_id: self.binlog.server_id,
                     checkpoint_key: self.binlog.checkpoint_key.clone(),
                     batch_size: self.binlog.batch_size,
+                    heartbeat_table,
+                    heartbeat_interval: Duration::from_millis(self.binlog.heartbeat_interval_ms),
                 },
                 tables,
             }),

@@ -17,12 +17,13 @@
 //! Without a checkpoint the tables are first loaded by a consistent snapshot
 //! ([`snapshot`]) whose binlog position becomes the first checkpoint.
 
+pub mod heartbeat;
 pub mod position;
 pub mod snapshot;
 pub mod tail;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -115,6 +116,7 @@ impl Binlog {
             self.config.batch_size,
             self.pool.clone(),
             &self.tables,
+            self.config.heartbeat_table.clone(),
             from,
         );
         let mut backoff = Duration::from_millis(100);
@@ -168,6 +170,16 @@ impl SyncStrategy for Binlog {
                 Checkpoint::at(self.snapshot().await?)
             }
         };
+        if let Some(table) = &self.config.heartbeat_table {
+            heartbeat::ensure_table(&self.pool, &self.mysql_url, table).await?;
+            tokio::spawn(heartbeat::beat(
+                self.pool.clone(),
+                table.clone(),
+                self.config.server_id,
+                self.config.heartbeat_interval,
+                shutdown.clone(),
+            ));
+        }
         let (out, batches) = mpsc::channel(CHANNEL_CAPACITY);
         let applying = tokio::spawn(apply_batches(
             self.applier.clone(),
@@ -222,11 +234,8 @@ pub async fn apply_batches(
         }
         let lag = if batch.caught_up && batch.changes.is_empty() {
             0.0
-        } else if batch.event_time > 0 {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
-            (now - f64::from(batch.event_time)).max(0.0)
+        } else if batch.commit_us > 0 {
+            unix_micros(SystemTime::now()).saturating_sub(batch.commit_us) as f64 / 1e6
         } else {
             continue;
         };

@@ -48,8 +48,9 @@ pub struct Batch {
     pub changes: Vec<Change>,
     /// Set when the batch ends at a transaction boundary: where to resume after it.
     pub checkpoint: Option<Checkpoint>,
-    /// Unix seconds of the newest event in the batch (0: none), for `lag_seconds`.
-    pub event_time: u32,
+    /// Lower bound of the newest event's commit time in the batch, µs since the Unix
+    /// epoch (0: none), for `lag_seconds`; see [`super::heartbeat`].
+    pub commit_us: u64,
     /// The server had nothing newer when this batch was cut.
     pub caught_up: bool,
 }
@@ -86,6 +87,10 @@ pub struct Tailer {
     pub last_sent: Checkpoint,
     /// GTIDs seen up to the current event.
     gtids: GtidSet,
+    /// `(database, table)` of the heartbeat table, when configured.
+    heartbeat: Option<(String, String)>,
+    /// The newest heartbeat time read off the stream, µs since the Unix epoch.
+    last_heartbeat_us: u64,
 }
 
 impl Tailer {
@@ -95,6 +100,7 @@ impl Tailer {
         batch_size: usize,
         pool: mysql_async::Pool,
         tables: &[Arc<SyncedTable>],
+        heartbeat: Option<(String, String)>,
         from: Checkpoint,
     ) -> Tailer {
         Tailer {
@@ -113,6 +119,8 @@ impl Tailer {
                 .collect(),
             dirty: Vec::new(),
             gtids: from.gtids.clone(),
+            heartbeat,
+            last_heartbeat_us: 0,
             last_sent: from,
         }
     }
@@ -147,6 +155,7 @@ impl Tailer {
 
         let mut file = from.file.clone();
         let mut by_id: HashMap<u64, Arc<SyncedTable>> = HashMap::new();
+        let mut heartbeat_ids: Vec<u64> = Vec::new();
         let mut pending = Batch::default();
         let mut in_tx = false;
         // Where a checkpoint placed now would resume (only valid between transactions).
@@ -232,7 +241,7 @@ impl Tailer {
                         }
                         in_tx = false;
                         boundary = end;
-                        pending.event_time = header.timestamp();
+                        pending.commit_us = self.commit_us(header.timestamp());
                         self.maybe_flush(out, &mut pending, &boundary).await?;
                     }
                 }
@@ -242,7 +251,7 @@ impl Tailer {
                 Some(EventData::XidEvent(_)) => {
                     in_tx = false;
                     boundary = end;
-                    pending.event_time = header.timestamp();
+                    pending.commit_us = self.commit_us(header.timestamp());
                     self.maybe_flush(out, &mut pending, &boundary).await?;
                 }
                 Some(EventData::TableMapEvent(tme)) => {
@@ -253,9 +262,25 @@ impl Tailer {
                     if self.tables.contains_key(&key) {
                         let table = self.table_for(&key, &tme).await?;
                         by_id.insert(tme.table_id(), table);
+                    } else if self.heartbeat.as_ref() == Some(&key) {
+                        heartbeat_ids.push(tme.table_id());
                     }
                 }
                 Some(EventData::RowsEvent(rows_event)) => {
+                    if heartbeat_ids.contains(&rows_event.table_id()) {
+                        if let Some(tme) = stream.get_tme(rows_event.table_id()) {
+                            for (_, after) in rows_event.rows(tme).flatten() {
+                                if let Some(us) = after
+                                    .as_ref()
+                                    .and_then(|r| r.as_ref(1))
+                                    .and_then(super::heartbeat::micros_of)
+                                {
+                                    self.last_heartbeat_us = self.last_heartbeat_us.max(us);
+                                }
+                            }
+                        }
+                        continue;
+                    }
                     let Some(table) = by_id.get(&rows_event.table_id()).cloned() else {
                         continue;
                     };
@@ -266,6 +291,10 @@ impl Tailer {
                         })
                     })?;
                     let version = end.version();
+                    let committed_at_us = self
+                        .heartbeat
+                        .is_some()
+                        .then(|| self.commit_us(header.timestamp()));
                     for row in rows_event.rows(tme) {
                         let (before, after) = row.map_err(|e| {
                             TailError::Fatal(Error::Decode {
@@ -276,9 +305,16 @@ impl Tailer {
                         })?;
                         let before = before.map(|r| table.decode_binlog_row(&r)).transpose()?;
                         let after = after.map(|r| table.decode_binlog_row(&r)).transpose()?;
-                        push_row_change(&mut pending.changes, &table, before, after, version);
+                        push_row_change(
+                            &mut pending.changes,
+                            &table,
+                            before,
+                            after,
+                            version,
+                            committed_at_us,
+                        );
                     }
-                    pending.event_time = header.timestamp();
+                    pending.commit_us = self.commit_us(header.timestamp());
                     if pending.changes.len() >= self.batch_size {
                         // A huge transaction: hand over a piece, without a checkpoint.
                         self.flush(out, &mut pending, None).await?;
@@ -299,6 +335,12 @@ impl Tailer {
                 reason: crate::mysql::describe(&e),
             })
         })
+    }
+
+    /// The lower bound of the commit time of an event logged at `event_time` (Unix
+    /// seconds): its second, or the newest heartbeat before it if that is later.
+    fn commit_us(&self, event_time: u32) -> u64 {
+        (u64::from(event_time) * 1_000_000).max(self.last_heartbeat_us)
     }
 
     /// Sends at a transaction boundary when the batch is full or the applier is idle.
@@ -430,6 +472,7 @@ fn push_row_change(
     before: Option<Vec<crate::row::Cell>>,
     after: Option<Vec<crate::row::Cell>>,
     version: u64,
+    committed_at_us: Option<u64>,
 ) {
     let change = |op: Op, row: Vec<crate::row::Cell>| Change {
         table: table.clone(),
@@ -439,9 +482,9 @@ fn push_row_change(
         },
         row,
         version: Some(version),
-        // Binlog event times have one-second resolution: too coarse for a per-change
-        // latency. `lag_seconds` reports how far behind the stream is instead.
-        committed_at_us: None,
+        // Only with a heartbeat: bare binlog event times have one-second resolution, too
+        // coarse for a per-change latency.
+        committed_at_us,
     };
     match (before, after) {
         (None, Some(after)) => changes.push(change(Op::Upsert, after)),
