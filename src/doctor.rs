@@ -104,8 +104,77 @@ async fn check_mysql(config: &Config, report: &mut Report) {
         Severity::Note
     };
     // What is right goes on one ok line, printed before what is wrong.
+    let BinlogSettings {
+        fine,
+        wrong,
+        advice,
+    } = binlog_settings(&mut conn).await;
+    if !fine.is_empty() {
+        report.push(
+            Severity::Ok,
+            format!("binlog settings: {}", fine.join(", ")),
+        );
+    }
+    if config.strategy == StrategyKind::Binlog
+        && wrong.is_empty()
+        && server_id_of(&mut conn).await == Some(config.binlog.server_id)
+    {
+        report.push(
+            Severity::Problem,
+            format!(
+                "binlog.server_id is {}, the server's own server_id: choose another id for cachesync",
+                config.binlog.server_id
+            ),
+        );
+    }
+    for message in wrong {
+        report.push(binlog, message);
+    }
+    for message in advice {
+        report.push(Severity::Note, message);
+    }
+
+    check_grants(&mut conn, binlog, report).await;
+
+    match crate::schema::load_tables(config, &pool).await {
+        Ok(tables) => report.push(
+            Severity::Ok,
+            format!(
+                "tables: {}",
+                tables
+                    .iter()
+                    .map(|t| t.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        Err(crate::error::Error::Config(problems)) => {
+            for p in problems {
+                report.push(Severity::Problem, p);
+            }
+        }
+        Err(e) => report.push(Severity::Problem, e.to_string()),
+    }
+    drop(conn);
+    pool.disconnect().await.ok();
+}
+
+/// The server's binlog settings: what is right (`log_bin=ON`, ...) and, for what is
+/// not, the setting to change.
+pub struct BinlogSettings {
+    pub fine: Vec<String>,
+    /// Settings the binlog strategy cannot work without.
+    pub wrong: Vec<String>,
+    /// Settings it works without, less well (it falls back to `information_schema`).
+    pub advice: Vec<String>,
+}
+
+/// Checks `log_bin`, `binlog_format`, `binlog_row_image`, `binlog_row_metadata` and
+/// `server_id` — what the binlog strategy needs.
+pub async fn binlog_settings(conn: &mut mysql_async::Conn) -> BinlogSettings {
     let mut fine = Vec::new();
     let mut wrong: Vec<String> = Vec::new();
+    let mut advice: Vec<String> = Vec::new();
 
     type BinlogVars = (Option<String>, Option<String>, Option<String>, Option<u64>);
     let vars: Option<BinlogVars> = conn
@@ -114,10 +183,11 @@ async fn check_mysql(config: &Config, report: &mut Report) {
         .ok()
         .flatten();
     let Some((log_bin, format, image, server_id)) = vars else {
-        return report.push(
-            Severity::Problem,
-            "cannot read the server's binlog variables",
-        );
+        return BinlogSettings {
+            fine,
+            wrong: vec!["cannot read the server's binlog variables".to_owned()],
+            advice,
+        };
     };
     if log_bin.as_deref() == Some("1") {
         fine.push("log_bin=ON".to_owned());
@@ -153,14 +223,15 @@ async fn check_mysql(config: &Config, report: &mut Report) {
         Ok(Some(Some(meta))) if meta.eq_ignore_ascii_case("FULL") => {
             fine.push("binlog_row_metadata=FULL".to_owned())
         }
-        Ok(Some(meta)) => wrong.push(format!(
+        Ok(Some(meta)) => advice.push(format!(
             "binlog_row_metadata is {}: set binlog_row_metadata = FULL \
-                 (my.cnf: [mysqld] binlog_row_metadata = FULL) so row events name their columns",
+                 (my.cnf: [mysqld] binlog_row_metadata = FULL) so row events name their columns; \
+                 until then cachesync relies on information_schema and notices renames only by DDL",
             meta.unwrap_or_default()
         )),
-        _ => wrong.push(
+        _ => advice.push(
             "the server has no binlog_row_metadata (it needs MySQL >= 8.0.1 or MariaDB >= 10.5); \
-             upgrade, or column names must come from information_schema"
+             cachesync relies on information_schema and notices renames only by DDL"
                 .to_owned(),
         ),
     }
@@ -171,39 +242,15 @@ async fn check_mysql(config: &Config, report: &mut Report) {
                 .to_owned(),
         ),
     }
-    if !fine.is_empty() {
-        report.push(
-            Severity::Ok,
-            format!("binlog settings: {}", fine.join(", ")),
-        );
+    BinlogSettings {
+        fine,
+        wrong,
+        advice,
     }
-    for message in wrong {
-        report.push(binlog, message);
-    }
+}
 
-    check_grants(&mut conn, binlog, report).await;
-
-    match crate::schema::load_tables(config, &pool).await {
-        Ok(tables) => report.push(
-            Severity::Ok,
-            format!(
-                "tables: {}",
-                tables
-                    .iter()
-                    .map(|t| t.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ),
-        Err(crate::error::Error::Config(problems)) => {
-            for p in problems {
-                report.push(Severity::Problem, p);
-            }
-        }
-        Err(e) => report.push(Severity::Problem, e.to_string()),
-    }
-    drop(conn);
-    pool.disconnect().await.ok();
+async fn server_id_of(conn: &mut mysql_async::Conn) -> Option<u32> {
+    conn.query_first("SELECT @@server_id").await.ok().flatten()
 }
 
 /// Replication needs REPLICATION SLAVE (to stream the binlog) and REPLICATION CLIENT /

@@ -734,8 +734,18 @@ fn doctor_fails_without_log_bin() {
         &["doctor", "--config", config.to_str().unwrap()],
         QUICK,
     );
+    // `run` refuses the same server with the same advice instead of streaming nothing.
+    let refused = run_to_end(
+        dir.path(),
+        &["run", "--config", config.to_str().unwrap()],
+        QUICK,
+    );
     let url = server.url();
     drop(server);
+    refused.assert_failed_cleanly();
+    refused.error_line_starting(
+        "error: the binlog strategy cannot run: log_bin is OFF: start the server with --log-bin",
+    );
     out.assert_no_panic();
     assert!(!out.status.success(), "{}", out.show());
     assert!(

@@ -103,6 +103,27 @@ impl Binlog {
         Ok(position)
     }
 
+    /// Refuses to start on a server whose binlog cannot feed this strategy, saying what
+    /// to change (the same checks as `cachesync doctor`).
+    async fn preflight(&self) -> Result<()> {
+        let mut conn = crate::mysql::get_conn(&self.pool, &self.mysql_url).await?;
+        let settings = crate::doctor::binlog_settings(&mut conn).await;
+        for advice in &settings.advice {
+            warn!("{advice}");
+        }
+        if settings.wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(
+                settings
+                    .wrong
+                    .iter()
+                    .map(|w| format!("the binlog strategy cannot run: {w}"))
+                    .collect(),
+            ))
+        }
+    }
+
     /// Tails from `from`, reconnecting with backoff, until `shutdown`.
     async fn tail(
         &self,
@@ -160,6 +181,7 @@ impl SyncStrategy for Binlog {
     }
 
     async fn run(&self, shutdown: CancellationToken) -> Result<()> {
+        self.preflight().await?;
         let from = match self.checkpoint().await? {
             Some(checkpoint) => {
                 info!(checkpoint = %checkpoint, "resuming from the checkpoint");
