@@ -55,6 +55,12 @@ pub struct Batch {
     pub caught_up: bool,
 }
 
+/// The GTID of a transaction still being read.
+enum OpenGtid {
+    MariaDb { domain: u32, server: u32, seq: u64 },
+    MySql { uuid: String, gno: u64 },
+}
+
 /// Why tailing stopped with an error.
 pub enum TailError {
     /// Worth reconnecting (lost connection, server restart).
@@ -85,8 +91,11 @@ pub struct Tailer {
     dirty: Vec<(String, String)>,
     /// The last checkpoint handed to the applier: where a reconnect resumes.
     pub last_sent: Checkpoint,
-    /// GTIDs seen up to the current event.
+    /// GTIDs of the transactions completed so far (what a checkpoint at `boundary` has).
     gtids: GtidSet,
+    /// The GTID of the transaction being read: it joins `gtids` at the transaction's end,
+    /// never before, so a checkpoint never names a transaction it does not include.
+    open_gtid: Option<OpenGtid>,
     /// `(database, table)` of the heartbeat table, when configured.
     heartbeat: Option<(String, String)>,
     /// The newest heartbeat time read off the stream, µs since the Unix epoch.
@@ -119,6 +128,7 @@ impl Tailer {
                 .collect(),
             dirty: Vec::new(),
             gtids: from.gtids.clone(),
+            open_gtid: None,
             heartbeat,
             last_heartbeat_us: 0,
             last_sent: from,
@@ -133,6 +143,7 @@ impl Tailer {
     ) -> std::result::Result<(), TailError> {
         let from = self.last_sent.position.clone();
         self.gtids = self.last_sent.gtids.clone();
+        self.open_gtid = None;
         let mut conn = self.connect().await?;
         // MariaDB then sends its GTID events (instead of BEGIN), so checkpoints can name
         // the GTID they stand at. Other servers ignore the variable.
@@ -209,7 +220,11 @@ impl Tailer {
                 if data.len() >= 13 {
                     let seq = u64::from_le_bytes(data[0..8].try_into().unwrap_or_default());
                     let domain = u32::from_le_bytes(data[8..12].try_into().unwrap_or_default());
-                    self.gtids.record_mariadb(domain, header.server_id(), seq);
+                    self.open_gtid = Some(OpenGtid::MariaDb {
+                        domain,
+                        server: header.server_id(),
+                        seq,
+                    });
                     const FL_STANDALONE: u8 = 1;
                     in_tx = data[12] & FL_STANDALONE == 0;
                 }
@@ -241,16 +256,21 @@ impl Tailer {
                         }
                         in_tx = false;
                         boundary = end;
+                        self.close_gtid();
                         pending.commit_us = self.commit_us(header.timestamp());
                         self.maybe_flush(out, &mut pending, &boundary).await?;
                     }
                 }
                 Some(EventData::GtidEvent(gtid)) => {
-                    self.gtids.record_mysql(&uuid_text(&gtid.sid()), gtid.gno());
+                    self.open_gtid = Some(OpenGtid::MySql {
+                        uuid: uuid_text(&gtid.sid()),
+                        gno: gtid.gno(),
+                    });
                 }
                 Some(EventData::XidEvent(_)) => {
                     in_tx = false;
                     boundary = end;
+                    self.close_gtid();
                     pending.commit_us = self.commit_us(header.timestamp());
                     self.maybe_flush(out, &mut pending, &boundary).await?;
                 }
@@ -335,6 +355,19 @@ impl Tailer {
                 reason: crate::mysql::describe(&e),
             })
         })
+    }
+
+    /// The transaction just ended: its GTID now belongs to the checkpoint.
+    fn close_gtid(&mut self) {
+        match self.open_gtid.take() {
+            Some(OpenGtid::MariaDb {
+                domain,
+                server,
+                seq,
+            }) => self.gtids.record_mariadb(domain, server, seq),
+            Some(OpenGtid::MySql { uuid, gno }) => self.gtids.record_mysql(&uuid, gno),
+            None => {}
+        }
     }
 
     /// The lower bound of the commit time of an event logged at `event_time` (Unix
