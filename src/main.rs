@@ -27,41 +27,43 @@ enum Command {
     /// problem found is printed, one per line. Metrics are served on `metrics.listen`
     /// under /metrics. The first signal drains (up to 30 s), a second one quits at once.
     Run {
-        /// The TOML config file; every key can be overridden by CACHESYNC__SECTION__KEY.
-        #[arg(
-            long,
-            short,
-            default_value = "config/cachesync.toml",
-            env = "CACHESYNC_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Load every configured table into Redis from one consistent read and record its
     /// binlog position as the checkpoint, so the next `run` of the binlog strategy tails
     /// from there. Use it for a first start (`run` does it by itself when there is no
     /// checkpoint), after the server purged the binlog, or to rebuild the cache.
     Snapshot {
-        /// The TOML config file; every key can be overridden by CACHESYNC__SECTION__KEY.
-        #[arg(
-            long,
-            short,
-            default_value = "config/cachesync.toml",
-            env = "CACHESYNC_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Check MySQL binlog settings, grants, tables, Redis and RabbitMQ, and print what to
     /// change. Exits non-zero when the configured strategy cannot work.
     Doctor {
-        /// The TOML config file; every key can be overridden by CACHESYNC__SECTION__KEY.
-        #[arg(
-            long,
-            short,
-            default_value = "config/cachesync.toml",
-            env = "CACHESYNC_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
+}
+
+/// `--config FILE`, shared by every command.
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The TOML config file; every key can be overridden by CACHESYNC__SECTION__KEY.
+    #[arg(
+        long,
+        short,
+        default_value = "config/cachesync.toml",
+        env = "CACHESYNC_CONFIG"
+    )]
+    config: PathBuf,
+}
+
+impl ConfigArg {
+    /// The validated config, or the exit code after printing every problem.
+    fn load(&self) -> Result<Config, ExitCode> {
+        Config::load(&self.config).map_err(|e| fail(&e.to_string()))
+    }
 }
 
 fn main() -> ExitCode {
@@ -83,9 +85,9 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Run { config } => {
-                let config = match Config::load(&config) {
+                let config = match config.load() {
                     Ok(c) => c,
-                    Err(e) => return fail(&e.to_string()),
+                    Err(code) => return code,
                 };
                 match cachesync::daemon::run(config, CancellationToken::new()).await {
                     Ok(()) => ExitCode::SUCCESS,
@@ -93,9 +95,9 @@ fn main() -> ExitCode {
                 }
             }
             Command::Snapshot { config } => {
-                let config = match Config::load(&config) {
+                let config = match config.load() {
                     Ok(c) => c,
-                    Err(e) => return fail(&e.to_string()),
+                    Err(code) => return code,
                 };
                 match cachesync::daemon::snapshot(&config).await {
                     Ok(position) => {
@@ -107,11 +109,12 @@ fn main() -> ExitCode {
                     Err(e) => fail(&e.to_string()),
                 }
             }
-            Command::Doctor { config: path } => {
-                let config = match Config::load(&path) {
+            Command::Doctor { config: arg } => {
+                let config = match arg.load() {
                     Ok(c) => c,
-                    Err(e) => return fail(&e.to_string()),
+                    Err(code) => return code,
                 };
+                let path = &arg.config;
                 println!(
                     "cachesync doctor: strategy {} from {}",
                     config.strategy,

@@ -30,8 +30,6 @@
 mod common;
 
 use std::future::Future;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -41,7 +39,9 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use rand::{Rng, SeedableRng};
 
-use common::{TestDb, config_toml, mysql_conn, redis_url, unique, write_config};
+use common::{
+    TestDb, config_toml, free_port, http_get, mysql_conn, redis_url, unique, write_config,
+};
 
 // ---------------------------------------------------------------------------------------
 // The daemon under test
@@ -126,29 +126,6 @@ impl Drop for Daemon {
             self.child.wait().ok();
         }
     }
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET path` over HTTP/1.0; the body of a 200 answer, `None` otherwise.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    head.lines()
-        .next()?
-        .contains(" 200 ")
-        .then(|| body.to_owned())
 }
 
 /// The value of the sample `series` (name with labels, as exported) in a scrape.

@@ -19,14 +19,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TestDb, config_toml, write_config};
+use common::{TestDb, config_toml, free_port, http_get, write_config};
 
 /// How long a command that should fail fast (bad config, unreachable service) may take.
 const QUICK: Duration = Duration::from_secs(30);
@@ -211,14 +209,6 @@ fn tempdir() -> tempfile::TempDir {
 }
 
 /// A port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn table(name: &str, key: &str) -> String {
     format!("[[tables]]\nname = \"{name}\"\nkey = \"{key}\"\n")
 }
@@ -787,20 +777,6 @@ fn doctor_fails_without_log_bin() {
 // ---------------------------------------------------------------------------------------
 // run: metrics and graceful shutdown
 // ---------------------------------------------------------------------------------------
-
-/// `GET path` over HTTP/1.0; the body of a 200 answer, `None` otherwise.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    head.lines()
-        .next()?
-        .contains(" 200 ")
-        .then(|| body.to_owned())
-}
 
 #[tokio::test]
 async fn run_serves_metrics_and_stops_on_sigterm() {
