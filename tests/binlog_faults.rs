@@ -985,3 +985,124 @@ async fn big_tx_test(db: String, prefix: String) {
          (limit {BIG_TX_RSS_GROWTH_LIMIT_MIB} MiB; buffering it would take ≈ {buffered_mib:.0} MiB)"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// 3. The MySQL server restarts mid-stream
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_mid_stream_resumes_from_the_checkpoint() {
+    // A private server: restarting the shared one would cut every other test off.
+    let dir = tempfile::tempdir().unwrap();
+    let server_dir = dir.path().to_owned();
+    let mut server = tokio::task::spawn_blocking(move || {
+        common::mariadb::PrivateMariaDb::start(&server_dir, true)
+    })
+    .await
+    .unwrap();
+    server.sql("CREATE DATABASE shop; CREATE TABLE shop.acct (id INT PRIMARY KEY, counter BIGINT NOT NULL)");
+    let prefix = unique("bf_restart");
+    let port = free_port();
+    let toml = binlog_config(
+        port,
+        random_server_id(),
+        &format!("{prefix}:checkpoint"),
+        1000,
+        &format!("[[tables]]\nname = \"shop.acct\"\nkey = \"{prefix}:acct:{{id}}\"\n"),
+    )
+    .replace(&common::mysql_url(), &server.url());
+    let config = write_config(dir.path(), &toml);
+    let mut daemon = Daemon::start(dir.path(), &config, port, Duration::from_secs(120));
+
+    let opts = mysql_async::Opts::from_url(&server.url()).unwrap();
+    let mut redis = redis_conn().await;
+    let write = |from: u32, to: u32| {
+        let opts = opts.clone();
+        async move {
+            let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+            for id in from..to {
+                conn.query_drop(format!(
+                    "INSERT INTO shop.acct VALUES ({id}, 1) ON DUPLICATE KEY UPDATE counter = counter + 1"
+                ))
+                .await
+                .unwrap();
+            }
+            conn.disconnect().await.ok();
+        }
+    };
+    // Counters as MySQL has them, then as Redis has them.
+    let expected = |opts: mysql_async::Opts| async move {
+        let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+        let rows: Vec<(u32, i64)> = conn
+            .query("SELECT id, counter FROM shop.acct")
+            .await
+            .unwrap();
+        conn.disconnect().await.ok();
+        rows
+    };
+    async fn cached(redis: &mut Redis, prefix: &str, ids: &[(u32, i64)]) -> Vec<(u32, i64)> {
+        let mut out = Vec::new();
+        for (id, _) in ids {
+            if let Some(doc) = redis_get(redis, &format!("{prefix}:acct:{id}")).await {
+                let json: serde_json::Value = serde_json::from_str(&doc).unwrap();
+                out.push((*id, json["counter"].as_i64().unwrap()));
+            }
+        }
+        out
+    }
+
+    write(0, 100).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let want = expected(opts.clone()).await;
+        if cached(&mut redis, &prefix, &want).await == want {
+            break;
+        }
+        daemon.assert_alive();
+        assert!(
+            Instant::now() < deadline,
+            "the first 100 rows did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Restart the server; cachesync loses its stream and must come back by itself.
+    server = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .unwrap();
+    write(50, 150).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let want = expected(opts.clone()).await;
+        if want.len() == 150 && cached(&mut redis, &prefix, &want).await == want {
+            break;
+        }
+        daemon.assert_alive();
+        assert!(
+            Instant::now() < deadline,
+            "changes after the server restart did not arrive\n--- stderr ---\n{}",
+            daemon.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stderr = daemon.stderr();
+    assert!(
+        stderr.contains("binlog stream lost; reconnecting"),
+        "{stderr}"
+    );
+    let metrics = daemon.metrics().expect("metrics answer");
+    assert_eq!(
+        sample(
+            &metrics,
+            "cachesync_replayed_changes_total{strategy=\"binlog\"}"
+        ),
+        Some(0.0),
+        "the restart re-applied changes already in Redis"
+    );
+    drop(daemon);
+    drop(server);
+    clear_prefix(&prefix).await;
+}

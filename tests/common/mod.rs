@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod all_types;
+pub mod mariadb;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
