@@ -38,6 +38,9 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub binlog: RawBinlog,
+    /// The HTTP write API runs only when this section is present.
+    #[serde(default)]
+    pub api: Option<RawApi>,
     #[serde(default)]
     pub tables: Vec<RawTable>,
 }
@@ -109,6 +112,64 @@ pub struct RawRedis {
 #[derive(Debug, Clone, Deserialize)]
 pub struct RawAmqp {
     pub url: String,
+    /// Durable direct exchange change events are published to.
+    #[serde(default = "default_exchange")]
+    pub exchange: String,
+    /// Durable queue the consumer reads (bound to the exchange).
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    /// Where messages that cannot be applied go (malformed, unknown table).
+    #[serde(default = "default_dead_letter_queue")]
+    pub dead_letter_queue: String,
+    /// Unacknowledged messages the consumer may hold.
+    #[serde(default = "default_prefetch")]
+    pub prefetch: u16,
+    /// `outbox` (default): the event is inserted in the row's transaction and relayed;
+    /// `direct`: published after the commit (a crash in between loses it).
+    #[serde(default = "default_publish")]
+    pub publish: String,
+    /// `database.table` of the transactional outbox (created if missing).
+    #[serde(default = "default_outbox_table")]
+    pub outbox_table: String,
+}
+
+fn default_exchange() -> String {
+    "cachesync.changes".to_owned()
+}
+
+fn default_queue() -> String {
+    "cachesync.changes".to_owned()
+}
+
+fn default_dead_letter_queue() -> String {
+    "cachesync.changes.dead".to_owned()
+}
+
+fn default_prefetch() -> u16 {
+    256
+}
+
+fn default_publish() -> String {
+    "outbox".to_owned()
+}
+
+fn default_outbox_table() -> String {
+    "cachesync.outbox".to_owned()
+}
+
+/// `[api]`: the sidecar HTTP write API.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawApi {
+    /// Where the API listens; keep it on loopback unless a token is set.
+    #[serde(default = "default_api_listen")]
+    pub listen: String,
+    /// When set, requests must send `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+fn default_api_listen() -> String {
+    "127.0.0.1:8480".to_owned()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -199,6 +260,36 @@ pub struct BinlogConfig {
     pub heartbeat_interval: Duration,
 }
 
+/// How the `mq` strategy gets change events to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishMode {
+    /// Commit, then publish: a crash in between loses the event.
+    Direct,
+    /// Insert the event into an outbox table in the row's transaction; a relay publishes
+    /// outbox rows in order and deletes them after the broker confirmed.
+    Outbox,
+}
+
+/// Validated `[amqp]` settings.
+#[derive(Debug, Clone)]
+pub struct AmqpConfig {
+    pub url: String,
+    pub exchange: String,
+    pub queue: String,
+    pub dead_letter_queue: String,
+    pub prefetch: u16,
+    pub publish: PublishMode,
+    /// `(database, table)` of the outbox.
+    pub outbox_table: (String, String),
+}
+
+/// Validated `[api]` settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    pub token: Option<String>,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -206,7 +297,8 @@ pub struct Config {
     pub mysql_url: String,
     pub redis_url: String,
     pub tombstone_ttl: Duration,
-    pub amqp_url: Option<String>,
+    pub amqp: Option<AmqpConfig>,
+    pub api: Option<ApiConfig>,
     pub metrics_listen: SocketAddr,
     pub binlog: BinlogConfig,
     pub tables: Vec<TableConfig>,
@@ -326,14 +418,33 @@ impl RawConfig {
         if self.redis.tombstone_ttl == 0 {
             problems.push("redis.tombstone_ttl: must be at least 1 second".to_owned());
         }
-        if let Some(amqp) = &self.amqp
-            && !(amqp.url.starts_with("amqp://") || amqp.url.starts_with("amqps://"))
-        {
-            problems.push(format!(
-                "amqp.url: expected amqp://user:password@host:port/vhost, got {}",
-                crate::redact::redact_url(&amqp.url)
-            ));
-        }
+        let amqp = self
+            .amqp
+            .as_ref()
+            .and_then(|amqp| amqp.validate(&mut problems));
+        let api = self
+            .api
+            .as_ref()
+            .and_then(|api| match api.listen.parse::<SocketAddr>() {
+                Ok(listen) => {
+                    if api.token.as_deref() == Some("") {
+                        problems.push(
+                            "api.token: must not be empty (leave it out for no token)".to_owned(),
+                        );
+                    }
+                    Some(ApiConfig {
+                        listen,
+                        token: api.token.clone(),
+                    })
+                }
+                Err(_) => {
+                    problems.push(format!(
+                        "api.listen: expected IP:port such as 127.0.0.1:8480, got {:?}",
+                        api.listen
+                    ));
+                    None
+                }
+            });
         if strategy == Some(StrategyKind::Mq) && self.amqp.is_none() {
             problems.push("amqp.url: required when strategy = \"mq\"".to_owned());
         }
@@ -400,7 +511,8 @@ impl RawConfig {
                 mysql_url: self.mysql.url.clone(),
                 redis_url: self.redis.url.clone(),
                 tombstone_ttl: Duration::from_secs(self.redis.tombstone_ttl),
-                amqp_url: self.amqp.as_ref().map(|a| a.url.clone()),
+                amqp,
+                api,
                 metrics_listen,
                 binlog: BinlogConfig {
                     server_id: self.binlog.server_id,
@@ -413,6 +525,64 @@ impl RawConfig {
             }),
             _ => Err(Error::Config(problems)),
         }
+    }
+}
+
+impl RawAmqp {
+    fn validate(&self, problems: &mut Vec<String>) -> Option<AmqpConfig> {
+        let before = problems.len();
+        if !(self.url.starts_with("amqp://") || self.url.starts_with("amqps://")) {
+            problems.push(format!(
+                "amqp.url: expected amqp://user:password@host:port/vhost, got {}",
+                crate::redact::redact_url(&self.url)
+            ));
+        }
+        for (key, value) in [
+            ("exchange", &self.exchange),
+            ("queue", &self.queue),
+            ("dead_letter_queue", &self.dead_letter_queue),
+        ] {
+            if value.is_empty() {
+                problems.push(format!("amqp.{key}: must not be empty"));
+            }
+        }
+        if self.prefetch == 0 {
+            problems.push("amqp.prefetch: must be at least 1".to_owned());
+        }
+        let publish = match self.publish.as_str() {
+            "direct" => Some(PublishMode::Direct),
+            "outbox" => Some(PublishMode::Outbox),
+            other => {
+                problems.push(format!(
+                    "amqp.publish: expected \"outbox\" or \"direct\", got {other:?}"
+                ));
+                None
+            }
+        };
+        let outbox_table = match self.outbox_table.split_once('.') {
+            Some((db, table)) if !db.is_empty() && !table.is_empty() && !table.contains('.') => {
+                Some((db.to_owned(), table.to_owned()))
+            }
+            _ => {
+                problems.push(format!(
+                    "amqp.outbox_table: expected \"database.table\", got {:?}",
+                    self.outbox_table
+                ));
+                None
+            }
+        };
+        if problems.len() != before {
+            return None;
+        }
+        Some(AmqpConfig {
+            url: self.url.clone(),
+            exchange: self.exchange.clone(),
+            queue: self.queue.clone(),
+            dead_letter_queue: self.dead_letter_queue.clone(),
+            prefetch: self.prefetch,
+            publish: publish?,
+            outbox_table: outbox_table?,
+        })
     }
 }
 

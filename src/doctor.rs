@@ -338,7 +338,7 @@ async fn check_redis(config: &Config, report: &mut Report) {
 }
 
 async fn check_amqp(config: &Config, report: &mut Report) {
-    let Some(amqp_url) = &config.amqp_url else {
+    let Some(amqp_url) = config.amqp.as_ref().map(|a| &a.url) else {
         if config.strategy == StrategyKind::Mq {
             report.push(Severity::Problem, "amqp.url is not set");
         }
