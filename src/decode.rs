@@ -166,6 +166,52 @@ pub fn from_binlog(ty: &ColumnType, value: &BinlogValue<'_>) -> Result<Cell, Dec
     }
 }
 
+/// Decodes a value in its canonical JSON form (what the `json` encoding writes, and what
+/// change events carry) back into a cell of a column of type `ty`.
+pub fn from_json(ty: &ColumnType, value: &serde_json::Value) -> Result<Cell, DecodeError> {
+    use serde_json::Value as J;
+    let wrong = || format!("{value} does not fit a column of type {ty:?}");
+    match (ty, value) {
+        (_, J::Null) => Ok(Cell::Null),
+        (ColumnType::Json, v) => Ok(Cell::Json(v.to_string())),
+        (
+            ColumnType::Int { unsigned: true, .. } | ColumnType::Year | ColumnType::Bit,
+            J::Number(n),
+        ) => n.as_u64().map(Cell::UInt).ok_or_else(wrong),
+        (
+            ColumnType::Int {
+                unsigned: false, ..
+            },
+            J::Number(n),
+        ) => n.as_i64().map(Cell::Int).ok_or_else(wrong),
+        (ColumnType::Float, J::Number(n)) => {
+            n.as_f64().map(|f| Cell::Float(f as f32)).ok_or_else(wrong)
+        }
+        (ColumnType::Double, J::Number(n)) => n.as_f64().map(Cell::Double).ok_or_else(wrong),
+        (ColumnType::Decimal { scale }, J::String(s)) => {
+            normalize_decimal(s, *scale).map(Cell::Text)
+        }
+        (ColumnType::Binary { pad_to }, J::String(s)) => {
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|e| format!("invalid base64 for a binary column: {e}"))?;
+            Ok(Cell::Bytes(padded(&bytes, *pad_to)))
+        }
+        (
+            ColumnType::Text
+            | ColumnType::Enum(_)
+            | ColumnType::Set(_)
+            | ColumnType::Date
+            | ColumnType::DateTime { .. }
+            | ColumnType::Timestamp { .. }
+            | ColumnType::Time { .. },
+            J::String(s),
+        ) => Ok(Cell::Text(s.clone())),
+        _ => Err(wrong()),
+    }
+}
+
 fn unexpected(value: &Value) -> DecodeError {
     format!("unexpected value {value:?}")
 }
@@ -651,6 +697,61 @@ mod tests {
         );
         assert_eq!(a, Cell::Json(r#"{"a":[true,null,"x"],"b":1}"#.to_owned()));
         assert!(from_sql(&ColumnType::Json, &Value::Bytes(b"{".to_vec())).is_err());
+    }
+
+    #[test]
+    fn canonical_json_decodes_back_to_the_same_cells() {
+        use serde_json::json;
+        let cases = [
+            (
+                ColumnType::Int {
+                    unsigned: true,
+                    bytes: 8,
+                },
+                json!(18446744073709551615u64),
+                Cell::UInt(u64::MAX),
+            ),
+            (
+                ColumnType::Int {
+                    unsigned: false,
+                    bytes: 8,
+                },
+                json!(-5),
+                Cell::Int(-5),
+            ),
+            (ColumnType::Float, json!(1.25), Cell::Float(1.25)),
+            (ColumnType::Decimal { scale: 2 }, json!("1.5"), text("1.50")),
+            (
+                ColumnType::Binary { pad_to: Some(4) },
+                json!("AAH/"),
+                Cell::Bytes(vec![0, 1, 0xff, 0]),
+            ),
+            (
+                ColumnType::Json,
+                json!({"b": 1, "a": [true]}),
+                Cell::Json(r#"{"a":[true],"b":1}"#.into()),
+            ),
+            (
+                ColumnType::DateTime { fsp: 6 },
+                json!("2024-01-01 00:00:00.000001"),
+                text("2024-01-01 00:00:00.000001"),
+            ),
+            (ColumnType::Text, serde_json::Value::Null, Cell::Null),
+        ];
+        for (ty, value, want) in cases {
+            assert_eq!(from_json(&ty, &value), Ok(want), "{ty:?} {value}");
+        }
+        assert!(
+            from_json(
+                &ColumnType::Int {
+                    unsigned: false,
+                    bytes: 4
+                },
+                &json!("7")
+            )
+            .is_err()
+        );
+        assert!(from_json(&ColumnType::Binary { pad_to: None }, &json!("not base64!")).is_err());
     }
 
     #[test]

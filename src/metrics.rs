@@ -32,6 +32,9 @@ pub const STALE_CHANGES_SKIPPED: &str = "cachesync_stale_changes_skipped_total";
 /// redeliveries, or a replay after a crash. Harmless; zero after a clean restart of a
 /// checkpointed strategy.
 pub const REPLAYED_CHANGES: &str = "cachesync_replayed_changes_total";
+/// Counter, label `strategy`: change events that can never be applied (malformed, unknown
+/// table), moved to the dead-letter queue.
+pub const DEAD_LETTERED: &str = "cachesync_dead_lettered_total";
 /// Counter, label `strategy` (benchmark): reads that saw an older version than the newest
 /// committed one.
 pub const STALE_READS: &str = "cachesync_stale_reads_total";
@@ -117,4 +120,7 @@ pub fn register_series(strategy: &'static str, tables: &[String]) {
     }
     metrics::counter!(STALE_CHANGES_SKIPPED, "strategy" => strategy).increment(0);
     metrics::counter!(REPLAYED_CHANGES, "strategy" => strategy).increment(0);
+    if strategy == "mq" {
+        metrics::counter!(DEAD_LETTERED, "strategy" => strategy).increment(0);
+    }
 }

@@ -301,6 +301,13 @@ impl SyncedTable {
         self.key.render(row)
     }
 
+    /// Whether position `i` of a row is a primary-key column.
+    pub fn is_key_position(&self, i: usize) -> bool {
+        self.selected
+            .get(i)
+            .is_some_and(|column| self.schema.primary_key.contains(column))
+    }
+
     /// The row's version from the configured version column, if there is one.
     pub fn version_of(&self, row: &[Cell]) -> Option<u64> {
         match row.get(self.version_column?)? {

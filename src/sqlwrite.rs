@@ -18,8 +18,6 @@ use crate::strategy::RowWrite;
 /// Commits `write` to MySQL and returns the committed row image (`None` for a
 /// delete or an upsert whose row is gone).
 pub async fn commit(pool: &mysql_async::Pool, write: &RowWrite) -> Result<Option<Vec<Cell>>> {
-    let table = &write.table;
-    let sql = SqlWrite::build(table, write)?;
     let mut conn = pool
         .get_conn()
         .await
@@ -28,11 +26,26 @@ pub async fn commit(pool: &mysql_async::Pool, write: &RowWrite) -> Result<Option
         .start_transaction(TxOpts::default())
         .await
         .map_err(|e| Error::mysql("writing a row: BEGIN", e))?;
+    let row = write_in(&mut tx, write).await?;
+    tx.commit()
+        .await
+        .map_err(|e| Error::mysql("writing a row: COMMIT", e))?;
+    Ok(row)
+}
+
+/// Makes `write` inside the open transaction `tx` and returns the row image as it will
+/// commit, so a caller can add its own statements (an outbox row) before committing.
+pub async fn write_in(
+    tx: &mut mysql_async::Transaction<'_>,
+    write: &RowWrite,
+) -> Result<Option<Vec<Cell>>> {
+    let table = &write.table;
+    let sql = SqlWrite::build(table, write)?;
     tx.exec_drop(&sql.statement, Params::Positional(sql.params))
         .await
         .map_err(|e| Error::mysql(format!("writing a row of {}", table.name()), e))?;
-    let row = match write.op {
-        Op::Delete => None,
+    match write.op {
+        Op::Delete => Ok(None),
         Op::Upsert => {
             let found: Option<mysql_async::Row> = tx
                 .exec_first(&sql.select_by_key, Params::Positional(sql.key_params))
@@ -43,13 +56,9 @@ pub async fn commit(pool: &mysql_async::Pool, write: &RowWrite) -> Result<Option
                         e,
                     )
                 })?;
-            found.map(|r| table.decode_sql_row(&r)).transpose()?
+            found.map(|r| table.decode_sql_row(&r)).transpose()
         }
-    };
-    tx.commit()
-        .await
-        .map_err(|e| Error::mysql("writing a row: COMMIT", e))?;
-    Ok(row)
+    }
 }
 
 /// The SQL of one write, with parameters: values never reach the statement text.

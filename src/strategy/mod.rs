@@ -12,6 +12,7 @@
 
 pub mod binlog;
 pub mod dual_write;
+pub mod mq;
 
 use std::fmt;
 use std::future::Future;
@@ -28,6 +29,7 @@ use crate::schema::SyncedTable;
 
 pub use binlog::Binlog;
 pub use dual_write::DualWrite;
+pub use mq::Mq;
 
 /// A strategy's name, as written in `strategy = "..."`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -130,6 +132,7 @@ pub trait SyncStrategy: Send + Sync {
 /// The configured strategy. Each variant lives in its own module.
 pub enum Strategy {
     DualWrite(DualWrite),
+    Mq(Mq),
     Binlog(Binlog),
 }
 
@@ -149,12 +152,18 @@ impl Strategy {
                 services.tables.clone(),
                 config.binlog.clone(),
             ))),
-            StrategyKind::Mq => Err(Error::Strategy {
-                strategy: StrategyKind::Mq.name(),
-                reason: "this strategy is not built yet in this version of cachesync; \
-                         use strategy = \"dual-write\" or \"binlog\""
-                    .to_owned(),
-            }),
+            StrategyKind::Mq => {
+                let amqp = config.amqp.clone().ok_or_else(|| {
+                    Error::Config(vec!["amqp.url: required when strategy = \"mq\"".to_owned()])
+                })?;
+                Ok(Strategy::Mq(Mq::new(
+                    services.pool.clone(),
+                    config.mysql_url.clone(),
+                    services.applier.clone(),
+                    &services.tables,
+                    amqp,
+                )))
+            }
         }
     }
 }
@@ -163,6 +172,7 @@ impl SyncStrategy for Strategy {
     fn kind(&self) -> StrategyKind {
         match self {
             Strategy::DualWrite(s) => s.kind(),
+            Strategy::Mq(s) => s.kind(),
             Strategy::Binlog(s) => s.kind(),
         }
     }
@@ -170,6 +180,7 @@ impl SyncStrategy for Strategy {
     async fn write(&self, write: RowWrite) -> Result<WriteReceipt> {
         match self {
             Strategy::DualWrite(s) => s.write(write).await,
+            Strategy::Mq(s) => s.write(write).await,
             Strategy::Binlog(s) => s.write(write).await,
         }
     }
@@ -177,6 +188,7 @@ impl SyncStrategy for Strategy {
     async fn run(&self, shutdown: CancellationToken) -> Result<()> {
         match self {
             Strategy::DualWrite(s) => s.run(shutdown).await,
+            Strategy::Mq(s) => s.run(shutdown).await,
             Strategy::Binlog(s) => s.run(shutdown).await,
         }
     }

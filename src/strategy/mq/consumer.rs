@@ -1,0 +1,151 @@
+//! The consumer: change events from the queue into Redis.
+//!
+//! Up to `amqp.prefetch` deliveries are taken at once, decoded, applied to Redis in one
+//! pipelined batch in delivery order, and only then acknowledged (one `multiple` ack).
+//! A crash before the ack means redelivery, which the version guard makes harmless.
+//! A message that can never be applied is rejected without requeue: the queue's
+//! dead-letter exchange moves it to `amqp.dead_letter_queue`, and
+//! `cachesync_dead_lettered_total` counts it — nothing is dropped silently.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{FutureExt, StreamExt};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
+use lapin::types::FieldTable;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::broker;
+use super::message::ChangeEvent;
+use crate::applier::Applier;
+use crate::config::AmqpConfig;
+use crate::error::{Error, Result};
+use crate::metrics as m;
+use crate::schema::SyncedTable;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Consumes until `shutdown`, reconnecting with backoff when the broker goes away.
+pub async fn consume(
+    applier: Applier,
+    config: AmqpConfig,
+    tables: HashMap<String, Arc<SyncedTable>>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match consume_once(&applier, &config, &tables, &shutdown).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() => {
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "consumer lost the broker; reconnecting");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn consume_once(
+    applier: &Applier,
+    config: &AmqpConfig,
+    tables: &HashMap<String, Arc<SyncedTable>>,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let broker_error = |what: &str, e: lapin::Error| Error::Unreachable {
+        service: "RabbitMQ",
+        url: crate::redact::redact_url(&config.url),
+        reason: format!("{what}: {e}"),
+    };
+    let conn = broker::connect(config, "cachesync-consumer").await?;
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(|e| broker_error("opening a channel", e))?;
+    broker::declare_topology(&channel, config).await?;
+    channel
+        .basic_qos(config.prefetch, BasicQosOptions::default())
+        .await
+        .map_err(|e| broker_error("setting prefetch", e))?;
+    let mut deliveries = channel
+        .basic_consume(
+            config.queue.as_str().into(),
+            "cachesync".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| broker_error("starting the consumer", e))?;
+    info!(queue = %config.queue, prefetch = config.prefetch, "consuming change events");
+
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            next = deliveries.next() => next,
+        };
+        let first = match first {
+            Some(Ok(delivery)) => delivery,
+            Some(Err(e)) => return Err(broker_error("receiving", e)),
+            None => {
+                return Err(Error::Unreachable {
+                    service: "RabbitMQ",
+                    url: crate::redact::redact_url(&config.url),
+                    reason: "the broker ended the consumer".to_owned(),
+                });
+            }
+        };
+        // Take what has already arrived, up to the prefetch window, without waiting.
+        let mut batch = vec![first];
+        while batch.len() < usize::from(config.prefetch) {
+            match deliveries.next().now_or_never() {
+                Some(Some(Ok(delivery))) => batch.push(delivery),
+                _ => break,
+            }
+        }
+        let mut changes = Vec::with_capacity(batch.len());
+        let mut last_tag = None;
+        for delivery in &batch {
+            match ChangeEvent::parse(&delivery.data, tables) {
+                Ok(change) => {
+                    changes.push(change);
+                    last_tag = Some(delivery.delivery_tag);
+                }
+                Err(reason) => {
+                    warn!(reason, "change event cannot be applied; dead-lettering it");
+                    metrics::counter!(m::DEAD_LETTERED, "strategy" => "mq").increment(1);
+                    channel
+                        .basic_reject(delivery.delivery_tag, BasicRejectOptions { requeue: false })
+                        .await
+                        .map_err(|e| broker_error("rejecting", e))?;
+                }
+            }
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match applier.apply(&changes).await {
+                Ok(_) => break,
+                Err(e) if e.is_transient() => {
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Redis write failed; retrying (messages stay unacknowledged)");
+                    tokio::select! {
+                        // Unacknowledged messages are redelivered to whoever consumes next.
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(tag) = last_tag {
+            channel
+                .basic_ack(tag, BasicAckOptions { multiple: true })
+                .await
+                .map_err(|e| broker_error("acknowledging", e))?;
+        }
+    }
+}

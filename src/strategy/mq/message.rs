@@ -1,0 +1,127 @@
+//! The change event: a versioned JSON document any producer can publish.
+//!
+//! ```json
+//! {"schema":"cachesync.change.v1","table":"shop.users","op":"upsert",
+//!  "row":{"id":1,"email":"ada@example.com","balance":"12.5000"},
+//!  "version":42,"committed_at_us":1764000000000000}
+//! ```
+//!
+//! - `schema`: always `cachesync.change.v1`; a consumer rejects others (dead letter).
+//! - `table`: a configured `database.table`.
+//! - `op`: `upsert` or `delete`.
+//! - `row`: the row in the canonical JSON encoding (README "Redis encoding"): for an
+//!   upsert every synced column, for a delete at least the primary-key columns.
+//! - `version` (optional, u64): orders changes of one row; Redis keeps the newest. The
+//!   outbox id, or the table's `version_column`. Without it the change is unguarded.
+//! - `committed_at_us` (optional): commit time, µs since the Unix epoch, for
+//!   `propagation_seconds`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::applier::{Change, Op};
+use crate::row::Cell;
+use crate::schema::SyncedTable;
+
+/// The `schema` value of this version of the format.
+pub const SCHEMA: &str = "cachesync.change.v1";
+
+/// A change event as it travels through the broker.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeEvent {
+    pub schema: String,
+    pub table: String,
+    pub op: EventOp,
+    pub row: serde_json::Map<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_at_us: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EventOp {
+    Upsert,
+    Delete,
+}
+
+impl ChangeEvent {
+    /// The event for a committed change of `row` (the table's synced cells).
+    pub fn new(
+        table: &SyncedTable,
+        op: Op,
+        row: &[Cell],
+        version: Option<u64>,
+        committed_at_us: Option<u64>,
+    ) -> ChangeEvent {
+        let mut object = serde_json::Map::with_capacity(row.len());
+        for (i, (cell, name)) in row.iter().zip(table.encoder.names()).enumerate() {
+            // A delete needs only the key; leave the other (NULL) cells out.
+            if op == Op::Delete && !table.is_key_position(i) {
+                continue;
+            }
+            let mut text = Vec::new();
+            cell.write_json(&mut text);
+            let value = serde_json::from_slice(&text).unwrap_or(serde_json::Value::Null);
+            object.insert(name.clone(), value);
+        }
+        ChangeEvent {
+            schema: SCHEMA.to_owned(),
+            table: table.name(),
+            op: match op {
+                Op::Upsert => EventOp::Upsert,
+                Op::Delete => EventOp::Delete,
+            },
+            row: object,
+            version,
+            committed_at_us,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads an event and turns it into a change of one of `tables`. `Err` says why the
+    /// message can never be applied (it goes to the dead-letter queue).
+    pub fn parse(
+        payload: &[u8],
+        tables: &HashMap<String, Arc<SyncedTable>>,
+    ) -> Result<Change, String> {
+        let event: ChangeEvent =
+            serde_json::from_slice(payload).map_err(|e| format!("not a change event: {e}"))?;
+        if event.schema != SCHEMA {
+            return Err(format!(
+                "unknown schema {:?} (expected {SCHEMA})",
+                event.schema
+            ));
+        }
+        let table = tables
+            .get(&event.table)
+            .ok_or_else(|| format!("table {} is not configured", event.table))?;
+        let mut row = Vec::with_capacity(table.types.len());
+        for (i, (name, ty)) in table.encoder.names().iter().zip(&table.types).enumerate() {
+            let cell = match event.row.get(name) {
+                Some(value) => crate::decode::from_json(ty, value)
+                    .map_err(|e| format!("{}.{name}: {e}", event.table))?,
+                None if event.op == EventOp::Delete && !table.is_key_position(i) => Cell::Null,
+                None => return Err(format!("{}: the row has no {name}", event.table)),
+            };
+            row.push(cell);
+        }
+        Ok(Change {
+            table: table.clone(),
+            op: match event.op {
+                EventOp::Upsert => Op::Upsert,
+                EventOp::Delete => Op::Delete,
+            },
+            row,
+            version: event.version,
+            committed_at_us: event.committed_at_us,
+        })
+    }
+}
