@@ -54,6 +54,8 @@ pub struct Mq {
     relay_kick: Arc<Notify>,
     /// The highest outbox id the broker has confirmed.
     relayed: watch::Sender<u64>,
+    /// Set once the outbox table is known to exist (the first write or `run` makes sure).
+    outbox_ready: tokio::sync::OnceCell<()>,
 }
 
 impl Mq {
@@ -73,7 +75,18 @@ impl Mq {
             config,
             relay_kick: Arc::new(Notify::new()),
             relayed: watch::channel(0).0,
+            outbox_ready: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Creates the outbox table once per process, before its first use.
+    async fn ensure_outbox(&self) -> Result<()> {
+        self.outbox_ready
+            .get_or_try_init(|| {
+                outbox::ensure_table(&self.pool, &self.mysql_url, &self.config.outbox_table)
+            })
+            .await
+            .map(|_| ())
     }
 
     /// The first half of a `direct` write: commit the row and build its event. Exposed
@@ -90,6 +103,7 @@ impl Mq {
     /// The first half of an `outbox` write: the row and its event in one transaction.
     /// Returns the outbox id. Exposed so tests can stop here, as a crash would.
     pub async fn commit_with_outbox(&self, write: &RowWrite) -> Result<(u64, u64)> {
+        self.ensure_outbox().await?;
         let mut conn = crate::mysql::get_conn(&self.pool, &self.mysql_url).await?;
         let mut tx = conn
             .start_transaction(TxOpts::default())
