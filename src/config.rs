@@ -469,22 +469,11 @@ impl RawConfig {
         if self.binlog.batch_size == 0 {
             problems.push("binlog.batch_size: must be at least 1".to_owned());
         }
-        let heartbeat_table = match &self.binlog.heartbeat_table {
-            None => None,
-            Some(name) => match name.split_once('.') {
-                Some((db, table))
-                    if !db.is_empty() && !table.is_empty() && !table.contains('.') =>
-                {
-                    Some((db.to_owned(), table.to_owned()))
-                }
-                _ => {
-                    problems.push(format!(
-                        "binlog.heartbeat_table: expected \"database.table\", got {name:?}"
-                    ));
-                    None
-                }
-            },
-        };
+        let heartbeat_table = self
+            .binlog
+            .heartbeat_table
+            .as_deref()
+            .and_then(|name| qualified_name("binlog.heartbeat_table", name, &mut problems));
         if self.binlog.heartbeat_interval_ms == 0 {
             problems.push("binlog.heartbeat_interval_ms: must be at least 1".to_owned());
         }
@@ -559,18 +548,7 @@ impl RawAmqp {
                 None
             }
         };
-        let outbox_table = match self.outbox_table.split_once('.') {
-            Some((db, table)) if !db.is_empty() && !table.is_empty() && !table.contains('.') => {
-                Some((db.to_owned(), table.to_owned()))
-            }
-            _ => {
-                problems.push(format!(
-                    "amqp.outbox_table: expected \"database.table\", got {:?}",
-                    self.outbox_table
-                ));
-                None
-            }
-        };
+        let outbox_table = qualified_name("amqp.outbox_table", &self.outbox_table, problems);
         if problems.len() != before {
             return None;
         }
@@ -591,19 +569,7 @@ impl RawTable {
         let at = |key: &str| format!("tables[{index}].{key}");
         let before = problems.len();
 
-        let name = match self.name.split_once('.') {
-            Some((db, table)) if !db.is_empty() && !table.is_empty() && !table.contains('.') => {
-                Some((db.to_owned(), table.to_owned()))
-            }
-            _ => {
-                problems.push(format!(
-                    "{}: expected \"database.table\", got {:?}",
-                    at("name"),
-                    self.name
-                ));
-                None
-            }
-        };
+        let name = qualified_name(&at("name"), &self.name, problems);
         let key = match KeyTemplate::parse(&self.key) {
             Ok(k) => Some(k),
             Err(e) => {
@@ -673,6 +639,19 @@ impl RawTable {
             version_column: self.version_column.clone(),
             mode: mode?,
         })
+    }
+}
+
+/// Splits `database.table`, or records a problem for `key`.
+fn qualified_name(key: &str, name: &str, problems: &mut Vec<String>) -> Option<(String, String)> {
+    match name.split_once('.') {
+        Some((db, table)) if !db.is_empty() && !table.is_empty() && !table.contains('.') => {
+            Some((db.to_owned(), table.to_owned()))
+        }
+        _ => {
+            problems.push(format!("{key}: expected \"database.table\", got {name:?}"));
+            None
+        }
     }
 }
 

@@ -9,16 +9,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use cachesync::config::{Config, RawConfig};
 use cachesync::daemon::Services;
-use cachesync::row::Encoded;
-use cachesync::schema::SyncedTable;
 use cachesync::strategy::{Strategy, SyncStrategy};
+use common::converge::{cached, expected_from_mysql, wait_converged};
 use common::{TestDb, all_types};
 use mysql_async::prelude::Queryable;
 use redis::AsyncCommands;
@@ -83,77 +81,6 @@ where
     while !check().await {
         assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// What Redis should hold for each row of `table`: its `SELECT`, encoded, keyed by
-/// Redis key; the `_cachesync_v` member is left out on both sides of the comparison.
-async fn expected_from_mysql(db: &mut TestDb, table: &SyncedTable) -> BTreeMap<String, String> {
-    let rows: Vec<mysql_async::Row> = db.conn.exec(table.select_sql.as_str(), ()).await.unwrap();
-    rows.iter()
-        .map(|row| {
-            let cells = table.decode_sql_row(row).unwrap();
-            let Encoded::Json(doc) = table.encoder.encode(&cells, None) else {
-                panic!("json tables only")
-            };
-            (table.key_of(&cells), String::from_utf8(doc).unwrap())
-        })
-        .collect()
-}
-
-/// Every key under `prefix` (except the checkpoint) with its JSON, version removed.
-async fn cached(prefix: &str) -> BTreeMap<String, String> {
-    let mut redis = common::redis_conn().await;
-    let keys: Vec<String> = redis.keys(format!("{prefix}:t:*")).await.unwrap();
-    let mut out = BTreeMap::new();
-    for key in keys {
-        let doc: Option<String> = redis.get(&key).await.unwrap();
-        if let Some(doc) = doc {
-            out.insert(key, strip_version(&doc));
-        }
-    }
-    out
-}
-
-/// `{"_cachesync_v":N,...}` → `{...}`.
-fn strip_version(doc: &str) -> String {
-    match doc.strip_prefix("{\"_cachesync_v\":") {
-        Some(rest) => {
-            let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
-            format!("{{{}", rest.strip_prefix(',').unwrap_or(rest))
-        }
-        None => doc.to_owned(),
-    }
-}
-
-async fn converged(db: &mut TestDb, table: &SyncedTable, prefix: &str) -> bool {
-    expected_from_mysql(db, table).await == cached(prefix).await
-}
-
-/// Waits (at most 60 s) until Redis equals MySQL for `table`; on failure shows the first
-/// differences.
-async fn wait_converged(db: &mut TestDb, table: &SyncedTable, prefix: &str, what: &str) {
-    let limit = Duration::from_secs(60);
-    let deadline = Instant::now() + limit;
-    while !converged(db, table, prefix).await {
-        if Instant::now() > deadline {
-            let expected = expected_from_mysql(db, table).await;
-            let got = cached(prefix).await;
-            let differing: Vec<_> = expected
-                .iter()
-                .filter(|(k, v)| got.get(*k) != Some(v))
-                .take(5)
-                .collect();
-            let extra: Vec<_> = got
-                .keys()
-                .filter(|k| !expected.contains_key(*k))
-                .take(5)
-                .collect();
-            panic!(
-                "{what}: Redis differs from MySQL after {limit:?}: {differing:?}, extra {extra:?}"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -10,19 +10,18 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cachesync::applier::Op;
 use cachesync::config::{Config, RawConfig};
 use cachesync::daemon::Services;
-use cachesync::row::Encoded;
 use cachesync::schema::SyncedTable;
 use cachesync::strategy::mq::broker::Publisher;
 use cachesync::strategy::mq::message::ChangeEvent;
 use cachesync::strategy::{Mq, RowWrite, SyncStrategy};
 use common::TestDb;
+use common::converge::{cached, expected_from_mysql, wait_converged};
 use mysql_async::Value;
 use mysql_async::prelude::Queryable;
 use redis::AsyncCommands;
@@ -119,69 +118,6 @@ impl Running {
     }
 }
 
-/// Redis contents under `prefix` (version member removed) and what MySQL says they
-/// should be.
-async fn snapshot(
-    db: &mut TestDb,
-    table: &SyncedTable,
-    prefix: &str,
-) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
-    let rows: Vec<mysql_async::Row> = db.conn.exec(table.select_sql.as_str(), ()).await.unwrap();
-    let expected = rows
-        .iter()
-        .map(|row| {
-            let cells = table.decode_sql_row(row).unwrap();
-            let Encoded::Json(doc) = table.encoder.encode(&cells, None) else {
-                unreachable!()
-            };
-            (table.key_of(&cells), String::from_utf8(doc).unwrap())
-        })
-        .collect();
-    let mut redis = common::redis_conn().await;
-    let keys: Vec<String> = redis.keys(format!("{prefix}:t:*")).await.unwrap();
-    let mut got = BTreeMap::new();
-    for key in keys {
-        if let Some(doc) = redis.get::<_, Option<String>>(&key).await.unwrap() {
-            got.insert(key, strip_version(&doc));
-        }
-    }
-    (expected, got)
-}
-
-fn strip_version(doc: &str) -> String {
-    match doc.strip_prefix("{\"_cachesync_v\":") {
-        Some(rest) => {
-            let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
-            format!("{{{}", rest.strip_prefix(',').unwrap_or(rest))
-        }
-        None => doc.to_owned(),
-    }
-}
-
-async fn wait_converged(db: &mut TestDb, table: &SyncedTable, prefix: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (expected, got) = snapshot(db, table, prefix).await;
-        if expected == got {
-            return;
-        }
-        if Instant::now() > deadline {
-            let differing: Vec<_> = expected
-                .iter()
-                .filter(|(k, v)| got.get(*k) != Some(v))
-                .take(5)
-                .collect();
-            let extra: Vec<_> = got
-                .keys()
-                .filter(|k| !expected.contains_key(*k))
-                .take(5)
-                .collect();
-            panic!("{what}: Redis differs from MySQL: {differing:?}, extra {extra:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn cleanup(prefix: &str, db: TestDb) {
     common::clear_redis_prefix(prefix).await;
     db.drop_db().await;
@@ -228,7 +164,7 @@ async fn direct_and_outbox_writes_reach_redis_as_select_encodes_them() {
             .unwrap();
         running.strategy.write(running.delete(4)).await.unwrap();
         wait_converged(&mut db, &running.table, &prefix, publish).await;
-        let (_, got) = snapshot(&mut db, &running.table, &prefix).await;
+        let got = cached(&prefix).await;
         assert_eq!(got.len(), 19, "{publish}: 20 rows, one deleted");
         if publish == "outbox" {
             let left: Option<u64> = db
@@ -283,7 +219,10 @@ async fn a_crash_between_commit_and_publish_loses_the_change_only_in_direct_mode
             .unwrap(),
         "direct mode cannot recover an event that was never published"
     );
-    let (expected, got) = snapshot(&mut db, &running.table, &prefix).await;
+    let (expected, got) = (
+        expected_from_mysql(&mut db, &running.table).await,
+        cached(&prefix).await,
+    );
     assert_eq!(expected.len(), 2);
     assert_ne!(expected, got, "MySQL has the row, Redis never will");
     running.stop().await;
@@ -474,7 +413,7 @@ async fn cutting_the_broker_connections_mid_stream_loses_nothing() {
         proxy.cut_all();
     }
     wait_converged(&mut db, &running.table, &prefix, "after four cuts").await;
-    let (_, got) = snapshot(&mut db, &running.table, &prefix).await;
+    let got = cached(&prefix).await;
     assert!(
         got.values().all(|doc| doc.contains("round 3")),
         "the last round won everywhere"

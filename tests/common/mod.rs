@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod all_types;
+pub mod converge;
 pub mod mariadb;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,83 @@
+//! Comparing Redis with MySQL: rows of a synced `json` table, encoded as `SELECT` reads
+//! them, against the keys `<prefix>:t:*` (cachesync's version member left out).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cachesync::row::Encoded;
+use cachesync::schema::SyncedTable;
+use mysql_async::prelude::Queryable;
+use redis::AsyncCommands;
+
+use super::TestDb;
+
+/// What Redis should hold for each row of `table`: its `SELECT`, encoded, keyed by
+/// Redis key; the `_cachesync_v` member is left out on both sides of the comparison.
+pub async fn expected_from_mysql(db: &mut TestDb, table: &SyncedTable) -> BTreeMap<String, String> {
+    let rows: Vec<mysql_async::Row> = db.conn.exec(table.select_sql.as_str(), ()).await.unwrap();
+    rows.iter()
+        .map(|row| {
+            let cells = table.decode_sql_row(row).unwrap();
+            let Encoded::Json(doc) = table.encoder.encode(&cells, None) else {
+                panic!("json tables only")
+            };
+            (table.key_of(&cells), String::from_utf8(doc).unwrap())
+        })
+        .collect()
+}
+
+/// Every key under `prefix` (except the checkpoint) with its JSON, version removed.
+pub async fn cached(prefix: &str) -> BTreeMap<String, String> {
+    let mut redis = super::redis_conn().await;
+    let keys: Vec<String> = redis.keys(format!("{prefix}:t:*")).await.unwrap();
+    let mut out = BTreeMap::new();
+    for key in keys {
+        let doc: Option<String> = redis.get(&key).await.unwrap();
+        if let Some(doc) = doc {
+            out.insert(key, strip_version(&doc));
+        }
+    }
+    out
+}
+
+/// `{"_cachesync_v":N,...}` → `{...}`.
+pub fn strip_version(doc: &str) -> String {
+    match doc.strip_prefix("{\"_cachesync_v\":") {
+        Some(rest) => {
+            let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+            format!("{{{}", rest.strip_prefix(',').unwrap_or(rest))
+        }
+        None => doc.to_owned(),
+    }
+}
+
+pub async fn converged(db: &mut TestDb, table: &SyncedTable, prefix: &str) -> bool {
+    expected_from_mysql(db, table).await == cached(prefix).await
+}
+
+/// Waits (at most 60 s) until Redis equals MySQL for `table`; on failure shows the first
+/// differences.
+pub async fn wait_converged(db: &mut TestDb, table: &SyncedTable, prefix: &str, what: &str) {
+    let limit = Duration::from_secs(60);
+    let deadline = Instant::now() + limit;
+    while !converged(db, table, prefix).await {
+        if Instant::now() > deadline {
+            let expected = expected_from_mysql(db, table).await;
+            let got = cached(prefix).await;
+            let differing: Vec<_> = expected
+                .iter()
+                .filter(|(k, v)| got.get(*k) != Some(v))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = got
+                .keys()
+                .filter(|k| !expected.contains_key(*k))
+                .take(5)
+                .collect();
+            panic!(
+                "{what}: Redis differs from MySQL after {limit:?}: {differing:?}, extra {extra:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
