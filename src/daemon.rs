@@ -11,11 +11,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::api::{ApiState, Readiness};
 use crate::applier::Applier;
-use crate::config::Config;
+use crate::config::{ApiConfig, Config};
 use crate::error::{Error, Result};
 use crate::schema::{self, SyncedTable};
-use crate::strategy::{Strategy, SyncStrategy};
+use crate::strategy::{Strategy, StrategyKind, SyncStrategy};
 
 /// How long a graceful shutdown may take before cachesync stops waiting.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,7 +56,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let services = Services::connect(&config).await?;
     let names: Vec<String> = services.tables.iter().map(|t| t.name()).collect();
     crate::metrics::register_series(config.strategy.name(), &names);
-    let strategy = Strategy::build(&config, &services)?;
+    let strategy = Arc::new(Strategy::build(&config, &services)?);
+    let api = match &config.api {
+        Some(api) => Some(start_api(api, &config, &services, &strategy).await?),
+        None => None,
+    };
     info!(
         strategy = config.strategy.name(),
         tables = names.join(","),
@@ -63,7 +68,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         "cachesync running"
     );
 
-    let work = strategy.run(shutdown.clone());
+    let work = run_with_api(&strategy, api, shutdown.clone());
     tokio::pin!(work);
     let outcome = tokio::select! {
         outcome = &mut work => outcome,
@@ -81,6 +86,64 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     services.pool.disconnect().await.ok();
     info!("stopped");
     outcome
+}
+
+/// Binds `[api]`'s listener (a failure names `api.listen`) and builds what it serves.
+async fn start_api(
+    api: &ApiConfig,
+    config: &Config,
+    services: &Services,
+    strategy: &Arc<Strategy>,
+) -> Result<(tokio::net::TcpListener, Arc<ApiState>)> {
+    let listener = crate::api::bind(api.listen).await?;
+    let amqp_url = config
+        .amqp
+        .as_ref()
+        .filter(|_| config.strategy == StrategyKind::Mq)
+        .map(|amqp| amqp.url.as_str());
+    let readiness = Readiness::new(
+        services.pool.clone(),
+        &config.mysql_url,
+        &config.redis_url,
+        amqp_url,
+    )?;
+    let state = ApiState::new(
+        strategy.clone(),
+        services.tables.clone(),
+        readiness,
+        api.token.clone(),
+    );
+    Ok((listener, state))
+}
+
+/// Runs the strategy and, when configured, the write API. On shutdown the API stops
+/// first (no new writes; those in flight finish), then the strategy drains what it holds;
+/// when the strategy stops by itself, the API stops too.
+async fn run_with_api(
+    strategy: &Strategy,
+    api: Option<(tokio::net::TcpListener, Arc<ApiState>)>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let api_stop = shutdown.child_token();
+    let strategy_stop = CancellationToken::new();
+    let serve = async {
+        let served = match api {
+            Some((listener, state)) => crate::api::serve(listener, state, api_stop.clone()).await,
+            None => {
+                api_stop.cancelled().await;
+                Ok(())
+            }
+        };
+        strategy_stop.cancel();
+        served
+    };
+    let run = async {
+        let outcome = strategy.run(strategy_stop.clone()).await;
+        api_stop.cancel();
+        outcome
+    };
+    let (outcome, served) = tokio::join!(run, serve);
+    outcome.and(served)
 }
 
 /// `cachesync snapshot`: loads every configured table into Redis from one consistent

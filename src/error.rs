@@ -61,6 +61,11 @@ pub enum Error {
     #[error("invalid write: {0}")]
     InvalidWrite(String),
 
+    /// The write collides with a different row (a duplicate on a UNIQUE secondary
+    /// index); nothing was written.
+    #[error("conflict: {0}")]
+    Conflict(String),
+
     /// A strategy's own failure (publish, replication stream, ...).
     #[error("{strategy}: {reason}")]
     Strategy {
@@ -103,6 +108,7 @@ impl Error {
             Error::Config(_)
             | Error::Refused { .. }
             | Error::InvalidWrite(_)
+            | Error::Conflict(_)
             | Error::Decode { .. }
             | Error::Strategy { .. } => false,
         }

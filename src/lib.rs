@@ -19,6 +19,8 @@
 //! - [`sqlwrite`] — the application's row write in MySQL (parameterised upsert/delete,
 //!   committed row read back), shared by the strategies' write paths.
 //! - [`strategy`] — the [`strategy::SyncStrategy`] trait and one module per strategy.
+//! - [`api`] — the sidecar HTTP write API (axum): upsert/delete a row by primary key
+//!   through the strategy's write path, `/healthz`, `/readyz`.
 //! - [`daemon`] — `cachesync run`: connect and check everything, run the strategy, drain on
 //!   SIGINT/SIGTERM.
 //! - [`doctor`] — `cachesync doctor`: binlog settings, grants, reachability, with fixes.
@@ -26,6 +28,7 @@
 //! - [`mysql`] — MySQL connections with the session settings the encoding relies on.
 //! - [`redact`], [`error`] — passwords out of messages; the one error type.
 
+pub mod api;
 pub mod applier;
 pub mod config;
 pub mod daemon;

@@ -56,7 +56,18 @@ pub async fn write_in(
                         e,
                     )
                 })?;
-            found.map(|r| table.decode_sql_row(&r)).transpose()
+            // `ON DUPLICATE KEY UPDATE` fires on *any* unique key: when this primary key
+            // is new but a UNIQUE secondary value is taken, it updated that other row.
+            // The caller drops `tx` on this error, which rolls that back.
+            match found {
+                Some(row) => table.decode_sql_row(&row).map(Some),
+                None => Err(Error::Conflict(format!(
+                    "writing a row of {}: no row has the written primary key afterwards: another \
+                     row already holds one of its unique values (duplicate entry on a UNIQUE \
+                     secondary index), or MySQL converted the key value; nothing was written",
+                    table.name()
+                ))),
+            }
         }
     }
 }
@@ -131,9 +142,12 @@ impl SqlWrite {
                     .collect();
                 let placeholders = vec!["?"; columns.len()].join(", ");
                 let statement = if updates.is_empty() {
-                    // Only key columns: nothing to update when the row exists.
+                    // Only key columns: nothing to update when the row exists. Not
+                    // `INSERT IGNORE`, which would also turn strict-mode errors (a NOT NULL
+                    // column without default) into warnings.
+                    let c = quote_ident(pk_names[0]);
                     format!(
-                        "INSERT IGNORE INTO {table_sql} ({}) VALUES ({placeholders})",
+                        "INSERT INTO {table_sql} ({}) VALUES ({placeholders}) ON DUPLICATE KEY UPDATE {c} = {c}",
                         columns.join(", ")
                     )
                 } else {
