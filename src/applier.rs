@@ -221,7 +221,10 @@ impl Applier {
             strategy,
             tombstone_ttl_ms: tombstone_ttl.as_millis() as u64,
         };
-        applier.load_script().await?;
+        applier
+            .load_script()
+            .await
+            .map_err(|e| Error::redis("loading the apply script", e))?;
         Ok(applier)
     }
 
@@ -230,15 +233,14 @@ impl Applier {
         self.conn.clone()
     }
 
-    async fn load_script(&self) -> Result<()> {
+    async fn load_script(&self) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(APPLY_LUA)
             .query_async::<String>(&mut conn)
             .await
-            .map_err(|e| Error::redis("loading the apply script", e))?;
-        Ok(())
+            .map(|_| ())
     }
 
     /// Applies `changes` in order, in one pipelined round trip, and records metrics.
@@ -276,7 +278,9 @@ impl Applier {
                             && reloads < MAX_RELOADS =>
                     {
                         reloads += 1;
-                        self.load_script().await?;
+                        if let Err(e) = self.load_script().await {
+                            return Err(self.failed(changes, &results, e));
+                        }
                         break;
                     }
                     Err(e) => return Err(self.failed(changes, &results, e)),
@@ -294,17 +298,18 @@ impl Applier {
             metrics::counter!(m::APPLY_ERRORS, "strategy" => self.strategy.name(), "table" => change.table.name())
                 .increment(1);
         }
-        let first = &changes[results.len()];
-        Error::redis(
-            format!(
+        let context = match changes.get(results.len()) {
+            Some(first) => format!(
                 "writing key {} of {} ({} of {} changes in the batch were written)",
                 first.table.key_of(&first.row),
                 first.table.name(),
                 results.len(),
                 changes.len()
             ),
-            e,
-        )
+            // A checkpoint-only call (no changes).
+            None => format!("writing a batch of {} changes", changes.len()),
+        };
+        Error::redis(context, e)
     }
 
     /// One script call per change, pipelined: each call touches one row key and its
@@ -355,7 +360,9 @@ impl Applier {
             && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
         {
             // Nothing ran: a script that is not loaded fails before it starts.
-            self.load_script().await?;
+            if let Err(e) = self.load_script().await {
+                return Err(self.failed(changes, &[], e));
+            }
             outcome = cmd.query_async::<Vec<i64>>(&mut conn).await;
         }
         match outcome {
@@ -465,6 +472,28 @@ fn has_hash_tag(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_failed_checkpoint_only_call_is_an_error_not_a_panic() {
+        // Nothing listens on port 1: connecting fails, so build the applier lazily.
+        let client = redis::Client::open("redis://127.0.0.1:1").unwrap();
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(0)
+            .set_connection_timeout(Some(Duration::from_millis(200)));
+        let Ok(conn) = ConnectionManager::new_lazy_with_config(client, config) else {
+            panic!("a lazy connection manager builds without connecting")
+        };
+        let applier = Applier {
+            conn,
+            script: Arc::new(redis::Script::new(APPLY_LUA)),
+            strategy: StrategyKind::Binlog,
+            tombstone_ttl_ms: 1000,
+        };
+        let outcome = applier
+            .apply_with_checkpoint(&[], "ckpt", "binlog.000001:4")
+            .await;
+        assert!(outcome.is_err());
+    }
 
     #[test]
     fn tombstones_share_the_row_key_slot() {

@@ -93,15 +93,30 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Unreachable { .. } => true,
-            Error::Mysql { source, .. } => matches!(
-                source,
-                mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)
-            ),
+            // Lost connections, and a lock wait timeout or deadlock (retry the transaction).
+            Error::Mysql { source, .. } => match source {
+                mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => true,
+                mysql_async::Error::Server(s) => matches!(s.code, 1205 | 1213),
+                _ => false,
+            },
+            // Lost connections and timeouts, and a Redis still loading its data set or in
+            // the middle of a failover.
             Error::Redis { source, .. } => {
+                use redis::ServerErrorKind as K;
                 source.is_io_error()
                     || source.is_connection_dropped()
                     || source.is_connection_refusal()
                     || source.is_timeout()
+                    || matches!(
+                        source.kind(),
+                        redis::ErrorKind::Server(
+                            K::BusyLoading
+                                | K::TryAgain
+                                | K::MasterDown
+                                | K::ClusterDown
+                                | K::ReadOnly
+                        )
+                    )
             }
             Error::Io { .. } => true,
             Error::Many(errors) => errors.iter().all(Error::is_transient),

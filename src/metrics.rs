@@ -35,6 +35,9 @@ pub const REPLAYED_CHANGES: &str = "cachesync_replayed_changes_total";
 /// Counter, label `strategy`: change events that can never be applied (malformed, unknown
 /// table), moved to the dead-letter queue.
 pub const DEAD_LETTERED: &str = "cachesync_dead_lettered_total";
+/// Gauge, label `strategy`: (dual-write) keys whose Redis write failed after the commit
+/// and wait in the repair queue — stale in Redis until repaired.
+pub const REPAIRS_PENDING: &str = "cachesync_repairs_pending";
 /// Counter, label `strategy` (benchmark): reads that saw an older version than the newest
 /// committed one.
 pub const STALE_READS: &str = "cachesync_stale_reads_total";
@@ -120,6 +123,9 @@ pub fn register_series(strategy: &'static str, tables: &[String]) {
     }
     metrics::counter!(STALE_CHANGES_SKIPPED, "strategy" => strategy).increment(0);
     metrics::counter!(REPLAYED_CHANGES, "strategy" => strategy).increment(0);
+    if strategy == "dual-write" {
+        metrics::gauge!(REPAIRS_PENDING, "strategy" => strategy).set(0.0);
+    }
     if strategy == "mq" {
         metrics::counter!(DEAD_LETTERED, "strategy" => strategy).increment(0);
     }

@@ -186,7 +186,7 @@ impl DualWrite {
             match outcome {
                 Ok(applied) => return Ok(applied),
                 Err(e)
-                    if retryable(&e)
+                    if e.is_transient()
                         && attempt < self.options.inline_attempts
                         && Instant::now() + pause < deadline =>
                 {
@@ -302,7 +302,7 @@ impl SyncStrategy for DualWrite {
         };
         let applied = match self.apply_inline(&change).await {
             Ok(applied) => Some(applied),
-            Err(e) if retryable(&e) => {
+            Err(e) if e.is_transient() => {
                 self.queue_repair(&write, &change, &e)?;
                 None
             }
@@ -397,29 +397,6 @@ async fn apply_within(
             .fetch_add(1, Ordering::Relaxed);
     }
     outcome
-}
-
-/// Whether a failed Redis write or repair read may succeed later: lost connections and
-/// timeouts ([`Error::is_transient`]), a Redis still loading or failing over, a MySQL lock
-/// wait timeout or deadlock.
-fn retryable(e: &Error) -> bool {
-    use redis::ServerErrorKind as K;
-    if e.is_transient() {
-        return true;
-    }
-    match e {
-        Error::Redis { source, .. } => matches!(
-            source.kind(),
-            redis::ErrorKind::Server(
-                K::BusyLoading | K::TryAgain | K::MasterDown | K::ClusterDown | K::ReadOnly
-            )
-        ),
-        Error::Mysql {
-            source: mysql_async::Error::Server(s),
-            ..
-        } => matches!(s.code, 1205 | 1213),
-        _ => false,
-    }
 }
 
 /// The write's primary-key values in primary-key order, for the repair's `WHERE`.
@@ -535,7 +512,10 @@ impl Repairs {
     }
 
     fn publish(&self, queue: &Queue) {
-        self.pending.send_replace(queue.pending());
+        let pending = queue.pending();
+        self.pending.send_replace(pending);
+        metrics::gauge!(m::REPAIRS_PENDING, "strategy" => StrategyKind::DualWrite.name())
+            .set(pending as f64);
     }
 
     /// Queues `key`; a key already queued keeps its place and its first commit time.
@@ -666,7 +646,7 @@ async fn repair_worker(
                 backoff = options.repair_backoff_min;
                 retry_at = Instant::now();
             }
-            Err(e) if retryable(&e) => {
+            Err(e) if e.is_transient() => {
                 repairs.finish(key.clone(), Some(pending));
                 let max = if repairs.draining.load(Ordering::Relaxed) {
                     DRAIN_BACKOFF_MAX.min(options.repair_backoff_max)
