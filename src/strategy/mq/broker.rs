@@ -142,32 +142,40 @@ impl Publisher {
     /// Publishes `payloads` in order and returns once the broker confirmed all of them.
     /// On failure the connection is dropped (the next call reconnects) and nothing is
     /// known about which were taken: the caller publishes them again (harmless: versions).
+    /// Concurrent callers share the channel; the lock is held only to (re)connect, not
+    /// while waiting for confirms.
     pub async fn publish_all(&self, payloads: &[Vec<u8>]) -> Result<()> {
-        let mut link = self.link.lock().await;
-        if link
-            .as_ref()
-            .is_none_or(|(conn, _)| !conn.status().connected())
-        {
-            let conn = connect(&self.config, "cachesync-publisher").await?;
-            let channel = conn
-                .create_channel()
-                .await
-                .map_err(|e| amqp_error(&self.config, "opening a channel", e))?;
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await
-                .map_err(|e| amqp_error(&self.config, "enabling publisher confirms", e))?;
-            declare_topology(&channel, &self.config).await?;
-            *link = Some((conn, channel));
-        }
-        let Some((_, channel)) = link.as_ref() else {
-            unreachable!("connected above")
-        };
-        let outcome = self.publish_on(channel, payloads).await;
+        let channel = self.channel().await?;
+        let outcome = self.publish_on(&channel, payloads).await;
         if outcome.is_err() {
-            *link = None;
+            let mut link = self.link.lock().await;
+            if link.as_ref().is_some_and(|(_, c)| c.id() == channel.id()) {
+                *link = None;
+            }
         }
         outcome
+    }
+
+    /// The shared confirm-mode channel, connecting first when there is none.
+    async fn channel(&self) -> Result<Channel> {
+        let mut link = self.link.lock().await;
+        if let Some((conn, channel)) = link.as_ref()
+            && conn.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        let conn = connect(&self.config, "cachesync-publisher").await?;
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(|e| amqp_error(&self.config, "opening a channel", e))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| amqp_error(&self.config, "enabling publisher confirms", e))?;
+        declare_topology(&channel, &self.config).await?;
+        *link = Some((conn, channel.clone()));
+        Ok(channel)
     }
 
     async fn publish_on(&self, channel: &Channel, payloads: &[Vec<u8>]) -> Result<()> {
