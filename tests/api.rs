@@ -795,3 +795,151 @@ async fn a_taken_api_listen_address_fails_the_start_naming_the_key() {
     drop(taken);
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn the_daemon_serves_mq_writes_through_the_api_into_redis() {
+    let mut db = common::TestDb::create("apimq").await;
+    db.exec(TABLE_SQL).await;
+    let prefix = common::unique("apimq");
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let toml = common::config_toml(
+        "mq",
+        &format!(
+            "[api]\nlisten = \"127.0.0.1:{port}\"\n\
+             [[tables]]\nname = \"{db}.items\"\nkey = \"{prefix}:item:{{id}}\"\n",
+            db = db.name
+        ),
+    )
+    .replace(
+        "[amqp]\n",
+        &format!(
+            "[amqp]\nexchange = \"{prefix}.x\"\nqueue = \"{prefix}.q\"\n\
+             dead_letter_queue = \"{prefix}.dead\"\noutbox_table = \"{}.outbox\"\n",
+            db.name
+        ),
+    );
+    let config = common::write_config(dir.path(), &toml);
+    let mut child = cachesync(&["run", "--config", config.to_str().unwrap()], dir.path());
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == StatusCode::OK)
+    {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "cachesync run exited early ({status})\n{}",
+                stderr_of(dir.path())
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready within 30 s\n{}",
+            stderr_of(dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("http://127.0.0.1:{port}/v1/tables/{}.items/rows", db.name);
+    let answer = http
+        .put(&url)
+        .json(&json!({"id": 9, "sku": "mq-9", "name": "through the broker"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.status(),
+        StatusCode::OK,
+        "{}",
+        answer.text().await.unwrap_or_default()
+    );
+    let receipt: Json = answer.json().await.unwrap();
+    assert!(
+        receipt["version"].as_u64().is_some(),
+        "outbox writes carry the outbox id: {receipt}"
+    );
+    assert_eq!(
+        receipt["redis"],
+        Json::Null,
+        "the consumer, not the write, fills Redis"
+    );
+
+    // The consumer applies it: poll Redis (bounded), then compare with SELECT's encoding.
+    let mut redis = common::redis_conn().await;
+    let key = format!("{prefix}:item:9");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let cached = loop {
+        if let Some(doc) = redis.get::<_, Option<String>>(&key).await.unwrap() {
+            break doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the event never reached Redis\n{}",
+            stderr_of(dir.path())
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Only to plan the table the way the daemon did.
+    let config = common::config_with_table(
+        "dual-write",
+        json!({ "name": format!("{}.items", db.name), "key": format!("{prefix}:item:{{id}}") }),
+    );
+    let table = common::synced_table(&mut db, &config).await;
+    let row: mysql_async::Row = db
+        .conn
+        .exec_first(format!("{} WHERE id = 9", table.select_sql), ())
+        .await
+        .unwrap()
+        .unwrap();
+    let Encoded::Json(expected) = table.encoder.encode(
+        &table.decode_sql_row(&row).unwrap(),
+        receipt["version"].as_u64(),
+    ) else {
+        unreachable!("json table")
+    };
+    assert_eq!(cached.as_bytes(), expected.as_slice());
+
+    // Delete through the API: the key goes.
+    let answer = http
+        .delete(&url)
+        .json(&json!({"id": 9}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while redis.exists::<_, bool>(&key).await.unwrap() {
+        assert!(Instant::now() < deadline, "the delete never reached Redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let code = wait_exit(&mut child, Duration::from_secs(30), dir.path());
+    assert_eq!(code, 0, "exit 0 after SIGTERM\n{}", stderr_of(dir.path()));
+    common::clear_redis_prefix(&prefix).await;
+    db.drop_db().await;
+    if let Ok(conn) =
+        lapin::Connection::connect(&common::amqp_url(), lapin::ConnectionProperties::default())
+            .await
+        && let Ok(channel) = conn.create_channel().await
+    {
+        for queue in [format!("{prefix}.q"), format!("{prefix}.dead")] {
+            channel
+                .queue_delete(queue.as_str().into(), Default::default())
+                .await
+                .ok();
+        }
+        for exchange in [format!("{prefix}.x"), format!("{prefix}.x.dead")] {
+            channel
+                .exchange_delete(exchange.as_str().into(), Default::default())
+                .await
+                .ok();
+        }
+        conn.close(200, "done".into()).await.ok();
+    }
+}
