@@ -690,6 +690,33 @@ fn stderr_of(dir: &std::path::Path) -> String {
     std::fs::read_to_string(dir.join("stderr")).unwrap_or_default()
 }
 
+/// Polls `url` until it answers 200 (at most 30 s); fails early, with the daemon's stderr,
+/// when the daemon exits.
+async fn wait_for_ok(
+    http: &reqwest::Client,
+    child: &mut std::process::Child,
+    url: &str,
+    dir: &std::path::Path,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http
+        .get(url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == StatusCode::OK)
+    {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("cachesync run exited early ({status})\n{}", stderr_of(dir));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} not 200 within 30 s\n{}",
+            stderr_of(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn api_config(db: &str, prefix: &str, api_port: u16) -> String {
     common::config_toml(
         "dual-write",
@@ -710,29 +737,13 @@ async fn the_daemon_serves_the_api_and_stops_on_sigterm() {
     let config = common::write_config(dir.path(), &api_config(&db.name, &prefix, port));
     let mut child = cachesync(&["run", "--config", config.to_str().unwrap()], dir.path());
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let up = http
-            .get(format!("http://127.0.0.1:{port}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == StatusCode::OK);
-        if up {
-            break;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "cachesync run exited early ({status})\n{}",
-                stderr_of(dir.path())
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no /healthz within 30 s\n{}",
-            stderr_of(dir.path())
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_ok(
+        &http,
+        &mut child,
+        &format!("http://127.0.0.1:{port}/healthz"),
+        dir.path(),
+    )
+    .await;
     let answer = http
         .put(format!(
             "http://127.0.0.1:{port}/v1/tables/{}.items/rows",
@@ -822,26 +833,13 @@ async fn the_daemon_serves_mq_writes_through_the_api_into_redis() {
     let config = common::write_config(dir.path(), &toml);
     let mut child = cachesync(&["run", "--config", config.to_str().unwrap()], dir.path());
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http
-        .get(format!("http://127.0.0.1:{port}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == StatusCode::OK)
-    {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "cachesync run exited early ({status})\n{}",
-                stderr_of(dir.path())
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not ready within 30 s\n{}",
-            stderr_of(dir.path())
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_ok(
+        &http,
+        &mut child,
+        &format!("http://127.0.0.1:{port}/readyz"),
+        dir.path(),
+    )
+    .await;
     let url = format!("http://127.0.0.1:{port}/v1/tables/{}.items/rows", db.name);
     let answer = http
         .put(&url)
@@ -923,23 +921,5 @@ async fn the_daemon_serves_mq_writes_through_the_api_into_redis() {
     assert_eq!(code, 0, "exit 0 after SIGTERM\n{}", stderr_of(dir.path()));
     common::clear_redis_prefix(&prefix).await;
     db.drop_db().await;
-    if let Ok(conn) =
-        lapin::Connection::connect(&common::amqp_url(), lapin::ConnectionProperties::default())
-            .await
-        && let Ok(channel) = conn.create_channel().await
-    {
-        for queue in [format!("{prefix}.q"), format!("{prefix}.dead")] {
-            channel
-                .queue_delete(queue.as_str().into(), Default::default())
-                .await
-                .ok();
-        }
-        for exchange in [format!("{prefix}.x"), format!("{prefix}.x.dead")] {
-            channel
-                .exchange_delete(exchange.as_str().into(), Default::default())
-                .await
-                .ok();
-        }
-        conn.close(200, "done".into()).await.ok();
-    }
+    common::delete_amqp_topology(&prefix).await;
 }

@@ -122,25 +122,7 @@ async fn cleanup(prefix: &str, db: TestDb) {
     common::clear_redis_prefix(prefix).await;
     db.drop_db().await;
     // Queues and exchanges are per test; delete them so the broker does not fill up.
-    if let Ok(conn) =
-        lapin::Connection::connect(&common::amqp_url(), lapin::ConnectionProperties::default())
-            .await
-        && let Ok(channel) = conn.create_channel().await
-    {
-        for queue in [format!("{prefix}.q"), format!("{prefix}.dead")] {
-            channel
-                .queue_delete(queue.as_str().into(), Default::default())
-                .await
-                .ok();
-        }
-        for exchange in [format!("{prefix}.x"), format!("{prefix}.x.dead")] {
-            channel
-                .exchange_delete(exchange.as_str().into(), Default::default())
-                .await
-                .ok();
-        }
-        conn.close(200, "done".into()).await.ok();
-    }
+    common::delete_amqp_topology(prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -202,3 +202,28 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
         .contains(" 200 ")
         .then(|| body.to_owned())
 }
+
+/// Deletes the queues and exchanges a test declared as `<prefix>.q`, `<prefix>.dead`,
+/// `<prefix>.x` and `<prefix>.x.dead`, so per-test topology does not pile up in the broker.
+pub async fn delete_amqp_topology(prefix: &str) {
+    let Ok(conn) =
+        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
+    else {
+        return;
+    };
+    if let Ok(channel) = conn.create_channel().await {
+        for queue in [format!("{prefix}.q"), format!("{prefix}.dead")] {
+            channel
+                .queue_delete(queue.as_str().into(), Default::default())
+                .await
+                .ok();
+        }
+        for exchange in [format!("{prefix}.x"), format!("{prefix}.x.dead")] {
+            channel
+                .exchange_delete(exchange.as_str().into(), Default::default())
+                .await
+                .ok();
+        }
+    }
+    conn.close(200, "done".into()).await.ok();
+}
