@@ -24,6 +24,8 @@
 //! - [`daemon`] — `cachesync run`: connect and check everything, run the strategy, drain on
 //!   SIGINT/SIGTERM.
 //! - [`doctor`] — `cachesync doctor`: binlog settings, grants, reachability, with fixes.
+//! - [`verify`] — `cachesync verify`: compare Redis with MySQL key by key (missing, extra,
+//!   different), and repair without regressing a newer version.
 //! - [`metrics`] — metric names (the dashboard contract) and the Prometheus exporter.
 //! - [`mysql`] — MySQL connections with the session settings the encoding relies on.
 //! - [`redact`], [`error`] — passwords out of messages; the one error type.
@@ -43,5 +45,6 @@ pub mod row;
 pub mod schema;
 pub mod sqlwrite;
 pub mod strategy;
+pub mod verify;
 
 pub use error::{Error, Result};

@@ -44,6 +44,23 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Compare every configured table in MySQL with Redis (canonical encoding, version
+    /// bookkeeping left out) and print the missing, extra and different keys. Exits 1 when
+    /// they differ. `--repair` rewrites the divergent keys from MySQL, never over a newer
+    /// version, and exits 0 when that fixed everything.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Rewrite missing and different keys from MySQL and delete extra ones.
+        #[arg(long)]
+        repair: bool,
+        /// Rows per MySQL batch and Redis pipeline.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        batch: u64,
+        /// Example keys printed per kind of divergence and table.
+        #[arg(long, default_value_t = 5)]
+        examples: usize,
+    },
 }
 
 /// `--config FILE`, shared by every command.
@@ -140,8 +157,91 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            Command::Verify {
+                config,
+                repair,
+                batch,
+                examples,
+            } => {
+                let config = match config.load() {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let options = cachesync::verify::Options {
+                    batch: batch as usize,
+                    examples,
+                    repair,
+                    strategy: config.strategy,
+                    skip_keys: vec![config.binlog.checkpoint_key.clone()],
+                };
+                match verify(&config, &options).await {
+                    Ok(report) => print_verify(&report),
+                    Err(e) => fail(&e.to_string()),
+                }
+            }
         }
     })
+}
+
+/// Connects and runs `verify` over the configured tables.
+async fn verify(
+    config: &Config,
+    options: &cachesync::verify::Options,
+) -> cachesync::Result<cachesync::verify::Report> {
+    let services = cachesync::daemon::Services::connect(config).await?;
+    let report =
+        cachesync::verify::verify(&services.tables, &services.pool, &services.applier, options)
+            .await;
+    services.pool.disconnect().await.ok();
+    report
+}
+
+/// Prints the verify report; exit 0 when Redis is (now) in sync.
+fn print_verify(report: &cachesync::verify::Report) -> ExitCode {
+    let width = report
+        .tables
+        .iter()
+        .map(|t| t.table.len())
+        .chain([5])
+        .max()
+        .unwrap_or(5);
+    println!(
+        "{:<width$}  {:>10}  {:>8}  {:>8}  {:>9}",
+        "table", "rows", "missing", "extra", "different"
+    );
+    for t in &report.tables {
+        println!(
+            "{:<width$}  {:>10}  {:>8}  {:>8}  {:>9}",
+            t.table, t.rows, t.missing.count, t.extra.count, t.different.count
+        );
+    }
+    for t in &report.tables {
+        for (kind, divergence) in [
+            ("missing", &t.missing),
+            ("extra", &t.extra),
+            ("different", &t.different),
+        ] {
+            for key in &divergence.examples {
+                println!("  {} {kind}: {key}", t.table);
+            }
+        }
+        if let Some(remaining) = t.remaining {
+            println!(
+                "  {}: repaired {} keys, {remaining} still divergent",
+                t.table, t.repaired
+            );
+        }
+    }
+    match report.divergent() {
+        0 => {
+            println!("in sync");
+            ExitCode::SUCCESS
+        }
+        n => {
+            println!("{n} divergent keys");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Prints each line of `message` as an error and returns the failure exit code.

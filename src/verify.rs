@@ -1,0 +1,795 @@
+//! `cachesync verify`: compares Redis with MySQL using the canonical encoding, and with
+//! `--repair` rewrites the keys that differ.
+//!
+//! # Comparing
+//!
+//! For each configured table, `select_sql` is streamed (binary protocol) in batches of
+//! [`Options::batch`] rows. Each batch's rows are encoded as the applier would write them
+//! (`encoder.encode(cells, None)`), and the batch's keys are read from Redis in one
+//! pipeline (`GET` for `json`, `HGETALL` for `hash`). cachesync's version bookkeeping
+//! (`_cachesync_v`: the first JSON member, or the hash field) is left out; the rest must be
+//! equal byte for byte. A key of the wrong type counts as *different*. In `invalidate` mode
+//! a missing key is fine (readers fill it), a present one must match.
+//!
+//! *Extra* keys are keys in Redis that match the table's key template but no row produced:
+//! the template becomes a `SCAN MATCH` pattern (literal parts escaped, `*` for each
+//! placeholder), and each candidate that really parses as the template is checked against
+//! the set of keys the rows produced. That set is held in memory (a `HashSet<String>`,
+//! roughly keys × key length bytes per table — some hundred MB for tens of millions of
+//! rows); acceptable for this version. Tombstone keys (`…:cachesync:tombstone`) and the
+//! binlog checkpoint key are skipped. Templates of two tables must not overlap: a key of
+//! one table that also fits another table's template counts as extra for that table.
+//!
+//! # Repairing without regressing
+//!
+//! A concurrent writer may land a newer value at any time, so a repair must never
+//! overwrite a newer version. For every divergent key, in this order:
+//!
+//! 1. read the version Redis holds *now* for the key (its `_cachesync_v`, or for a missing
+//!    key its tombstone's version);
+//! 2. re-read the row from MySQL by primary key;
+//! 3. apply it through the [`Applier`] with that version: an upsert when the row exists,
+//!    a delete when it does not (or always a delete for an `invalidate` table). Without a
+//!    version in Redis the write is unversioned.
+//!
+//! Redis trails MySQL, so the row read in step 2 is at least as new as whatever Redis held
+//! in step 1; the equal version is accepted by the guard (written as a replay), and any
+//! change that lands after step 1 carries a newer version and wins. The repaired key keeps
+//! the version it had. The one window left is an unversioned key: a versioned change
+//! landing between steps 2 and 3 is overwritten (the next change of the row fixes it).
+//! After repairing, the repaired keys are compared again and what is still divergent is
+//! reported.
+//! With `--repair` the divergent keys of a table are also held until the scan of that
+//! table ends (key and primary-key cells each), so repair memory grows with the
+//! divergence, not the table.
+//!
+//! The `cachesync_divergent_keys{strategy, table}` gauge is set after each table (to what
+//! is left after repair when repairing).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use redis::aio::ConnectionManager;
+use tracing::info;
+
+use crate::applier::{Applier, Change, Op, tombstone_key};
+use crate::config::{Format, Mode, VERSION_FIELD};
+use crate::error::{Error, Result};
+use crate::row::{Cell, Encoded};
+use crate::schema::{ColumnType, SyncedTable, quote_ident};
+use crate::strategy::StrategyKind;
+
+/// Time between progress lines per table.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// Keys per `SCAN` step.
+const SCAN_COUNT: usize = 1000;
+
+/// What [`verify`] does.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Rows per MySQL batch and Redis pipeline.
+    pub batch: usize,
+    /// Example keys kept per kind of divergence and table.
+    pub examples: usize,
+    /// Rewrite divergent keys from MySQL.
+    pub repair: bool,
+    /// The `strategy` label of the gauge.
+    pub strategy: StrategyKind,
+    /// Keys that are not rows even when they match a template (the binlog checkpoint).
+    pub skip_keys: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            batch: 1000,
+            examples: 5,
+            repair: false,
+            strategy: StrategyKind::Binlog,
+            skip_keys: Vec::new(),
+        }
+    }
+}
+
+/// How many keys diverge one way, with a few of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Divergence {
+    pub count: u64,
+    /// Up to [`Options::examples`] keys, in the order found.
+    pub examples: Vec<String>,
+}
+
+impl Divergence {
+    fn add(&mut self, key: &str, examples: usize) {
+        self.count += 1;
+        if self.examples.len() < examples {
+            self.examples.push(key.to_owned());
+        }
+    }
+}
+
+/// One table's result.
+#[derive(Debug, Clone, Default)]
+pub struct TableReport {
+    /// `database.table`.
+    pub table: String,
+    /// Rows read from MySQL.
+    pub rows: u64,
+    /// Rows whose key is absent from Redis (never counted for `invalidate` tables).
+    pub missing: Divergence,
+    /// Keys matching the template that no row produced.
+    pub extra: Divergence,
+    /// Keys whose value differs from the row's encoding (or has the wrong type).
+    pub different: Divergence,
+    /// With `--repair`: keys rewritten or deleted.
+    pub repaired: u64,
+    /// With `--repair`: repaired keys that still differ when compared again.
+    pub remaining: Option<u64>,
+}
+
+impl TableReport {
+    /// Keys found divergent (before any repair).
+    pub fn found(&self) -> u64 {
+        self.missing.count + self.extra.count + self.different.count
+    }
+
+    /// Keys divergent now: after repair when repairing.
+    pub fn divergent(&self) -> u64 {
+        self.remaining.unwrap_or_else(|| self.found())
+    }
+}
+
+/// The result of a run over all tables.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub tables: Vec<TableReport>,
+}
+
+impl Report {
+    /// Keys divergent now, over all tables.
+    pub fn divergent(&self) -> u64 {
+        self.tables.iter().map(TableReport::divergent).sum()
+    }
+}
+
+/// A divergent key and the primary-key cells that name its row.
+struct Divergent {
+    key: String,
+    row: Vec<Cell>,
+}
+
+/// Compares every table in `tables` with Redis and, with `options.repair`, repairs.
+pub async fn verify(
+    tables: &[Arc<SyncedTable>],
+    pool: &mysql_async::Pool,
+    applier: &Applier,
+    options: &Options,
+) -> Result<Report> {
+    let mut report = Report::default();
+    let mut conn = pool
+        .get_conn()
+        .await
+        .map_err(|e| Error::mysql("connecting for verify", e))?;
+    let mut redis = applier.connection();
+    let options = Options {
+        batch: options.batch.max(1),
+        ..options.clone()
+    };
+    for table in tables {
+        let mut table_report = TableReport {
+            table: table.name(),
+            ..TableReport::default()
+        };
+        let mut divergent = Vec::new();
+        let seen = scan_rows(
+            &mut conn,
+            &mut redis,
+            table,
+            &options,
+            &mut table_report,
+            &mut divergent,
+        )
+        .await?;
+        scan_extra(
+            &mut redis,
+            table,
+            &options,
+            &seen,
+            &mut table_report,
+            &mut divergent,
+        )
+        .await?;
+        drop(seen);
+        if options.repair && !divergent.is_empty() {
+            let mut remaining = 0;
+            for chunk in divergent.chunks(options.batch) {
+                remaining += repair(&mut conn, &mut redis, applier, table, chunk).await?;
+                table_report.repaired += chunk.len() as u64;
+            }
+            table_report.remaining = Some(remaining);
+        } else if options.repair {
+            table_report.remaining = Some(0);
+        }
+        metrics::gauge!(crate::metrics::DIVERGENT_KEYS, "strategy" => options.strategy.name(), "table" => table.name())
+            .set(table_report.divergent() as f64);
+        info!(
+            table = %table_report.table,
+            rows = table_report.rows,
+            missing = table_report.missing.count,
+            extra = table_report.extra.count,
+            different = table_report.different.count,
+            repaired = table_report.repaired,
+            "verify done"
+        );
+        report.tables.push(table_report);
+    }
+    conn.disconnect().await.ok();
+    Ok(report)
+}
+
+/// Streams the table's rows, compares them batch by batch, and returns the keys they
+/// produced.
+async fn scan_rows(
+    conn: &mut mysql_async::Conn,
+    redis: &mut ConnectionManager,
+    table: &Arc<SyncedTable>,
+    options: &Options,
+    report: &mut TableReport,
+    divergent: &mut Vec<Divergent>,
+) -> Result<HashSet<String>> {
+    let name = table.name();
+    let estimate: Option<u64> = conn
+        .exec_first(
+            "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (&table.schema.database, &table.schema.table),
+        )
+        .await
+        .ok()
+        .flatten();
+    let started = Instant::now();
+    let mut last_report = started;
+    let mut seen = HashSet::new();
+    let mut batch: Vec<(String, Vec<Cell>)> = Vec::with_capacity(options.batch);
+    let mut result = conn
+        .exec_iter(table.select_sql.as_str(), ())
+        .await
+        .map_err(|e| Error::mysql(format!("reading {name}"), e))?;
+    loop {
+        let row: Option<mysql_async::Row> = result
+            .next()
+            .await
+            .map_err(|e| Error::mysql(format!("reading {name}"), e))?;
+        let done = row.is_none();
+        if let Some(row) = row {
+            let cells = table.decode_sql_row(&row)?;
+            batch.push((table.key_of(&cells), cells));
+        }
+        if batch.len() >= options.batch || (done && !batch.is_empty()) {
+            compare_batch(redis, table, &batch, options, report, divergent).await?;
+            report.rows += batch.len() as u64;
+            seen.extend(batch.drain(..).map(|(key, _)| key));
+            if last_report.elapsed() >= PROGRESS_EVERY {
+                last_report = Instant::now();
+                progress(&name, report.rows, estimate, started);
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    Ok(seen)
+}
+
+fn progress(table: &str, done: u64, estimate: Option<u64>, started: Instant) {
+    let seconds = started.elapsed().as_secs_f64().max(1e-3);
+    let total = estimate.map_or_else(|| "?".to_owned(), |t| format!("~{}", t.max(done)));
+    info!(
+        table,
+        rows = done,
+        total,
+        rows_per_s = (done as f64 / seconds) as u64,
+        "verify progress"
+    );
+}
+
+/// Compares one batch of rows with Redis.
+async fn compare_batch(
+    redis: &mut ConnectionManager,
+    table: &SyncedTable,
+    batch: &[(String, Vec<Cell>)],
+    options: &Options,
+    report: &mut TableReport,
+    divergent: &mut Vec<Divergent>,
+) -> Result<()> {
+    let keys: Vec<&str> = batch.iter().map(|(key, _)| key.as_str()).collect();
+    let stored = fetch(redis, table, &keys).await?;
+    for ((key, cells), stored) in batch.iter().zip(stored) {
+        let verdict = judge(table, cells, &stored);
+        let record = match verdict {
+            Verdict::Same => false,
+            Verdict::Missing => {
+                report.missing.add(key, options.examples);
+                true
+            }
+            Verdict::Different => {
+                report.different.add(key, options.examples);
+                true
+            }
+        };
+        if record && options.repair {
+            divergent.push(Divergent {
+                key: key.clone(),
+                row: cells.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+enum Verdict {
+    Same,
+    Missing,
+    Different,
+}
+
+/// How the key of a row (`cells`) compares with it.
+fn judge(table: &SyncedTable, cells: &[Cell], stored: &Stored) -> Verdict {
+    match stored {
+        Stored::Missing if table.config.mode == Mode::Invalidate => Verdict::Same,
+        Stored::Missing => Verdict::Missing,
+        Stored::WrongType => Verdict::Different,
+        Stored::Json(doc) => match table.encoder.encode(cells, None) {
+            Encoded::Json(expected) if strip_json_version(doc).1 == expected => Verdict::Same,
+            _ => Verdict::Different,
+        },
+        Stored::Hash(fields) => match table.encoder.encode(cells, None) {
+            Encoded::Hash(expected) => {
+                let mut actual = fields.clone();
+                actual.remove(VERSION_FIELD.as_bytes());
+                let expected: HashMap<Vec<u8>, Vec<u8>> = expected
+                    .chunks(2)
+                    .map(|pair| (pair[0].clone(), pair[1].clone()))
+                    .collect();
+                if actual == expected {
+                    Verdict::Same
+                } else {
+                    Verdict::Different
+                }
+            }
+            Encoded::Json(_) => Verdict::Different,
+        },
+    }
+}
+
+/// A key as Redis holds it.
+enum Stored {
+    Missing,
+    /// Not the type the table's format writes.
+    WrongType,
+    Json(Vec<u8>),
+    Hash(HashMap<Vec<u8>, Vec<u8>>),
+}
+
+/// Reads `keys` of `table` in one pipeline.
+async fn fetch(
+    redis: &mut ConnectionManager,
+    table: &SyncedTable,
+    keys: &[&str],
+) -> Result<Vec<Stored>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let command = match table.config.format {
+        Format::Json => "GET",
+        Format::Hash => "HGETALL",
+    };
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.cmd(command).arg(*key);
+    }
+    let replies: Vec<redis::RedisResult<redis::Value>> = pipe
+        .ignore_errors()
+        .query_async(redis)
+        .await
+        .map_err(|e| Error::redis(format!("reading the keys of {}", table.name()), e))?;
+    replies
+        .into_iter()
+        .zip(keys)
+        .map(|(reply, key)| match reply {
+            Ok(redis::Value::Nil) => Ok(Stored::Missing),
+            Ok(value) => Ok(match table.config.format {
+                Format::Json => match value {
+                    redis::Value::BulkString(doc) => Stored::Json(doc),
+                    _ => Stored::WrongType,
+                },
+                Format::Hash => match redis::from_redis_value::<HashMap<Vec<u8>, Vec<u8>>>(value) {
+                    Ok(fields) if fields.is_empty() => Stored::Missing,
+                    Ok(fields) => Stored::Hash(fields),
+                    Err(_) => Stored::WrongType,
+                },
+            }),
+            Err(e) if e.code() == Some("WRONGTYPE") => Ok(Stored::WrongType),
+            Err(e) => Err(Error::redis(format!("reading key {key}"), e)),
+        })
+        .collect()
+}
+
+/// Splits `{"_cachesync_v":N,...}` into `N` and `{...}`; other documents come back whole.
+pub fn strip_json_version(doc: &[u8]) -> (Option<u64>, Vec<u8>) {
+    let prefix = format!("{{\"{VERSION_FIELD}\":");
+    let Some(rest) = doc.strip_prefix(prefix.as_bytes()) else {
+        return (None, doc.to_vec());
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let version = std::str::from_utf8(&rest[..digits])
+        .ok()
+        .and_then(|d| d.parse().ok());
+    let rest = &rest[digits..];
+    let mut body = vec![b'{'];
+    body.extend_from_slice(rest.strip_prefix(b",").unwrap_or(rest));
+    (version, body)
+}
+
+/// A key template split into literal text and placeholders (by row position).
+enum Piece {
+    Literal(String),
+    Placeholder(usize),
+}
+
+/// The template of `table`, split into pieces; placeholders are bound to row positions.
+fn pieces(table: &SyncedTable) -> Vec<Piece> {
+    let source = table.config.key.as_str();
+    let mut out = Vec::new();
+    let mut literal = String::new();
+    let mut chars = source.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+                literal.push('{');
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+                literal.push('}');
+            }
+            '{' => {
+                let column: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                if !literal.is_empty() {
+                    out.push(Piece::Literal(std::mem::take(&mut literal)));
+                }
+                let position = table
+                    .encoder
+                    .names()
+                    .iter()
+                    .position(|n| *n == column)
+                    .unwrap_or(0);
+                out.push(Piece::Placeholder(position));
+            }
+            c => literal.push(c),
+        }
+    }
+    if !literal.is_empty() {
+        out.push(Piece::Literal(literal));
+    }
+    out
+}
+
+/// The `SCAN MATCH` pattern of a key template: literal parts with the glob characters
+/// `*?[]\` escaped, `*` for each placeholder.
+fn match_pattern(pieces: &[Piece]) -> String {
+    let mut pattern = String::new();
+    for piece in pieces {
+        match piece {
+            Piece::Literal(text) => {
+                for c in text.chars() {
+                    if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                        pattern.push('\\');
+                    }
+                    pattern.push(c);
+                }
+            }
+            Piece::Placeholder(_) => pattern.push('*'),
+        }
+    }
+    pattern
+}
+
+/// Splits `key` into placeholder texts by the template, `None` when it does not fit.
+/// Placeholder texts are non-empty; ambiguity is resolved by backtracking.
+fn parse_key<'k>(pieces: &[Piece], key: &'k str) -> Option<Vec<(usize, &'k str)>> {
+    fn go<'k>(pieces: &[Piece], key: &'k str, out: &mut Vec<(usize, &'k str)>) -> bool {
+        match pieces.split_first() {
+            None => key.is_empty(),
+            Some((Piece::Literal(text), rest)) => key
+                .strip_prefix(text.as_str())
+                .is_some_and(|k| go(rest, k, out)),
+            Some((Piece::Placeholder(position), rest)) => {
+                if rest.is_empty() {
+                    if key.is_empty() {
+                        return false;
+                    }
+                    out.push((*position, key));
+                    return true;
+                }
+                for (end, _) in key.char_indices().skip(1).chain([(key.len(), ' ')]) {
+                    out.push((*position, &key[..end]));
+                    if go(rest, &key[end..], out) {
+                        return true;
+                    }
+                    out.pop();
+                }
+                false
+            }
+        }
+    }
+    let mut out = Vec::new();
+    go(pieces, key, &mut out).then_some(out)
+}
+
+/// Finds keys matching the table's template that no row produced.
+async fn scan_extra(
+    redis: &mut ConnectionManager,
+    table: &SyncedTable,
+    options: &Options,
+    seen: &HashSet<String>,
+    report: &mut TableReport,
+    divergent: &mut Vec<Divergent>,
+) -> Result<()> {
+    let pieces = pieces(table);
+    let pattern = match_pattern(&pieces);
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(redis)
+            .await
+            .map_err(|e| Error::redis(format!("scanning the keys of {}", table.name()), e))?;
+        for key in keys {
+            // A key that is not UTF-8 cannot be a rendered template.
+            let Ok(key) = String::from_utf8(key) else {
+                continue;
+            };
+            if seen.contains(&key)
+                || key.ends_with(":cachesync:tombstone")
+                || options.skip_keys.contains(&key)
+            {
+                continue;
+            }
+            let Some(parts) = parse_key(&pieces, &key) else {
+                continue;
+            };
+            report.extra.add(&key, options.examples);
+            if options.repair {
+                // Only the key cells matter: they render back to exactly this key.
+                let mut row = vec![Cell::Null; table.types.len()];
+                for (position, text) in parts {
+                    row[position] = Cell::Text(text.to_owned());
+                }
+                divergent.push(Divergent { key, row });
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Repairs `chunk` (see the module doc) and returns how many keys still differ.
+async fn repair(
+    conn: &mut mysql_async::Conn,
+    redis: &mut ConnectionManager,
+    applier: &Applier,
+    table: &Arc<SyncedTable>,
+    chunk: &[Divergent],
+) -> Result<u64> {
+    // 1. The versions Redis holds now.
+    let versions = current_versions(redis, table, chunk).await?;
+    // 2. The rows as MySQL has them now.
+    let mut rows = Vec::with_capacity(chunk.len());
+    for item in chunk {
+        rows.push(read_row(conn, table, item).await?);
+    }
+    // 3. Write them with the versions of step 1.
+    let changes: Vec<Change> = chunk
+        .iter()
+        .zip(&rows)
+        .zip(&versions)
+        .map(|((item, row), version)| match row {
+            Some(cells) if table.config.mode == Mode::Write => Change {
+                table: table.clone(),
+                op: Op::Upsert,
+                row: cells.clone(),
+                version: *version,
+                committed_at_us: None,
+            },
+            _ => Change {
+                table: table.clone(),
+                op: Op::Delete,
+                row: item.row.clone(),
+                version: *version,
+                committed_at_us: None,
+            },
+        })
+        .collect();
+    applier.apply(&changes).await?;
+    // Compare again.
+    let keys: Vec<&str> = chunk.iter().map(|d| d.key.as_str()).collect();
+    let stored = fetch(redis, table, &keys).await?;
+    let mut remaining = 0;
+    for (row, stored) in rows.iter().zip(&stored) {
+        let ok = match row {
+            Some(cells) => matches!(judge(table, cells, stored), Verdict::Same),
+            None => matches!(stored, Stored::Missing),
+        };
+        if !ok {
+            remaining += 1;
+        }
+    }
+    Ok(remaining)
+}
+
+/// The version each key holds now: its `_cachesync_v`, else its tombstone's.
+async fn current_versions(
+    redis: &mut ConnectionManager,
+    table: &SyncedTable,
+    chunk: &[Divergent],
+) -> Result<Vec<Option<u64>>> {
+    let mut pipe = redis::pipe();
+    for item in chunk {
+        match table.config.format {
+            Format::Json => pipe.cmd("GET").arg(&item.key),
+            Format::Hash => pipe.cmd("HGET").arg(&item.key).arg(VERSION_FIELD),
+        };
+        match tombstone_key(&item.key) {
+            Some(tomb) => pipe.cmd("GET").arg(tomb),
+            None => pipe.cmd("ECHO").arg(""),
+        };
+    }
+    let replies: Vec<redis::RedisResult<redis::Value>> = pipe
+        .ignore_errors()
+        .query_async(redis)
+        .await
+        .map_err(|e| Error::redis(format!("reading versions of {}", table.name()), e))?;
+    let number = |reply: &redis::RedisResult<redis::Value>| -> Option<Vec<u8>> {
+        match reply {
+            Ok(redis::Value::BulkString(bytes)) => Some(bytes.clone()),
+            _ => None,
+        }
+    };
+    Ok(replies
+        .chunks(2)
+        .map(|pair| {
+            let own = number(&pair[0]).and_then(|bytes| match table.config.format {
+                Format::Json => strip_json_version(&bytes).0,
+                Format::Hash => std::str::from_utf8(&bytes).ok()?.parse().ok(),
+            });
+            own.or_else(|| {
+                number(&pair[1]).and_then(|b| std::str::from_utf8(&b).ok()?.parse().ok())
+            })
+        })
+        .collect())
+}
+
+/// Re-reads the row a divergent key names, by primary key; `None` when no row has this
+/// key.
+async fn read_row(
+    conn: &mut mysql_async::Conn,
+    table: &SyncedTable,
+    item: &Divergent,
+) -> Result<Option<Vec<Cell>>> {
+    let names = table.encoder.names();
+    let mut conditions = Vec::new();
+    let mut params = Vec::new();
+    for i in (0..names.len()).filter(|&i| table.is_key_position(i)) {
+        let Some(value) = sql_param(&table.types[i], &item.row[i]) else {
+            // A key text that is not a value of the column: no row has this key.
+            return Ok(None);
+        };
+        conditions.push(format!("{} = ?", quote_ident(&names[i])));
+        params.push(value);
+    }
+    let sql = format!("{} WHERE {}", table.select_sql, conditions.join(" AND "));
+    let row: Option<mysql_async::Row> = conn
+        .exec_first(sql.as_str(), params)
+        .await
+        .map_err(|e| Error::mysql(format!("re-reading {} of {}", item.key, table.name()), e))?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let cells = table.decode_sql_row(&row)?;
+    // `user:01` finds the row of `user:1`, which does not own `user:01`.
+    Ok((table.key_of(&cells) == item.key).then_some(cells))
+}
+
+/// A primary-key cell as a query parameter. Cells parsed back from an extra key are
+/// text; they are converted to the column's type, `None` when they do not fit it.
+fn sql_param(ty: &ColumnType, cell: &Cell) -> Option<mysql_async::Value> {
+    use mysql_async::Value;
+    Some(match (ty, cell) {
+        (_, Cell::Null) => return None,
+        (_, Cell::Int(v)) => Value::Int(*v),
+        (_, Cell::UInt(v)) => Value::UInt(*v),
+        (_, Cell::Float(v)) => Value::Float(*v),
+        (_, Cell::Double(v)) => Value::Double(*v),
+        (_, Cell::Bytes(b)) => Value::Bytes(b.clone()),
+        (ColumnType::Int { unsigned: true, .. }, Cell::Text(t)) => Value::UInt(t.parse().ok()?),
+        (ColumnType::Int { .. }, Cell::Text(t)) => Value::Int(t.parse().ok()?),
+        (ColumnType::Binary { .. }, Cell::Text(hex)) => Value::Bytes(unhex(hex)?),
+        (_, Cell::Text(t) | Cell::Json(t)) => Value::Bytes(t.as_bytes().to_vec()),
+    })
+}
+
+fn unhex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces_of(parts: &[(&str, bool)]) -> Vec<Piece> {
+        parts
+            .iter()
+            .enumerate()
+            .map(|(i, (text, placeholder))| {
+                if *placeholder {
+                    Piece::Placeholder(i)
+                } else {
+                    Piece::Literal((*text).to_owned())
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn verify_match_pattern_escapes_glob_characters() {
+        let pieces = pieces_of(&[("a*?[]\\:", false), ("id", true), (":x", false)]);
+        assert_eq!(match_pattern(&pieces), "a\\*\\?\\[\\]\\\\:*:x");
+    }
+
+    #[test]
+    fn verify_parse_key_backtracks() {
+        let pieces = pieces_of(&[("o:", false), ("shop", true), (":", false), ("id", true)]);
+        assert_eq!(
+            parse_key(&pieces, "o:eu:west:7"),
+            Some(vec![(1, "eu"), (3, "west:7")])
+        );
+        let pieces = pieces_of(&[("o:", false), ("a", true), (":x", false)]);
+        assert_eq!(parse_key(&pieces, "o:1:x:2:x"), Some(vec![(1, "1:x:2")]));
+        assert_eq!(parse_key(&pieces, "o::x"), None);
+        assert_eq!(parse_key(&pieces, "p:1:x"), None);
+    }
+
+    #[test]
+    fn verify_strips_the_version_member() {
+        assert_eq!(
+            strip_json_version(br#"{"_cachesync_v":42,"id":1}"#),
+            (Some(42), br#"{"id":1}"#.to_vec())
+        );
+        assert_eq!(
+            strip_json_version(br#"{"id":1}"#),
+            (None, br#"{"id":1}"#.to_vec())
+        );
+    }
+
+    #[test]
+    fn verify_unhex() {
+        assert_eq!(unhex("0001ff"), Some(vec![0, 1, 255]));
+        assert_eq!(unhex("0g"), None);
+        assert_eq!(unhex("abc"), None);
+    }
+}
