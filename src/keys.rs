@@ -22,6 +22,13 @@ enum Part {
     Column(String),
 }
 
+/// A piece of a template, as [`KeyTemplate::parts`] yields it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplatePart<'a> {
+    Literal(&'a str),
+    Column(&'a str),
+}
+
 /// Why a template does not parse.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateError(String);
@@ -96,6 +103,15 @@ impl KeyTemplate {
     /// The template as written.
     pub fn as_str(&self) -> &str {
         &self.source
+    }
+
+    /// The template's pieces in order: literal text (braces unescaped) and placeholder
+    /// column names.
+    pub fn parts(&self) -> impl Iterator<Item = TemplatePart<'_>> {
+        self.parts.iter().map(|p| match p {
+            Part::Literal(s) => TemplatePart::Literal(s),
+            Part::Column(c) => TemplatePart::Column(c),
+        })
     }
 
     /// The placeholder column names, in order of appearance.

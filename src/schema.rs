@@ -301,6 +301,17 @@ impl SyncedTable {
         self.key.render(row)
     }
 
+    /// MySQL's estimate of the table's row count (for progress logs), if it has one.
+    pub async fn estimated_rows(&self, conn: &mut mysql_async::Conn) -> Option<u64> {
+        conn.exec_first(
+            "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (&self.schema.database, &self.schema.table),
+        )
+        .await
+        .ok()
+        .flatten()
+    }
+
     /// Whether position `i` of a row is a primary-key column.
     pub fn is_key_position(&self, i: usize) -> bool {
         self.selected

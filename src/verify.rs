@@ -57,6 +57,7 @@ use tracing::info;
 use crate::applier::{Applier, Change, Op, tombstone_key};
 use crate::config::{Format, Mode, VERSION_FIELD};
 use crate::error::{Error, Result};
+use crate::keys::TemplatePart;
 use crate::row::{Cell, Encoded};
 use crate::schema::{ColumnType, SyncedTable, quote_ident};
 use crate::strategy::StrategyKind;
@@ -240,14 +241,7 @@ async fn scan_rows(
     divergent: &mut Vec<Divergent>,
 ) -> Result<HashSet<String>> {
     let name = table.name();
-    let estimate: Option<u64> = conn
-        .exec_first(
-            "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-            (&table.schema.database, &table.schema.table),
-        )
-        .await
-        .ok()
-        .flatten();
+    let estimate = table.estimated_rows(conn).await;
     let started = Instant::now();
     let mut last_report = started;
     let mut seen = HashSet::new();
@@ -440,40 +434,22 @@ enum Piece {
 
 /// The template of `table`, split into pieces; placeholders are bound to row positions.
 fn pieces(table: &SyncedTable) -> Vec<Piece> {
-    let source = table.config.key.as_str();
-    let mut out = Vec::new();
-    let mut literal = String::new();
-    let mut chars = source.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '{' if chars.peek() == Some(&'{') => {
-                chars.next();
-                literal.push('{');
-            }
-            '}' if chars.peek() == Some(&'}') => {
-                chars.next();
-                literal.push('}');
-            }
-            '{' => {
-                let column: String = chars.by_ref().take_while(|&c| c != '}').collect();
-                if !literal.is_empty() {
-                    out.push(Piece::Literal(std::mem::take(&mut literal)));
-                }
-                let position = table
+    table
+        .config
+        .key
+        .parts()
+        .map(|part| match part {
+            TemplatePart::Literal(text) => Piece::Literal(text.to_owned()),
+            TemplatePart::Column(column) => Piece::Placeholder(
+                table
                     .encoder
                     .names()
                     .iter()
-                    .position(|n| *n == column)
-                    .unwrap_or(0);
-                out.push(Piece::Placeholder(position));
-            }
-            c => literal.push(c),
-        }
-    }
-    if !literal.is_empty() {
-        out.push(Piece::Literal(literal));
-    }
-    out
+                    .position(|n| n == column)
+                    .unwrap_or(0),
+            ),
+        })
+        .collect()
 }
 
 /// The `SCAN MATCH` pattern of a key template: literal parts with the glob characters

@@ -117,14 +117,7 @@ async fn load_table(
     version: u64,
 ) -> Result<()> {
     let name = table.name();
-    let estimate: Option<u64> = conn
-        .exec_first(
-            "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-            (&table.schema.database, &table.schema.table),
-        )
-        .await
-        .ok()
-        .flatten();
+    let estimate = table.estimated_rows(conn).await;
     let started = Instant::now();
     let mut last_report = started;
     let mut done: u64 = 0;
