@@ -380,3 +380,48 @@ async fn rotation_and_a_dropped_replication_connection_lose_nothing() {
     common::clear_redis_prefix(&prefix).await;
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enum_members_come_from_the_binlog_when_the_tailer_lags_behind_an_alter() {
+    let mut db = TestDb::create("binlog_enum").await;
+    db.exec("CREATE TABLE sized (id INT PRIMARY KEY, size ENUM('small','large') NOT NULL)")
+        .await;
+    let prefix = common::unique("bl_enum");
+    let config = config(
+        &prefix,
+        serde_json::json!([{ "name": format!("{}.sized", db.name), "key": format!("{prefix}:t:{{id}}") }]),
+    );
+    // Snapshot (empty table), then stop: the daemon is down while the table changes.
+    let running = start(&config).await;
+    let mut redis = common::redis_conn().await;
+    eventually(
+        "the snapshot's checkpoint",
+        Duration::from_secs(20),
+        || async {
+            let mut redis = common::redis_conn().await;
+            redis.exists(format!("{prefix}:checkpoint")).await.unwrap()
+        },
+    )
+    .await;
+    running.stop().await.unwrap();
+
+    // Row 1 is logged as index 1 of ('small','large'); then the members are reordered,
+    // so today's information_schema says index 1 is 'large'.
+    db.exec("INSERT INTO sized VALUES (1, 'small')").await;
+    db.exec("ALTER TABLE sized MODIFY size ENUM('large','small') NOT NULL")
+        .await;
+    db.exec("INSERT INTO sized VALUES (2, 'small')").await;
+
+    let running = start(&config).await;
+    eventually("both rows", Duration::from_secs(20), || async {
+        cached(&prefix).await.len() == 2
+    })
+    .await;
+    let got = cached(&prefix).await;
+    assert_eq!(got[&format!("{prefix}:t:1")], r#"{"id":1,"size":"small"}"#);
+    assert_eq!(got[&format!("{prefix}:t:2")], r#"{"id":2,"size":"small"}"#);
+    let _: () = redis.del(format!("{prefix}:checkpoint")).await.unwrap();
+    running.stop().await.unwrap();
+    common::clear_redis_prefix(&prefix).await;
+    db.drop_db().await;
+}

@@ -440,7 +440,7 @@ impl Tailer {
             return Ok(current);
         }
         let mut conn = crate::mysql::get_conn(&self.pool, &self.mysql_url).await?;
-        let schema = TableSchema::load(&mut conn, &key.0, &key.1)
+        let mut schema = TableSchema::load(&mut conn, &key.0, &key.1)
             .await?
             .ok_or_else(|| {
                 TailError::Fatal(Error::Strategy {
@@ -448,6 +448,8 @@ impl Tailer {
                     reason: format!("table {}.{} was dropped", key.0, key.1),
                 })
             })?;
+        // The members the rows were written with win over today's information_schema.
+        use_logged_members(&mut schema, tme);
         let planned = SyncedTable::plan(&current.config, schema)
             .map_err(|problems| TailError::Fatal(Error::Config(problems)))?;
         let planned = Arc::new(planned);
@@ -469,18 +471,107 @@ impl Tailer {
 }
 
 /// Whether rows described by `tme` have the columns `table` was planned for: same count
-/// and, when the server logs column names (`binlog_row_metadata=FULL`), same names.
+/// and, when the server logs them (`binlog_row_metadata=FULL`), the same column names and
+/// the same ENUM and SET members (a row stores an ENUM as its member's index, so a
+/// reordered member list would otherwise decode to the wrong string).
 fn shape_matches(table: &SyncedTable, tme: &TableMapEvent<'_>) -> bool {
+    use crate::schema::ColumnType;
     if tme.columns_count() as usize != table.schema.columns.len() {
         return false;
     }
-    match column_names(tme) {
-        Some(names) => names
+    if let Some(names) = column_names(tme)
+        && !names
             .iter()
             .zip(&table.schema.columns)
-            .all(|(logged, planned)| logged == &planned.name),
-        None => true,
+            .all(|(logged, planned)| logged == &planned.name)
+    {
+        return false;
     }
+    let planned = |enums: bool| -> Vec<Vec<String>> {
+        table
+            .schema
+            .columns
+            .iter()
+            .filter_map(|c| match (&c.ty, enums) {
+                (Ok(ColumnType::Enum(members)), true) | (Ok(ColumnType::Set(members)), false) => {
+                    Some(members.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let (enums, sets) = logged_members(tme);
+    enums.is_none_or(|logged| logged == planned(true))
+        && sets.is_none_or(|logged| logged == planned(false))
+}
+
+/// Replaces the ENUM and SET members of `schema` with those the table map logged, when
+/// it logged them and the column counts agree.
+fn use_logged_members(schema: &mut TableSchema, tme: &TableMapEvent<'_>) {
+    use crate::schema::ColumnType;
+    let (enums, sets) = logged_members(tme);
+    let mut enums = enums.map(Vec::into_iter);
+    let mut sets = sets.map(Vec::into_iter);
+    for column in &mut schema.columns {
+        match &mut column.ty {
+            Ok(ColumnType::Enum(members)) => {
+                if let Some(logged) = enums.as_mut().and_then(Iterator::next) {
+                    *members = logged;
+                }
+            }
+            Ok(ColumnType::Set(members)) => {
+                if let Some(logged) = sets.as_mut().and_then(Iterator::next) {
+                    *members = logged;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One member list per ENUM (or SET) column, in column order.
+type Members = Vec<Vec<String>>;
+
+/// The ENUM and the SET columns' members, in column order, when the table map has them.
+fn logged_members(tme: &TableMapEvent<'_>) -> (Option<Members>, Option<Members>) {
+    let text = |raw: &[u8]| String::from_utf8_lossy(raw).into_owned();
+    let (mut enums, mut sets) = (None, None);
+    for field in tme.iter_optional_meta() {
+        match field {
+            Ok(OptionalMetadataField::EnumStrValue(values)) => {
+                enums = Some(
+                    values
+                        .iter_values()
+                        .filter_map(|column| column.ok())
+                        .map(|column| {
+                            column
+                                .values()
+                                .iter()
+                                .map(|v| text(v.value_raw()))
+                                .collect()
+                        })
+                        .collect(),
+                );
+            }
+            Ok(OptionalMetadataField::SetStrValue(values)) => {
+                sets = Some(
+                    values
+                        .iter_values()
+                        .filter_map(|column| column.ok())
+                        .map(|column| {
+                            column
+                                .values()
+                                .iter()
+                                .map(|v| text(v.value_raw()))
+                                .collect()
+                        })
+                        .collect(),
+                );
+            }
+            _ => {}
+        }
+    }
+    (enums, sets)
 }
 
 /// Column names from the table map's optional metadata, when present.
