@@ -41,6 +41,19 @@ fn config(prefix: &str, tables: serde_json::Value) -> Config {
     RawConfig::from_tree(tree).unwrap().validate().unwrap()
 }
 
+/// A binlog config syncing `table` of `db` as `<prefix>:t:{id}`, with the `extra` keys
+/// (e.g. `mode`) in its `[[tables]]` entry.
+fn config_for(db: &TestDb, prefix: &str, table: &str, extra: serde_json::Value) -> Config {
+    let mut entry = serde_json::json!({
+        "name": format!("{}.{table}", db.name),
+        "key": format!("{prefix}:t:{{id}}"),
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        entry[k] = v.clone();
+    }
+    config(prefix, serde_json::json!([entry]))
+}
+
 /// The strategy running in a task, as `cachesync run` runs it.
 struct Running {
     shutdown: CancellationToken,
@@ -71,6 +84,13 @@ impl Running {
     }
 }
 
+/// Stops the strategy (it must stop cleanly) and removes the test's keys and database.
+async fn finish(running: Running, prefix: &str, db: TestDb) {
+    running.stop().await.unwrap();
+    common::clear_redis_prefix(prefix).await;
+    db.drop_db().await;
+}
+
 /// Polls `check` every 50 ms until it holds; fails after `limit` with `what`.
 async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
 where
@@ -91,10 +111,7 @@ async fn changes_of_every_type_arrive_as_select_encodes_them() {
     db.exec("CREATE TABLE not_synced (id INT PRIMARY KEY, secret VARCHAR(16))")
         .await;
     let prefix = common::unique("bl_types");
-    let config = config(
-        &prefix,
-        serde_json::json!([{ "name": format!("{}.all_types", db.name), "key": format!("{prefix}:t:{{id}}") }]),
-    );
+    let config = config_for(&db, &prefix, "all_types", serde_json::json!({}));
     let running = start(&config).await;
     let table = running.services.tables[0].clone();
 
@@ -146,9 +163,7 @@ async fn changes_of_every_type_arrive_as_select_encodes_them() {
     assert!(checkpoint.starts_with("binlog."), "{checkpoint}");
     assert!(checkpoint.contains(" gtid="), "{checkpoint}");
 
-    running.stop().await.unwrap();
-    common::clear_redis_prefix(&prefix).await;
-    db.drop_db().await;
+    finish(running, &prefix, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,10 +181,7 @@ async fn a_snapshot_taken_under_concurrent_writes_converges() {
     )
     .await;
     let prefix = common::unique("bl_snap");
-    let config = config(
-        &prefix,
-        serde_json::json!([{ "name": format!("{}.items", db.name), "key": format!("{prefix}:t:{{id}}") }]),
-    );
+    let config = config_for(&db, &prefix, "items", serde_json::json!({}));
 
     // Writers keep updating, inserting and deleting while the snapshot is taken.
     let stop = CancellationToken::new();
@@ -207,9 +219,7 @@ async fn a_snapshot_taken_under_concurrent_writes_converges() {
 
     wait_converged(&mut db, &table, &prefix, "snapshot + tail").await;
 
-    running.stop().await.unwrap();
-    common::clear_redis_prefix(&prefix).await;
-    db.drop_db().await;
+    finish(running, &prefix, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,10 +228,7 @@ async fn ddl_is_picked_up_without_a_restart() {
     db.exec("CREATE TABLE shapes (id INT PRIMARY KEY, name VARCHAR(16))")
         .await;
     let prefix = common::unique("bl_ddl");
-    let config = config(
-        &prefix,
-        serde_json::json!([{ "name": format!("{}.shapes", db.name), "key": format!("{prefix}:t:{{id}}") }]),
-    );
+    let config = config_for(&db, &prefix, "shapes", serde_json::json!({}));
     let running = start(&config).await;
     let key = |id: u32| format!("{prefix}:t:{id}");
 
@@ -262,9 +269,7 @@ async fn ddl_is_picked_up_without_a_restart() {
     )
     .await;
 
-    running.stop().await.unwrap();
-    common::clear_redis_prefix(&prefix).await;
-    db.drop_db().await;
+    finish(running, &prefix, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,9 +280,11 @@ async fn invalidate_mode_deletes_the_key_on_every_change() {
     db.exec("INSERT INTO pages VALUES (1, 'v1'), (2, 'v1')")
         .await;
     let prefix = common::unique("bl_inval");
-    let config = config(
+    let config = config_for(
+        &db,
         &prefix,
-        serde_json::json!([{ "name": format!("{}.pages", db.name), "key": format!("{prefix}:t:{{id}}"), "mode": "invalidate" }]),
+        "pages",
+        serde_json::json!({ "mode": "invalidate" }),
     );
     let running = start(&config).await;
     let mut redis = common::redis_conn().await;
@@ -305,9 +312,7 @@ async fn invalidate_mode_deletes_the_key_on_every_change() {
         || async { cached(&prefix).await.is_empty() },
     )
     .await;
-    running.stop().await.unwrap();
-    common::clear_redis_prefix(&prefix).await;
-    db.drop_db().await;
+    finish(running, &prefix, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,10 +320,7 @@ async fn a_purged_binlog_is_a_clear_error() {
     let mut db = TestDb::create("binlog_purged").await;
     db.exec("CREATE TABLE t (id INT PRIMARY KEY)").await;
     let prefix = common::unique("bl_purged");
-    let config = config(
-        &prefix,
-        serde_json::json!([{ "name": format!("{}.t", db.name), "key": format!("{prefix}:t:{{id}}") }]),
-    );
+    let config = config_for(&db, &prefix, "t", serde_json::json!({}));
     let mut redis = common::redis_conn().await;
     let _: () = redis
         .set(format!("{prefix}:checkpoint"), "binlog.999999:4")
@@ -342,10 +344,7 @@ async fn rotation_and_a_dropped_replication_connection_lose_nothing() {
     db.exec("CREATE TABLE counters (id INT PRIMARY KEY, n INT NOT NULL)")
         .await;
     let prefix = common::unique("bl_rotate");
-    let config = config(
-        &prefix,
-        serde_json::json!([{ "name": format!("{}.counters", db.name), "key": format!("{prefix}:t:{{id}}") }]),
-    );
+    let config = config_for(&db, &prefix, "counters", serde_json::json!({}));
     let running = start(&config).await;
     let table = running.services.tables[0].clone();
 
@@ -376,9 +375,7 @@ async fn rotation_and_a_dropped_replication_connection_lose_nothing() {
     db.exec("INSERT INTO counters VALUES (3, 1)").await;
     wait_converged(&mut db, &table, &prefix, "changes after the reconnect").await;
 
-    running.stop().await.unwrap();
-    common::clear_redis_prefix(&prefix).await;
-    db.drop_db().await;
+    finish(running, &prefix, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,10 +384,7 @@ async fn enum_members_come_from_the_binlog_when_the_tailer_lags_behind_an_alter(
     db.exec("CREATE TABLE sized (id INT PRIMARY KEY, size ENUM('small','large') NOT NULL)")
         .await;
     let prefix = common::unique("bl_enum");
-    let config = config(
-        &prefix,
-        serde_json::json!([{ "name": format!("{}.sized", db.name), "key": format!("{prefix}:t:{{id}}") }]),
-    );
+    let config = config_for(&db, &prefix, "sized", serde_json::json!({}));
     // Snapshot (empty table), then stop: the daemon is down while the table changes.
     let running = start(&config).await;
     let mut redis = common::redis_conn().await;
@@ -421,7 +415,5 @@ async fn enum_members_come_from_the_binlog_when_the_tailer_lags_behind_an_alter(
     assert_eq!(got[&format!("{prefix}:t:1")], r#"{"id":1,"size":"small"}"#);
     assert_eq!(got[&format!("{prefix}:t:2")], r#"{"id":2,"size":"small"}"#);
     let _: () = redis.del(format!("{prefix}:checkpoint")).await.unwrap();
-    running.stop().await.unwrap();
-    common::clear_redis_prefix(&prefix).await;
-    db.drop_db().await;
+    finish(running, &prefix, db).await;
 }
