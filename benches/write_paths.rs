@@ -43,7 +43,7 @@ use cachesync::config::{Config, RawConfig};
 use cachesync::daemon::Services;
 use cachesync::row::Encoded;
 use cachesync::schema::SyncedTable;
-use cachesync::strategy::{RowWrite, Strategy, SyncStrategy, WriteReceipt};
+use cachesync::strategy::{RedisOutcome, RowWrite, Strategy, SyncStrategy, WriteReceipt};
 use mysql_async::Value;
 use mysql_async::prelude::Queryable;
 use tokio_util::sync::CancellationToken;
@@ -501,9 +501,12 @@ async fn run_writers(
                                 && let WritePath::Strategy(strategy) = &*path
                                 && let Strategy::DualWrite(_) = **strategy
                             {
-                                match receipt.applied {
-                                    Some(applied) => result.guard_drops += applied.stale as u64,
-                                    None => result.pending += 1,
+                                match receipt.redis {
+                                    RedisOutcome::Applied(applied) => {
+                                        result.guard_drops += applied.stale as u64
+                                    }
+                                    RedisOutcome::Pending => result.pending += 1,
+                                    RedisOutcome::Background => {}
                                 }
                             }
                         }

@@ -44,7 +44,7 @@ use crate::applier::Op;
 use crate::error::{Error, Result};
 use crate::redact::redact_url;
 use crate::schema::{ColumnType, SyncedTable};
-use crate::strategy::{RowWrite, Strategy, SyncStrategy, WriteReceipt};
+use crate::strategy::{RedisOutcome, RowWrite, Strategy, SyncStrategy, WriteReceipt};
 
 /// Largest request body accepted; larger ones get 413.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -473,11 +473,15 @@ fn receipt_json(table: &str, op: Op, receipt: &WriteReceipt) -> Json {
         "op": match op { Op::Upsert => "upsert", Op::Delete => "delete" },
         "committed_at_us": receipt.committed_at_us,
         "version": receipt.version,
-        "redis": receipt.applied.map(|a| json!({
-            "written": a.written,
-            "replayed": a.replayed,
-            "stale": a.stale,
-        })),
+        "redis": match receipt.redis {
+            RedisOutcome::Applied(a) => json!({
+                "written": a.written,
+                "replayed": a.replayed,
+                "stale": a.stale,
+            }),
+            RedisOutcome::Pending => json!("pending"),
+            RedisOutcome::Background => json!("background"),
+        },
     })
 }
 

@@ -20,7 +20,9 @@ use cachesync::applier::{Applier, Change, Op};
 use cachesync::row::Encoded;
 use cachesync::schema::SyncedTable;
 use cachesync::strategy::dual_write::DualWriteOptions;
-use cachesync::strategy::{DualWrite, RowWrite, StrategyKind, SyncStrategy};
+use cachesync::strategy::{
+    DualWrite, RedisOutcome, RowWrite, StrategyKind, SyncStrategy, WriteReceipt,
+};
 use metrics_exporter_prometheus::PrometheusHandle;
 use mysql_async::Value;
 use mysql_async::prelude::Queryable;
@@ -263,6 +265,14 @@ async fn until_applier_reconnects(applier: &Applier) {
     }
 }
 
+/// What the write did to Redis, which must be a direct write.
+fn applied(receipt: &WriteReceipt) -> cachesync::applier::Applied {
+    match receipt.redis {
+        RedisOutcome::Applied(applied) => applied,
+        other => panic!("expected a direct Redis write, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_write_lands_in_mysql_and_redis_as_select_encodes_it() {
     let mut f = fixture().await;
@@ -272,7 +282,7 @@ async fn a_write_lands_in_mysql_and_redis_as_select_encodes_it() {
         .await
         .unwrap();
     assert_eq!(receipt.version, Some(1), "the default version is read back");
-    assert_eq!(receipt.applied.unwrap().written, 1);
+    assert_eq!(applied(&receipt).written, 1);
     let expected = f.expected(1).await.unwrap();
     assert_eq!(
         String::from_utf8(expected.clone()).unwrap(),
@@ -373,7 +383,7 @@ async fn redis_down_after_commit_is_counted_and_repaired_when_redis_returns() {
         .write(f.upsert(&[("id", Value::UInt(1)), ("email", "ada@example.com".into())]))
         .await
         .unwrap();
-    assert_eq!(receipt.applied.unwrap().written, 1);
+    assert_eq!(applied(&receipt).written, 1);
     assert_eq!(f.cached(1).await, f.expected(1).await);
     assert_eq!(f.apply_errors(), 0);
 
@@ -395,7 +405,8 @@ async fn redis_down_after_commit_is_counted_and_repaired_when_redis_returns() {
     );
     assert_eq!(receipt.version, Some(2));
     assert_eq!(
-        receipt.applied, None,
+        receipt.redis,
+        RedisOutcome::Pending,
         "nothing reached Redis during the write"
     );
     let committed = f.expected(1).await.unwrap();
@@ -462,13 +473,13 @@ async fn a_late_repair_rereads_the_row_and_does_not_regress_an_unversioned_key()
 
     redis.kill();
     let pending = f.strategy.write(email("b@x")).await.unwrap();
-    assert_eq!(pending.applied, None);
+    assert_eq!(pending.redis, RedisOutcome::Pending);
     assert_eq!(f.strategy.pending_repairs(), 1);
 
     redis.restart().await;
     until_applier_reconnects(&f.applier).await;
     let newer = f.strategy.write(email("c@x")).await.unwrap();
-    assert_eq!(newer.applied.unwrap().written, 1, "c lands directly");
+    assert_eq!(applied(&newer).written, 1, "c lands directly");
     let committed = f.expected(1).await.unwrap();
     assert!(String::from_utf8_lossy(&committed).contains("c@x"));
     assert_eq!(f.cached(1).await.as_ref(), Some(&committed));
@@ -496,9 +507,15 @@ async fn a_full_repair_queue_fails_the_write_and_says_the_key_is_stale() {
     let mut f = fixture_with(&redis.url(), true, options).await;
     redis.kill();
     let row = |id: u64| f.upsert(&[("id", Value::UInt(id)), ("email", "q@x".into())]);
-    assert_eq!(f.strategy.write(row(1)).await.unwrap().applied, None);
+    assert_eq!(
+        f.strategy.write(row(1)).await.unwrap().redis,
+        RedisOutcome::Pending
+    );
     // Another write of the queued key shares its entry.
-    assert_eq!(f.strategy.write(row(1)).await.unwrap().applied, None);
+    assert_eq!(
+        f.strategy.write(row(1)).await.unwrap().redis,
+        RedisOutcome::Pending
+    );
     assert_eq!(f.strategy.pending_repairs(), 1);
 
     let err = f.strategy.write(row(2)).await.unwrap_err().to_string();
@@ -532,7 +549,10 @@ async fn shutdown_drains_the_repair_queue_once_redis_is_back() {
     let mut f = fixture_with(&redis.url(), true, options).await;
     redis.kill();
     let write = f.upsert(&[("id", Value::UInt(7)), ("email", "drain@x".into())]);
-    assert_eq!(f.strategy.write(write).await.unwrap().applied, None);
+    assert_eq!(
+        f.strategy.write(write).await.unwrap().redis,
+        RedisOutcome::Pending
+    );
 
     let shutdown = CancellationToken::new();
     shutdown.cancel();

@@ -9,7 +9,7 @@
 //!   caller a few milliseconds and a dead Redis never blocks it for long. If Redis still
 //!   fails with a retryable error (connection refused or dropped, timeout, `LOADING`,
 //!   `READONLY`, …), the key goes into a bounded in-process **repair queue** and the write
-//!   returns `Ok` with [`WriteReceipt::applied`] = `None`: committed, Redis pending. A
+//!   returns `Ok` with [`RedisOutcome::Pending`]: committed, Redis pending. A
 //!   background task retries the queue with exponential backoff (100 ms → 5 s) until
 //!   Redis is back. Every failed Redis attempt — inline or repair — is counted in
 //!   `cachesync_apply_errors_total` (by the applier, or here when an attempt is cut off by
@@ -60,7 +60,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::{RowWrite, StrategyKind, SyncStrategy, WriteReceipt};
+use super::{RedisOutcome, RowWrite, StrategyKind, SyncStrategy, WriteReceipt};
 use crate::applier::{Applied, Applier, Change, Op, unix_micros};
 use crate::error::{Error, Result};
 use crate::metrics as m;
@@ -300,11 +300,11 @@ impl SyncStrategy for DualWrite {
             version,
             committed_at_us: Some(committed_at_us),
         };
-        let applied = match self.apply_inline(&change).await {
-            Ok(applied) => Some(applied),
+        let redis = match self.apply_inline(&change).await {
+            Ok(applied) => RedisOutcome::Applied(applied),
             Err(e) if e.is_transient() => {
                 self.queue_repair(&write, &change, &e)?;
-                None
+                RedisOutcome::Pending
             }
             Err(e) => {
                 return Err(Error::Strategy {
@@ -324,7 +324,7 @@ impl SyncStrategy for DualWrite {
         Ok(WriteReceipt {
             committed_at_us,
             version,
-            applied,
+            redis,
         })
     }
 

@@ -110,8 +110,20 @@ pub struct WriteReceipt {
     pub committed_at_us: u64,
     /// The version the change carries, if the table has one.
     pub version: Option<u64>,
-    /// What reached Redis during the write itself (dual-write only).
-    pub applied: Option<Applied>,
+    /// Where Redis stands for this change when the write returns.
+    pub redis: RedisOutcome,
+}
+
+/// What a write did to Redis by the time it returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisOutcome {
+    /// The write path wrote Redis itself (dual-write).
+    Applied(Applied),
+    /// Dual-write: Redis failed after the commit; the key waits in the repair queue and
+    /// is stale until repaired.
+    Pending,
+    /// The strategy's background work applies the change (mq consumer, binlog tailer).
+    Background,
 }
 
 /// One way of keeping Redis in sync with MySQL.

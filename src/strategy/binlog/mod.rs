@@ -31,7 +31,7 @@ use tracing::{info, warn};
 
 use self::position::{BinlogPosition, Checkpoint};
 use self::tail::{Batch, TailError, Tailer};
-use super::{RowWrite, StrategyKind, SyncStrategy, WriteReceipt};
+use super::{RedisOutcome, RowWrite, StrategyKind, SyncStrategy, WriteReceipt};
 use crate::applier::{Applier, unix_micros};
 use crate::config::BinlogConfig;
 use crate::error::{Error, Result};
@@ -176,7 +176,7 @@ impl SyncStrategy for Binlog {
         Ok(WriteReceipt {
             committed_at_us,
             version: image.as_deref().and_then(|row| write.table.version_of(row)),
-            applied: None,
+            redis: RedisOutcome::Background,
         })
     }
 

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::broker::Publisher;
 use self::message::ChangeEvent;
-use super::{RowWrite, StrategyKind, SyncStrategy, WriteReceipt};
+use super::{RedisOutcome, RowWrite, StrategyKind, SyncStrategy, WriteReceipt};
 use crate::applier::{Applier, Op, unix_micros};
 use crate::config::{AmqpConfig, PublishMode};
 use crate::error::{Error, Result};
@@ -169,7 +169,7 @@ impl SyncStrategy for Mq {
                 WriteReceipt {
                     committed_at_us,
                     version: event.version,
-                    applied: None,
+                    redis: RedisOutcome::Background,
                 }
             }
             PublishMode::Outbox => {
@@ -187,7 +187,7 @@ impl SyncStrategy for Mq {
                 WriteReceipt {
                     committed_at_us,
                     version: Some(id),
-                    applied: None,
+                    redis: RedisOutcome::Background,
                 }
             }
         };
