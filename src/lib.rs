@@ -14,6 +14,8 @@
 //! - [`row`] — the canonical row model and its `json`/`hash` Redis encodings (the contract
 //!   every strategy shares).
 //! - [`keys`] — Redis key templates such as `user:{id}`.
+//! - [`scan`] — reading a whole table in batches of decoded rows, with progress (snapshot,
+//!   verify).
 //! - [`applier`] — the one writer of rows into Redis: pipelined batches, a per-key version
 //!   guard in Lua, tombstones for deletes, TTL with jitter, the shared metrics.
 //! - [`sqlwrite`] — the application's row write in MySQL (parameterised upsert/delete,
@@ -42,6 +44,7 @@ pub mod metrics;
 pub mod mysql;
 pub mod redact;
 pub mod row;
+pub mod scan;
 pub mod schema;
 pub mod sqlwrite;
 pub mod strategy;

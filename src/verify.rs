@@ -48,7 +48,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use redis::aio::ConnectionManager;
@@ -59,11 +58,10 @@ use crate::config::{Format, Mode, VERSION_FIELD};
 use crate::error::{Error, Result};
 use crate::keys::TemplatePart;
 use crate::row::{Cell, Encoded};
+use crate::scan::TableScan;
 use crate::schema::{ColumnType, SyncedTable, quote_ident};
 use crate::strategy::StrategyKind;
 
-/// Time between progress lines per table.
-const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// Keys per `SCAN` step.
 const SCAN_COUNT: usize = 1000;
 
@@ -240,52 +238,18 @@ async fn scan_rows(
     report: &mut TableReport,
     divergent: &mut Vec<Divergent>,
 ) -> Result<HashSet<String>> {
-    let name = table.name();
-    let estimate = table.estimated_rows(conn).await;
-    let started = Instant::now();
-    let mut last_report = started;
+    let mut scan = TableScan::open(conn, table, options.batch, "verify").await?;
     let mut seen = HashSet::new();
-    let mut batch: Vec<(String, Vec<Cell>)> = Vec::with_capacity(options.batch);
-    let mut result = conn
-        .exec_iter(table.select_sql.as_str(), ())
-        .await
-        .map_err(|e| Error::mysql(format!("reading {name}"), e))?;
-    loop {
-        let row: Option<mysql_async::Row> = result
-            .next()
-            .await
-            .map_err(|e| Error::mysql(format!("reading {name}"), e))?;
-        let done = row.is_none();
-        if let Some(row) = row {
-            let cells = table.decode_sql_row(&row)?;
-            batch.push((table.key_of(&cells), cells));
-        }
-        if batch.len() >= options.batch || (done && !batch.is_empty()) {
-            compare_batch(redis, table, &batch, options, report, divergent).await?;
-            report.rows += batch.len() as u64;
-            seen.extend(batch.drain(..).map(|(key, _)| key));
-            if last_report.elapsed() >= PROGRESS_EVERY {
-                last_report = Instant::now();
-                progress(&name, report.rows, estimate, started);
-            }
-        }
-        if done {
-            break;
-        }
+    while let Some(rows) = scan.next_batch().await? {
+        let batch: Vec<(String, Vec<Cell>)> = rows
+            .into_iter()
+            .map(|cells| (table.key_of(&cells), cells))
+            .collect();
+        compare_batch(redis, table, &batch, options, report, divergent).await?;
+        report.rows += batch.len() as u64;
+        seen.extend(batch.into_iter().map(|(key, _)| key));
     }
     Ok(seen)
-}
-
-fn progress(table: &str, done: u64, estimate: Option<u64>, started: Instant) {
-    let seconds = started.elapsed().as_secs_f64().max(1e-3);
-    let total = estimate.map_or_else(|| "?".to_owned(), |t| format!("~{}", t.max(done)));
-    info!(
-        table,
-        rows = done,
-        total,
-        rows_per_s = (done as f64 / seconds) as u64,
-        "verify progress"
-    );
 }
 
 /// Compares one batch of rows with Redis.

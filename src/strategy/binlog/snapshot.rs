@@ -9,7 +9,6 @@
 //! replays them with larger versions; whichever reaches Redis first, the newer wins.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use tracing::info;
@@ -18,12 +17,11 @@ use super::position::BinlogPosition;
 use crate::applier::{Applier, Change, Op};
 use crate::config::Mode;
 use crate::error::{Error, Result};
+use crate::scan::TableScan;
 use crate::schema::SyncedTable;
 
 /// Rows per Redis batch while loading.
 const CHUNK: usize = 1_000;
-/// How often progress is logged.
-const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// Loads `tables` into Redis and returns the binlog position to tail from. The caller
 /// stores it as the checkpoint once the load is complete.
@@ -116,54 +114,19 @@ async fn load_table(
     applier: &Applier,
     version: u64,
 ) -> Result<()> {
-    let name = table.name();
-    let estimate = table.estimated_rows(conn).await;
-    let started = Instant::now();
-    let mut last_report = started;
-    let mut done: u64 = 0;
-    let mut chunk: Vec<Change> = Vec::with_capacity(CHUNK);
-    let mut result = conn
-        .exec_iter(table.select_sql.as_str(), ())
-        .await
-        .map_err(|e| Error::mysql(format!("reading {name}"), e))?;
-    loop {
-        let row: Option<mysql_async::Row> = result
-            .next()
-            .await
-            .map_err(|e| Error::mysql(format!("reading {name}"), e))?;
-        let Some(row) = row else { break };
-        chunk.push(Change {
-            table: table.clone(),
-            op: Op::Upsert,
-            row: table.decode_sql_row(&row)?,
-            version: Some(version),
-            committed_at_us: None,
-        });
-        if chunk.len() == CHUNK {
-            applier.apply(&chunk).await?;
-            done += chunk.len() as u64;
-            chunk.clear();
-            if last_report.elapsed() >= PROGRESS_EVERY {
-                last_report = Instant::now();
-                report(&name, done, estimate, started);
-            }
-        }
+    let mut scan = TableScan::open(conn, table, CHUNK, "snapshot").await?;
+    while let Some(rows) = scan.next_batch().await? {
+        let changes: Vec<Change> = rows
+            .into_iter()
+            .map(|row| Change {
+                table: table.clone(),
+                op: Op::Upsert,
+                row,
+                version: Some(version),
+                committed_at_us: None,
+            })
+            .collect();
+        applier.apply(&changes).await?;
     }
-    drop(result);
-    applier.apply(&chunk).await?;
-    done += chunk.len() as u64;
-    report(&name, done, Some(done), started);
     Ok(())
-}
-
-fn report(table: &str, done: u64, estimate: Option<u64>, started: Instant) {
-    let seconds = started.elapsed().as_secs_f64().max(1e-3);
-    let total = estimate.map_or_else(|| "?".to_owned(), |t| format!("~{}", t.max(done)));
-    info!(
-        table,
-        rows = done,
-        total,
-        rows_per_s = (done as f64 / seconds) as u64,
-        "snapshot progress"
-    );
 }
