@@ -495,11 +495,7 @@ pub fn row_values(
 ) -> std::result::Result<Vec<(String, Value)>, String> {
     let name = table.name();
     let schema = &table.schema;
-    let pk_names: Vec<&str> = schema
-        .primary_key
-        .iter()
-        .map(|&i| schema.columns[i].name.as_str())
-        .collect();
+    let pk_names = schema.primary_key_names();
     let mut values = Vec::with_capacity(object.len());
     for (column, value) in object {
         let position = schema

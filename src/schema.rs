@@ -176,6 +176,14 @@ type ColumnRow = (
 );
 
 impl TableSchema {
+    /// The primary-key column names, in key order.
+    pub fn primary_key_names(&self) -> Vec<&str> {
+        self.primary_key
+            .iter()
+            .map(|&i| self.columns[i].name.as_str())
+            .collect()
+    }
+
     pub fn position(&self, column: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == column)
     }
@@ -390,11 +398,7 @@ impl SyncedTable {
                 at("name")
             ));
         }
-        let pk_names: Vec<&str> = schema
-            .primary_key
-            .iter()
-            .map(|&i| schema.columns[i].name.as_str())
-            .collect();
+        let pk_names = schema.primary_key_names();
         let placeholders: Vec<&str> = config.key.columns().collect();
         for placeholder in &placeholders {
             if schema.position(placeholder).is_none() {

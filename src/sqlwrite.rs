@@ -92,11 +92,7 @@ impl SqlWrite {
                 )));
             }
         }
-        let pk_names: Vec<&str> = schema
-            .primary_key
-            .iter()
-            .map(|&i| schema.columns[i].name.as_str())
-            .collect();
+        let pk_names = schema.primary_key_names();
         let mut key_params = Vec::with_capacity(pk_names.len());
         for pk in &pk_names {
             let value = write
