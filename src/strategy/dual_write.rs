@@ -325,6 +325,7 @@ impl SyncStrategy for DualWrite {
             committed_at_us,
             version,
             redis,
+            row: (op == Op::Upsert).then_some(change.row),
         })
     }
 

@@ -25,6 +25,7 @@ use crate::applier::{Applied, Op};
 use crate::config::Config;
 use crate::daemon::Services;
 use crate::error::{Error, Result};
+use crate::row::Cell;
 use crate::schema::SyncedTable;
 
 pub use binlog::Binlog;
@@ -103,7 +104,7 @@ pub struct RowWrite {
 }
 
 /// What a completed write reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WriteReceipt {
     /// When MySQL committed the change, µs since the Unix epoch (as seen by cachesync
     /// right after COMMIT returned).
@@ -112,6 +113,10 @@ pub struct WriteReceipt {
     pub version: Option<u64>,
     /// Where Redis stands for this change when the write returns.
     pub redis: RedisOutcome,
+    /// The row as committed, read back inside the write's transaction (`None` for a
+    /// delete). The benchmark reads its own version column from it whatever the table's
+    /// `version_column`, to tell which committed change Redis holds.
+    pub row: Option<Vec<Cell>>,
 }
 
 /// What a write did to Redis by the time it returned.

@@ -177,6 +177,7 @@ impl SyncStrategy for Binlog {
             committed_at_us,
             version: image.as_deref().and_then(|row| write.table.version_of(row)),
             redis: RedisOutcome::Background,
+            row: image,
         })
     }
 

@@ -42,6 +42,15 @@ use crate::schema::SyncedTable;
 /// event is safe in the outbox either way).
 pub const RELAY_WAIT: Duration = Duration::from_secs(10);
 
+/// The committed half of an mq write: when it committed and the row read back.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// µs since the Unix epoch, right after COMMIT returned (outbox: just before COMMIT).
+    pub committed_at_us: u64,
+    /// The row as committed; `None` for a delete.
+    pub row: Option<Vec<crate::row::Cell>>,
+}
+
 /// The MQ strategy.
 pub struct Mq {
     pool: mysql_async::Pool,
@@ -91,18 +100,21 @@ impl Mq {
 
     /// The first half of a `direct` write: commit the row and build its event. Exposed
     /// so tests can stop here, as a crash would.
-    pub async fn commit_direct(&self, write: &RowWrite) -> Result<(ChangeEvent, u64)> {
+    pub async fn commit_direct(&self, write: &RowWrite) -> Result<(ChangeEvent, Committed)> {
         let image = crate::sqlwrite::commit(&self.pool, write).await?;
         let committed_at_us = unix_micros(SystemTime::now());
         Ok((
-            self.event(write, image, None, committed_at_us)?,
-            committed_at_us,
+            self.event(write, image.clone(), None, committed_at_us)?,
+            Committed {
+                committed_at_us,
+                row: image,
+            },
         ))
     }
 
     /// The first half of an `outbox` write: the row and its event in one transaction.
     /// Returns the outbox id. Exposed so tests can stop here, as a crash would.
-    pub async fn commit_with_outbox(&self, write: &RowWrite) -> Result<(u64, u64)> {
+    pub async fn commit_with_outbox(&self, write: &RowWrite) -> Result<(u64, Committed)> {
         self.ensure_outbox().await?;
         let mut conn = crate::mysql::get_conn(&self.pool, &self.mysql_url).await?;
         let mut tx = conn
@@ -114,12 +126,18 @@ impl Mq {
         // outbox id) and the consumer measures propagation from this moment, just
         // before COMMIT.
         let committed_at_us = unix_micros(SystemTime::now());
-        let event = self.event(write, image, None, committed_at_us)?;
+        let event = self.event(write, image.clone(), None, committed_at_us)?;
         let id = outbox::insert(&mut tx, &self.config.outbox_table, &event).await?;
         tx.commit()
             .await
             .map_err(|e| Error::mysql("writing a row: COMMIT", e))?;
-        Ok((id, committed_at_us))
+        Ok((
+            id,
+            Committed {
+                committed_at_us,
+                row: image,
+            },
+        ))
     }
 
     fn event(
@@ -155,7 +173,7 @@ impl SyncStrategy for Mq {
         let table = write.table.name();
         let receipt = match self.config.publish {
             PublishMode::Direct => {
-                let (event, committed_at_us) = self.commit_direct(&write).await?;
+                let (event, committed) = self.commit_direct(&write).await?;
                 self.publisher
                     .publish_all(&[event.to_bytes()])
                     .await
@@ -167,14 +185,15 @@ impl SyncStrategy for Mq {
                         ),
                     })?;
                 WriteReceipt {
-                    committed_at_us,
+                    committed_at_us: committed.committed_at_us,
                     version: event.version,
                     redis: RedisOutcome::Background,
+                    row: committed.row,
                 }
             }
             PublishMode::Outbox => {
                 let mut relayed = self.relayed.subscribe();
-                let (id, committed_at_us) = self.commit_with_outbox(&write).await?;
+                let (id, committed) = self.commit_with_outbox(&write).await?;
                 self.relay_kick.notify_one();
                 let confirmed =
                     tokio::time::timeout(RELAY_WAIT, relayed.wait_for(|&r| r >= id)).await;
@@ -185,9 +204,10 @@ impl SyncStrategy for Mq {
                     );
                 }
                 WriteReceipt {
-                    committed_at_us,
+                    committed_at_us: committed.committed_at_us,
                     version: Some(id),
                     redis: RedisOutcome::Background,
+                    row: committed.row,
                 }
             }
         };
