@@ -326,6 +326,9 @@ mariadb_start_process() {
         --binlog-row-image=FULL
         --binlog-row-metadata=FULL
         --binlog-cache-size=1M
+        # Per-user statement counters (information_schema.USER_STATISTICS): the read-path
+        # tests and the read-storm scenario count MySQL queries on MySQL's side.
+        --userstat=1
         # Don't let benchmark binlogs fill the disk forever.
         --binlog-expire-logs-seconds=172800
         # Test/bench settings: durability traded for speed, room for big rows

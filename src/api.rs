@@ -1,9 +1,11 @@
-//! The sidecar HTTP write API: applications that cannot link the library upsert and
-//! delete rows of the configured tables over HTTP, through the configured strategy's
-//! write path ([`SyncStrategy::write`]).
+//! The sidecar HTTP API: applications that cannot link the library upsert and delete
+//! rows of the configured tables over HTTP, through the configured strategy's write path
+//! ([`SyncStrategy::write`]), and read them through the cache-aside read path
+//! ([`crate::read`]).
 //!
 //! | method and path | body | answer |
 //! |---|---|---|
+//! | `GET /v1/tables/{db.table}/rows?<pk column>=<value>&…` | — | 200 the row as JSON (the `json` encoding without `_cachesync_v`), 404 no such row |
 //! | `PUT /v1/tables/{db.table}/rows` | JSON object column → value, every primary-key column included | 200 receipt |
 //! | `DELETE /v1/tables/{db.table}/rows` | JSON object of exactly the primary-key columns | 200 receipt |
 //! | `GET /healthz` | — | 200 `{"status":"ok"}` while the process serves (never needs the token) |
@@ -26,12 +28,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::get;
 use mysql_async::Value;
 use mysql_async::prelude::Queryable;
 use serde_json::{Value as Json, json};
@@ -40,8 +42,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::applier::Op;
+use crate::applier::{Applier, Op};
 use crate::error::{Error, Result};
+use crate::read::{Answer, ReadError, ReadPath};
 use crate::redact::redact_url;
 use crate::schema::{ColumnType, SyncedTable};
 use crate::strategy::{RedisOutcome, RowWrite, Strategy, SyncStrategy, WriteReceipt};
@@ -231,6 +234,9 @@ pub struct ApiState {
     readiness: Readiness,
     /// Writes in flight, which outlive a client that hangs up.
     writes: TaskTracker,
+    /// The read path behind `GET`: given, or built on the first read from the readiness
+    /// check's MySQL pool and Redis URL (so a sidecar that is never read connects nothing).
+    reads: tokio::sync::OnceCell<Arc<ReadPath>>,
 }
 
 impl ApiState {
@@ -242,20 +248,84 @@ impl ApiState {
         readiness: Readiness,
         token: Option<String>,
     ) -> Arc<ApiState> {
+        Self::build(strategy, tables, readiness, token, None)
+    }
+
+    /// Like [`ApiState::new`], with the read path `reads` behind `GET` (tests and the
+    /// read-storm scenario bring their own, e.g. reading MySQL as a dedicated user).
+    pub fn with_reads(
+        strategy: Arc<Strategy>,
+        tables: Vec<Arc<SyncedTable>>,
+        readiness: Readiness,
+        token: Option<String>,
+        reads: Arc<ReadPath>,
+    ) -> Arc<ApiState> {
+        Self::build(strategy, tables, readiness, token, Some(reads))
+    }
+
+    fn build(
+        strategy: Arc<Strategy>,
+        tables: Vec<Arc<SyncedTable>>,
+        readiness: Readiness,
+        token: Option<String>,
+        reads: Option<Arc<ReadPath>>,
+    ) -> Arc<ApiState> {
         Arc::new(ApiState {
             strategy,
             tables: tables.into_iter().map(|t| (t.name(), t)).collect(),
             token,
             readiness,
             writes: TaskTracker::new(),
+            reads: tokio::sync::OnceCell::new_with(reads),
         })
+    }
+
+    /// The read path, connected on first use; Bloom filters not built yet are built in
+    /// the background (reads skip a filter until it is ready).
+    async fn reads(&self) -> Result<Arc<ReadPath>> {
+        self.reads
+            .get_or_try_init(|| async {
+                // Fills never delete, so the tombstone TTL of this applier is unused.
+                const UNUSED_TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
+                let applier = Applier::connect(
+                    &self.readiness.redis_url,
+                    UNUSED_TOMBSTONE_TTL,
+                    self.strategy.kind(),
+                )
+                .await?;
+                let mut tables: Vec<Arc<SyncedTable>> = self.tables.values().cloned().collect();
+                tables.sort_by_key(|t| t.config.index);
+                let reads = ReadPath::new(
+                    self.readiness.pool.clone(),
+                    &self.readiness.mysql_url,
+                    applier,
+                    &tables,
+                );
+                let builder = reads.clone();
+                tokio::spawn(async move {
+                    match builder.build_bloom_filters().await {
+                        Ok(built) => {
+                            for (table, rows) in built {
+                                info!(table, rows, "bloom filter built");
+                            }
+                        }
+                        Err(e) => warn!(error = %e, "could not build the bloom filters; reads go without them"),
+                    }
+                });
+                Ok(reads)
+            })
+            .await
+            .cloned()
     }
 }
 
 /// The API's routes on `state`.
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
-        .route("/v1/tables/{table}/rows", put(upsert).delete(delete))
+        .route(
+            "/v1/tables/{table}/rows",
+            get(read).put(upsert).delete(delete),
+        )
         .route("/readyz", get(readyz))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .route("/healthz", get(healthz))
@@ -388,7 +458,7 @@ async fn not_found(uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!(
-            "no route {}; routes: PUT and DELETE /v1/tables/<database.table>/rows, \
+            "no route {}; routes: GET, PUT and DELETE /v1/tables/<database.table>/rows, \
              GET /healthz, GET /readyz",
             uri.path()
         ),
@@ -400,6 +470,42 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         format!("{method} is not allowed on {}", uri.path()),
     )
+}
+
+/// `GET /v1/tables/{table}/rows?<pk>=<value>&…`: the row through the read path.
+async fn read(
+    State(state): State<Arc<ApiState>>,
+    table: std::result::Result<Path<String>, PathRejection>,
+    query: std::result::Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> std::result::Result<Response, ApiError> {
+    let Path(name) = table.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let Query(pairs) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let reads = state.reads().await?;
+    match reads.get(&name, &pairs).await {
+        Ok(Answer::Found(doc)) => Ok((
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            Bytes::copy_from_slice(&doc),
+        )
+            .into_response()),
+        Ok(Answer::Absent) => {
+            let key: Vec<String> = pairs.iter().map(|(c, v)| format!("{c}={v}")).collect();
+            Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no row of {name} with {}", key.join(", ")),
+            ))
+        }
+        Err(ReadError::UnknownTable(message) | ReadError::Disabled(message)) => {
+            Err(ApiError::new(StatusCode::NOT_FOUND, message))
+        }
+        Err(ReadError::BadKey(message)) => Err(ApiError::bad_request(message)),
+        Err(ReadError::Failed(error)) => Err(ApiError::new(
+            status_of(&error),
+            error.to_string().replace('\n', "; "),
+        )),
+    }
 }
 
 async fn upsert(

@@ -31,17 +31,31 @@ use crate::strategy::StrategyKind;
 
 /// The version-guarded write of one or more changes, optionally with a checkpoint.
 ///
-/// KEYS: the checkpoint key when ARGV[1] is not empty, then for each change its row key
-/// and its tombstone key (the row key again when no tombstone can share its slot).
+/// KEYS: the checkpoint key when ARGV[1] is not empty, then for each change its row key,
+/// its tombstone key and its read-marker key ([`fill_key`]) — the row key again in place
+/// of either when it cannot share the row key's slot.
 /// ARGV[1]: the checkpoint value or empty; ARGV[2]: tombstone TTL in ms; then for each
 /// change: `u`/`d`, the version as decimal text or empty, `j`/`h`, the TTL in ms (0 =
 /// none), the number N of payload arguments, and N payload arguments (the JSON document,
 /// or the hash's field/value pairs).
 ///
+/// Every `u`/`d` change also deletes the row's read marker: the read path's fill lease
+/// and its "no such row" marker (see [`crate::read`]). That is what keeps a cache-aside
+/// fill from overwriting a newer synced value whatever the version domain: a fill holds a
+/// lease taken *before* its MySQL read and writes only while the lease is intact, so any
+/// synced change (upsert or delete, versioned or not) that reaches Redis after the read
+/// began voids the fill, and one that reached Redis before it is visible to the read.
+///
+/// The read path's fills use the same script with op `f` (fill a missing key), `r`
+/// (refresh a present key early) or `n` (remember that the row does not exist for TTL
+/// ms); for them the version slot carries the lease token. A fill writes unversioned and
+/// only while the read marker still holds its token; `f` also only when the key is absent.
+///
 /// Returns one result per change: 1 written (newer than what Redis held), 2 written again
-/// at the same version (a replay or redelivery: same bytes), 0 skipped (older). The
-/// checkpoint is set last, so it moves only when every change of the call is in — a
-/// script runs atomically, and one that fails part-way has not reached the checkpoint.
+/// at the same version (a replay or redelivery: same bytes), 0 skipped (older, or a fill
+/// whose lease was lost). The checkpoint is set last, so it moves only when every change
+/// of the call is in — a script runs atomically, and one that fails part-way has not
+/// reached the checkpoint.
 pub const APPLY_LUA: &str = r#"
 -- Versions are u64 in decimal: compare as text (a longer string is larger) because Lua
 -- numbers are doubles and lose precision above 2^53.
@@ -50,7 +64,36 @@ local function older(a, b)
   return a < b
 end
 
-local function apply(key, tomb, op, ver, fmt, ttl, tomb_ttl, first, last)
+local function write_row(key, fmt, ttl, first, last)
+  if fmt == 'j' then
+    if ttl > 0 then redis.call('SET', key, ARGV[first], 'PX', ttl) else redis.call('SET', key, ARGV[first]) end
+  else
+    redis.call('DEL', key)
+    redis.call('HSET', key, unpack(ARGV, first, last))
+    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+  end
+end
+
+-- A read-path fill: only while the lease taken before the MySQL read is intact.
+local function fill(key, marker, op, token, fmt, ttl, first, last)
+  if marker == key or redis.call('GET', marker) ~= token then return 0 end
+  if op == 'n' then
+    if redis.call('EXISTS', key) == 1 then redis.call('DEL', marker) return 0 end
+    redis.call('SET', marker, 'absent', 'PX', ttl)
+    return 1
+  end
+  redis.call('DEL', marker)
+  if op == 'f' and redis.call('EXISTS', key) == 1 then return 0 end
+  write_row(key, fmt, ttl, first, last)
+  return 1
+end
+
+local function apply(key, tomb, marker, op, ver, fmt, ttl, tomb_ttl, first, last)
+  if op == 'f' or op == 'r' or op == 'n' then
+    return fill(key, marker, op, ver, fmt, ttl, first, last)
+  end
+  -- Whatever this change does, a fill whose MySQL read began before it must not land.
+  if marker ~= key then redis.call('DEL', marker) end
   local tombstoned, result = false, 1
   if ver ~= '' then
     local current
@@ -79,13 +122,7 @@ local function apply(key, tomb, op, ver, fmt, ttl, tomb_ttl, first, last)
     return result
   end
   if tombstoned then redis.call('DEL', tomb) end
-  if fmt == 'j' then
-    if ttl > 0 then redis.call('SET', key, ARGV[first], 'PX', ttl) else redis.call('SET', key, ARGV[first]) end
-  else
-    redis.call('DEL', key)
-    redis.call('HSET', key, unpack(ARGV, first, last))
-    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
-  end
+  write_row(key, fmt, ttl, first, last)
   return result
 end
 
@@ -94,9 +131,9 @@ local k, a, results = 1, 3, {}
 if checkpoint ~= '' then k = 2 end
 while a <= #ARGV do
   local n = tonumber(ARGV[a + 4])
-  results[#results + 1] = apply(KEYS[k], KEYS[k + 1], ARGV[a], ARGV[a + 1], ARGV[a + 2],
-    tonumber(ARGV[a + 3]), tomb_ttl, a + 5, a + 4 + n)
-  k = k + 2
+  results[#results + 1] = apply(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a], ARGV[a + 1],
+    ARGV[a + 2], tonumber(ARGV[a + 3]), tomb_ttl, a + 5, a + 4 + n)
+  k = k + 3
   a = a + 5 + n
 end
 if checkpoint ~= '' then redis.call('SET', KEYS[1], checkpoint) end
@@ -116,8 +153,10 @@ impl ScriptArgs {
         let table = &change.table;
         let key = table.key_of(&change.row);
         let tomb = tombstone_key(&key).unwrap_or_else(|| key.clone());
+        let marker = fill_key(&key).unwrap_or_else(|| key.clone());
         self.keys.push(key);
         self.keys.push(tomb);
+        self.keys.push(marker);
         let op: &[u8] = match change.op {
             Op::Upsert => b"u",
             Op::Delete => b"d",
@@ -130,15 +169,7 @@ impl ScriptArgs {
             .version
             .map(|v| itoa::Buffer::new().format(v).as_bytes().to_vec())
             .unwrap_or_default();
-        let ttl_ms = table.config.ttl.map_or(0, |ttl| {
-            let jitter = table.config.ttl_jitter.as_millis() as u64;
-            ttl.as_millis() as u64
-                + if jitter > 0 {
-                    rng.random_range(0..=jitter)
-                } else {
-                    0
-                }
-        });
+        let ttl_ms = row_ttl_ms(table, rng);
         let payload = match change.op {
             Op::Delete => Vec::new(),
             Op::Upsert => match table.encoder.encode(&change.row, change.version) {
@@ -161,8 +192,36 @@ impl ScriptArgs {
     }
 }
 
+/// The TTL of a row key in ms (0 = none): the table's `ttl` plus up to `ttl_jitter` at
+/// random, so keys written together do not expire together.
+fn row_ttl_ms(table: &SyncedTable, rng: &mut impl Rng) -> u64 {
+    table.config.ttl.map_or(0, |ttl| {
+        let jitter = table.config.ttl_jitter.as_millis() as u64;
+        ttl.as_millis() as u64
+            + if jitter > 0 {
+                rng.random_range(0..=jitter)
+            } else {
+                0
+            }
+    })
+}
+
+/// What a read-path fill ([`Applier::fill`]) writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FillOp {
+    /// The row read from MySQL, into a key that is missing.
+    Fill,
+    /// The row read from MySQL, over the key's current value (early refresh).
+    Refresh,
+    /// "No such row" into the read marker, for the given TTL.
+    Absent(Duration),
+}
+
 /// Suffix of tombstone keys.
 const TOMBSTONE_SUFFIX: &str = ":cachesync:tombstone";
+
+/// Suffix of read-marker keys (the read path's fill lease or "no such row" marker).
+const FILL_SUFFIX: &str = ":cachesync:fill";
 
 /// What a change does to its row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +264,17 @@ pub struct Applier {
     script: Arc<redis::Script>,
     strategy: StrategyKind,
     tombstone_ttl_ms: u64,
+    /// What every batch of this applier (and its clones) did, for callers that need
+    /// their own count rather than the process-wide metric (the benchmark).
+    totals: Arc<AppliedTotals>,
+}
+
+/// Running sums of [`Applied`].
+#[derive(Debug, Default)]
+struct AppliedTotals {
+    written: std::sync::atomic::AtomicUsize,
+    replayed: std::sync::atomic::AtomicUsize,
+    stale: std::sync::atomic::AtomicUsize,
 }
 
 impl Applier {
@@ -220,6 +290,7 @@ impl Applier {
             script: Arc::new(redis::Script::new(APPLY_LUA)),
             strategy,
             tombstone_ttl_ms: tombstone_ttl.as_millis() as u64,
+            totals: Arc::default(),
         };
         applier
             .load_script()
@@ -231,6 +302,16 @@ impl Applier {
     /// The connection, for callers that read what the applier wrote (verify, tests).
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// What all batches applied so far did, summed.
+    pub fn totals(&self) -> Applied {
+        use std::sync::atomic::Ordering::Relaxed;
+        Applied {
+            written: self.totals.written.load(Relaxed),
+            replayed: self.totals.replayed.load(Relaxed),
+            stale: self.totals.stale.load(Relaxed),
+        }
     }
 
     async fn load_script(&self) -> redis::RedisResult<()> {
@@ -255,6 +336,13 @@ impl Applier {
         /// Reloads allowed per batch: one is normal after a restart, more means someone
         /// keeps flushing scripts.
         const MAX_RELOADS: usize = 3;
+        if let Err(e) = self.remember_in_bloom(changes).await {
+            for change in changes {
+                metrics::counter!(m::APPLY_ERRORS, "strategy" => self.strategy.name(), "table" => change.table.name())
+                    .increment(1);
+            }
+            return Err(e);
+        }
         let mut conn = self.conn.clone();
         let mut results: Vec<i64> = Vec::with_capacity(changes.len());
         let mut reloads = 0;
@@ -312,13 +400,99 @@ impl Applier {
         Error::redis(context, e)
     }
 
+    /// The read path's version-safe fill of `key` (see [`APPLY_LUA`]): writes `row`
+    /// (unversioned, with the table's TTL and jitter) or the "absent" marker only while
+    /// the read marker of `key` still holds `token`, the lease taken before the row was
+    /// read from MySQL. `Ok(false)`: a synced change (or another reader) came first and
+    /// nothing was written.
+    pub async fn fill(
+        &self,
+        table: &SyncedTable,
+        key: &str,
+        op: FillOp,
+        token: &str,
+        row: Option<&[Cell]>,
+    ) -> Result<bool> {
+        let Some(marker) = fill_key(key) else {
+            return Ok(false);
+        };
+        let (code, ttl_ms, payload): (&str, u64, Vec<Vec<u8>>) = match (op, row) {
+            (FillOp::Absent(ttl), _) => ("n", ttl.as_millis() as u64, Vec::new()),
+            (FillOp::Fill | FillOp::Refresh, Some(row)) => (
+                if op == FillOp::Fill { "f" } else { "r" },
+                row_ttl_ms(table, &mut rand::rng()),
+                match table.encoder.encode(row, None) {
+                    Encoded::Json(doc) => vec![doc],
+                    Encoded::Hash(fields) => fields,
+                },
+            ),
+            (_, None) => return Ok(false),
+        };
+        let format = match table.config.format {
+            crate::config::Format::Json => "j",
+            crate::config::Format::Hash => "h",
+        };
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash())
+            .arg(3)
+            .arg(key)
+            .arg(key)
+            .arg(marker)
+            .arg("")
+            .arg(self.tombstone_ttl_ms)
+            .arg(code)
+            .arg(token)
+            .arg(format)
+            .arg(ttl_ms)
+            .arg(payload.len())
+            .arg(payload);
+        let mut conn = self.conn.clone();
+        let mut outcome = cmd.query_async::<Vec<i64>>(&mut conn).await;
+        if let Err(e) = &outcome
+            && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        {
+            self.load_script()
+                .await
+                .map_err(|e| Error::redis("loading the apply script", e))?;
+            outcome = cmd.query_async::<Vec<i64>>(&mut conn).await;
+        }
+        let results = outcome
+            .map_err(|e| Error::redis(format!("filling key {key} of {}", table.name()), e))?;
+        Ok(results.first() == Some(&1))
+    }
+
+    /// Adds the keys of `changes` to their tables' Bloom filters (tables with
+    /// `read.bloom`), before the rows themselves are written: a row visible in Redis is
+    /// always in its filter. Upserts are added; deletes are not (a Bloom filter cannot
+    /// forget), except in `invalidate` mode, where every change arrives as a delete.
+    async fn remember_in_bloom(&self, changes: &[Change]) -> Result<()> {
+        if !changes.iter().any(|c| c.table.config.read.bloom.is_some()) {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for change in changes {
+            let table = &change.table;
+            let Some(bloom) = crate::read::bloom::Bloom::of(table) else {
+                continue;
+            };
+            if change.op == Op::Delete && table.config.mode == crate::config::Mode::Write {
+                continue;
+            }
+            bloom.add_to(&mut pipe, &table.key_of(&change.row));
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| Error::redis("adding keys to the Bloom filter", e))
+    }
+
     /// One script call per change, pipelined: each call touches one row key and its
-    /// tombstone only, so the batch works on Redis Cluster.
+    /// tombstone and read marker only, so the batch works on Redis Cluster.
     fn pipeline(&self, changes: &[Change]) -> redis::Pipeline {
         let mut pipe = redis::pipe();
         let mut rng = rand::rng();
         for change in changes {
-            let cmd = pipe.cmd("EVALSHA").arg(self.script.get_hash()).arg(2);
+            let cmd = pipe.cmd("EVALSHA").arg(self.script.get_hash()).arg(3);
             let mut args = ScriptArgs::default();
             args.push(change, &mut rng);
             cmd.arg(args.keys)
@@ -338,6 +512,13 @@ impl Applier {
         checkpoint_key: &str,
         checkpoint: &str,
     ) -> Result<Applied> {
+        if let Err(e) = self.remember_in_bloom(changes).await {
+            for change in changes {
+                metrics::counter!(m::APPLY_ERRORS, "strategy" => self.strategy.name(), "table" => change.table.name())
+                    .increment(1);
+            }
+            return Err(e);
+        }
         let mut args = ScriptArgs::default();
         {
             // ThreadRng is not Send: keep it out of the awaits below.
@@ -404,6 +585,12 @@ impl Applier {
         if let Some((table, n)) = run {
             flush(table, n);
         }
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.totals.written.fetch_add(applied.written, Relaxed);
+            self.totals.replayed.fetch_add(applied.replayed, Relaxed);
+            self.totals.stale.fetch_add(applied.stale, Relaxed);
+        }
         if applied.replayed > 0 {
             metrics::counter!(m::REPLAYED_CHANGES, "strategy" => self.strategy.name())
                 .increment(applied.replayed as u64);
@@ -461,6 +648,21 @@ pub fn tombstone_key(key: &str) -> Option<String> {
     }
 }
 
+/// The read-marker key of a row key, in the same Redis Cluster slot (named like
+/// [`tombstone_key`]): `{user:1}:cachesync:fill`. It holds the read path's fill lease
+/// (`lease:<token>`) or `absent` for a row known not to exist, and every synced change of
+/// the row deletes it (see [`APPLY_LUA`]). `None` when no key can share the slot; such
+/// rows are read from MySQL without being filled.
+pub fn fill_key(key: &str) -> Option<String> {
+    if has_hash_tag(key) {
+        Some(format!("{key}{FILL_SUFFIX}"))
+    } else if !key.contains('}') {
+        Some(format!("{{{key}}}{FILL_SUFFIX}"))
+    } else {
+        None
+    }
+}
+
 /// Whether Redis Cluster hashes only part of `key`: a `{` followed later by a `}` with
 /// at least one byte between them.
 fn has_hash_tag(key: &str) -> bool {
@@ -488,6 +690,7 @@ mod tests {
             script: Arc::new(redis::Script::new(APPLY_LUA)),
             strategy: StrategyKind::Binlog,
             tombstone_ttl_ms: 1000,
+            totals: Arc::default(),
         };
         let outcome = applier
             .apply_with_checkpoint(&[], "ckpt", "binlog.000001:4")

@@ -213,6 +213,103 @@ pub struct RawTable {
     /// the key instead, for readers that fill the cache themselves.
     #[serde(default = "default_mode")]
     pub mode: String,
+    /// `[tables.read]`: the cache-aside read path (`GET` through the API) and its guards.
+    #[serde(default)]
+    pub read: RawRead,
+}
+
+/// `[tables.read]`: how `GET /v1/tables/<name>/rows` reads this table — Redis first, MySQL
+/// on a miss — and which guards against the classic cache failures are on.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawRead {
+    /// Whether the API serves reads of this table at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Milliseconds an answer stays in the in-process L1 cache in front of Redis; 0 turns
+    /// L1 off. Each instance has its own L1, so this is how stale a read may be.
+    #[serde(default)]
+    pub l1_ttl_ms: u64,
+    /// Most rows the L1 cache holds.
+    #[serde(default = "default_l1_capacity")]
+    pub l1_capacity: u64,
+    /// Milliseconds a "no such row" answer is remembered in Redis (penetration guard); 0
+    /// turns negative caching off. A synced insert clears it at once.
+    #[serde(default = "default_negative_ttl_ms")]
+    pub negative_ttl_ms: u64,
+    /// Keep a Bloom filter of existing primary keys in Redis (built from a table scan,
+    /// maintained by the sync stream) and answer 404 without MySQL when it says "absent".
+    #[serde(default)]
+    pub bloom: bool,
+    /// Rows the Bloom filter is sized for (with `bloom_fp_rate`).
+    #[serde(default = "default_bloom_expected_rows")]
+    pub bloom_expected_rows: u64,
+    /// False-positive rate the Bloom filter is sized for at `bloom_expected_rows`.
+    #[serde(default = "default_bloom_fp_rate")]
+    pub bloom_fp_rate: f64,
+    /// Concurrent misses of one key in this process share one MySQL read (breakdown guard).
+    #[serde(default = "default_true")]
+    pub single_flight: bool,
+    /// A Redis mutex per key (`SET NX PX`) so one instance refills while the others wait.
+    #[serde(default = "default_true")]
+    pub lock: bool,
+    /// Milliseconds the refill mutex (and a fill's lease) lives; must cover a MySQL read.
+    #[serde(default = "default_lock_ttl_ms")]
+    pub lock_ttl_ms: u64,
+    /// Milliseconds a reader waits for another instance's refill before reading MySQL
+    /// itself.
+    #[serde(default = "default_lock_wait_ms")]
+    pub lock_wait_ms: u64,
+    /// Refresh a key read less than this many milliseconds before it expires, in the
+    /// background (hot keys never expire under load); 0 turns it off. Needs `ttl`.
+    #[serde(default)]
+    pub refresh_ahead_ms: u64,
+}
+
+impl Default for RawRead {
+    fn default() -> Self {
+        RawRead {
+            enabled: true,
+            l1_ttl_ms: 0,
+            l1_capacity: default_l1_capacity(),
+            negative_ttl_ms: default_negative_ttl_ms(),
+            bloom: false,
+            bloom_expected_rows: default_bloom_expected_rows(),
+            bloom_fp_rate: default_bloom_fp_rate(),
+            single_flight: true,
+            lock: true,
+            lock_ttl_ms: default_lock_ttl_ms(),
+            lock_wait_ms: default_lock_wait_ms(),
+            refresh_ahead_ms: 0,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_l1_capacity() -> u64 {
+    10_000
+}
+
+fn default_negative_ttl_ms() -> u64 {
+    2_000
+}
+
+fn default_bloom_expected_rows() -> u64 {
+    1_000_000
+}
+
+fn default_bloom_fp_rate() -> f64 {
+    0.01
+}
+
+fn default_lock_ttl_ms() -> u64 {
+    2_000
+}
+
+fn default_lock_wait_ms() -> u64 {
+    500
 }
 
 fn default_mode() -> String {
@@ -318,6 +415,39 @@ pub struct TableConfig {
     pub ttl_jitter: Duration,
     pub version_column: Option<String>,
     pub mode: Mode,
+    pub read: ReadConfig,
+}
+
+/// Validated `[tables.read]` settings (see [`RawRead`] for each one's meaning).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadConfig {
+    pub enabled: bool,
+    /// `None`: no L1 cache.
+    pub l1_ttl: Option<Duration>,
+    pub l1_capacity: u64,
+    /// `None`: misses are not remembered.
+    pub negative_ttl: Option<Duration>,
+    /// `None`: no Bloom filter.
+    pub bloom: Option<BloomConfig>,
+    pub single_flight: bool,
+    pub lock: bool,
+    pub lock_ttl: Duration,
+    pub lock_wait: Duration,
+    /// `None`: no early refresh.
+    pub refresh_ahead: Option<Duration>,
+}
+
+/// How a table's Bloom filter is sized.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BloomConfig {
+    pub expected_rows: u64,
+    pub fp_rate: f64,
+}
+
+impl Default for ReadConfig {
+    fn default() -> Self {
+        RawRead::default().to_config()
+    }
 }
 
 impl TableConfig {
@@ -622,6 +752,7 @@ impl RawTable {
         if self.ttl_jitter.is_some() && self.ttl.is_none() {
             problems.push(format!("{}: needs ttl to be set", at("ttl_jitter")));
         }
+        self.read.validate(&at("read"), self.ttl, problems);
 
         if problems.len() != before {
             return None;
@@ -638,7 +769,74 @@ impl RawTable {
             ttl_jitter: Duration::from_secs(self.ttl_jitter.unwrap_or(0)),
             version_column: self.version_column.clone(),
             mode: mode?,
+            read: self.read.to_config(),
         })
+    }
+}
+
+impl RawRead {
+    /// Records the problems of `[tables.read]` (its keys under `at`); `ttl` is the
+    /// table's row TTL in seconds.
+    fn validate(&self, at: &str, ttl: Option<u64>, problems: &mut Vec<String>) {
+        if self.l1_ttl_ms > 0 && self.l1_capacity == 0 {
+            problems.push(format!(
+                "{at}.l1_capacity: must be at least 1 when l1_ttl_ms is set"
+            ));
+        }
+        if self.bloom {
+            if self.bloom_expected_rows == 0 {
+                problems.push(format!("{at}.bloom_expected_rows: must be at least 1"));
+            }
+            if !(self.bloom_fp_rate > 0.0 && self.bloom_fp_rate < 1.0) {
+                problems.push(format!(
+                    "{at}.bloom_fp_rate: must be between 0 and 1 (exclusive), got {}",
+                    self.bloom_fp_rate
+                ));
+            }
+        }
+        if self.lock_ttl_ms == 0 {
+            problems.push(format!(
+                "{at}.lock_ttl_ms: must be at least 1 (it also bounds how long a fill may take)"
+            ));
+        }
+        if self.lock && self.lock_wait_ms == 0 {
+            problems.push(format!(
+                "{at}.lock_wait_ms: must be at least 1 when lock = true"
+            ));
+        }
+        if self.refresh_ahead_ms > 0 {
+            match ttl {
+                None => problems.push(format!(
+                    "{at}.refresh_ahead_ms: needs the table's ttl to be set (keys without expiry need no refresh)"
+                )),
+                Some(ttl) if self.refresh_ahead_ms >= ttl.saturating_mul(1000) => {
+                    problems.push(format!(
+                        "{at}.refresh_ahead_ms: must be less than the table's ttl ({ttl} s = {} ms)",
+                        ttl.saturating_mul(1000)
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    fn to_config(&self) -> ReadConfig {
+        let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
+        ReadConfig {
+            enabled: self.enabled,
+            l1_ttl: ms(self.l1_ttl_ms),
+            l1_capacity: self.l1_capacity,
+            negative_ttl: ms(self.negative_ttl_ms),
+            bloom: self.bloom.then_some(BloomConfig {
+                expected_rows: self.bloom_expected_rows,
+                fp_rate: self.bloom_fp_rate,
+            }),
+            single_flight: self.single_flight,
+            lock: self.lock,
+            lock_ttl: Duration::from_millis(self.lock_ttl_ms),
+            lock_wait: Duration::from_millis(self.lock_wait_ms),
+            refresh_ahead: ms(self.refresh_ahead_ms),
+        }
     }
 }
 
@@ -796,6 +994,44 @@ mod tests {
         assert_eq!(
             problems(tree),
             vec!["amqp.url: required when strategy = \"mq\""]
+        );
+    }
+
+    #[test]
+    fn read_settings_default_and_report_their_keys() {
+        let config = RawConfig::from_tree(valid_tree())
+            .unwrap()
+            .validate()
+            .unwrap();
+        let read = &config.tables[0].read;
+        assert!(read.enabled && read.single_flight && read.lock);
+        assert_eq!(read.l1_ttl, None);
+        assert_eq!(read.negative_ttl, Some(Duration::from_secs(2)));
+        assert_eq!(read.bloom, None);
+
+        let mut tree = valid_tree();
+        tree["tables"][0]["read"] = json!({
+            "bloom": true, "bloom_fp_rate": 1.5, "lock_ttl_ms": 0, "refresh_ahead_ms": 10,
+            "l1_ttl_ms": 100, "l1_capacity": 0, "lockk": true,
+        });
+        assert_eq!(
+            problems(tree.clone()),
+            vec!["tables[0].read.lockk: unknown key"]
+        );
+        tree["tables"][0]["read"]
+            .as_object_mut()
+            .unwrap()
+            .remove("lockk");
+        tree["tables"][1]["read"] = json!({ "refresh_ahead_ms": 60_000 });
+        assert_eq!(
+            problems(tree),
+            vec![
+                "tables[0].read.l1_capacity: must be at least 1 when l1_ttl_ms is set",
+                "tables[0].read.bloom_fp_rate: must be between 0 and 1 (exclusive), got 1.5",
+                "tables[0].read.lock_ttl_ms: must be at least 1 (it also bounds how long a fill may take)",
+                "tables[0].read.refresh_ahead_ms: needs the table's ttl to be set (keys without expiry need no refresh)",
+                "tables[1].read.refresh_ahead_ms: must be less than the table's ttl (60 s = 60000 ms)",
+            ]
         );
     }
 

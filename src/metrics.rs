@@ -47,6 +47,30 @@ pub const READS: &str = "cachesync_reads_total";
 /// counted by `verify` or the benchmark.
 pub const DIVERGENT_KEYS: &str = "cachesync_divergent_keys";
 
+// The cache-aside read path (`GET` through the API, `crate::read`).
+/// Counter, labels `table`, `level` (`l1`, `redis`, `negative`): reads answered at that
+/// level (`negative`: a remembered "no such row").
+pub const READ_HITS: &str = "cachesync_read_hits_total";
+/// Counter, labels `table`, `level` (`l1`, `redis`): reads that level could not answer.
+pub const READ_MISSES: &str = "cachesync_read_misses_total";
+/// Counter, label `table`: MySQL reads caused by cache misses (and early refreshes).
+pub const READ_DB_QUERIES: &str = "cachesync_read_db_queries_total";
+/// Counter, label `table`: reads that shared another request's MySQL read in this process
+/// (single-flight followers).
+pub const READ_COALESCED: &str = "cachesync_read_coalesced_total";
+/// Counter, label `table`: reads answered "no such row" by the Bloom filter, without MySQL.
+pub const READ_BLOOM_REJECTIONS: &str = "cachesync_read_bloom_rejections_total";
+/// Counter, label `table`: reads that found another instance refilling the key and
+/// waited for it (the Redis mutex).
+pub const READ_LOCK_WAITS: &str = "cachesync_read_lock_waits_total";
+/// Counter, labels `table`, `outcome` (`written`, `lost`): fills of Redis after a MySQL
+/// read; `lost` means a synced change (or another reader) came first and won.
+pub const READ_FILLS: &str = "cachesync_read_fills_total";
+/// Counter, label `table`: background refreshes of keys about to expire.
+pub const READ_REFRESHES: &str = "cachesync_read_refreshes_total";
+/// Histogram, seconds, label `table`: a read as the API caller sees it.
+pub const READ_DURATION: &str = "cachesync_read_duration_seconds";
+
 /// Upper bounds of latency histogram buckets, in seconds: 100 µs to 30 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -107,6 +131,38 @@ pub fn describe() {
     );
     describe_counter!(READS, "Benchmark reads");
     describe_gauge!(DIVERGENT_KEYS, "Keys whose Redis value differs from MySQL");
+    // The cache-aside read path.
+    describe_counter!(
+        READ_HITS,
+        "Reads answered at a cache level (l1, redis, negative)"
+    );
+    describe_counter!(
+        READ_MISSES,
+        "Reads a cache level (l1, redis) could not answer"
+    );
+    describe_counter!(READ_DB_QUERIES, "MySQL reads caused by cache misses");
+    describe_counter!(
+        READ_COALESCED,
+        "Reads that shared another request's MySQL read (single-flight)"
+    );
+    describe_counter!(
+        READ_BLOOM_REJECTIONS,
+        "Reads answered absent by the Bloom filter without MySQL"
+    );
+    describe_counter!(
+        READ_LOCK_WAITS,
+        "Reads that waited for another instance's refill"
+    );
+    describe_counter!(READ_FILLS, "Cache fills after a MySQL read, by outcome");
+    describe_counter!(
+        READ_REFRESHES,
+        "Background refreshes of keys about to expire"
+    );
+    describe_histogram!(
+        READ_DURATION,
+        Unit::Seconds,
+        "Read latency as the API caller sees it"
+    );
 }
 
 /// Creates the series a strategy will report so they appear in the first scrape, before

@@ -1,0 +1,634 @@
+//! The read-storm scenario: reproduces the three classic cache failures against the
+//! configured MySQL and Redis, each with its guards off and on, and reports what MySQL
+//! saw (queries), what readers saw (p50/p99 latency) and errors.
+//!
+//! | case | what happens |
+//! |---|---|
+//! | breakdown | `hot_requests` concurrent reads of one hot key that has just expired |
+//! | penetration | `missing_requests` reads of `missing_keys` ids that do not exist, `concurrency` at a time |
+//! | avalanche | `expiry_keys` keys cached with one TTL; right after it ends every key is read once, `concurrency` at a time |
+//!
+//! The scenario works in its own database (`options.database`, created and refilled on
+//! every run: table `items`, `expiry_keys` rows) and key prefix `cachesync:storm:`.
+//! MySQL queries are counted on MySQL's side: the reads run as a dedicated MySQL user,
+//! `cachesync_storm` (re-created each run; needs a user allowed to `CREATE USER`,
+//! `GRANT` and `SET GLOBAL userstat = 1` — MariaDB only), and the count is
+//! `information_schema.USER_STATISTICS.SELECT_COMMANDS` less the `SELECT`s the driver
+//! runs per connection it opens (calibrated on one connection first). Reads call the
+//! library's read path directly (as the API handler does), so latency excludes HTTP.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Opts, OptsBuilder, Pool};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tracing::info;
+
+use crate::applier::{Applier, Change, Op};
+use crate::config::{BloomConfig, Config, Format, Mode, ReadConfig, TableConfig};
+use crate::error::{Error, Result};
+use crate::keys::KeyTemplate;
+use crate::read::{Answer, ReadPath};
+use crate::schema::{SyncedTable, TableSchema};
+
+/// The MySQL user the scenario reads as, so MariaDB counts exactly its queries.
+const STORM_USER: &str = "cachesync_storm";
+/// Key prefix of the scenario's rows.
+const KEY_PREFIX: &str = "cachesync:storm:";
+
+/// What to run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadStormOptions {
+    /// Database the scenario creates and fills (dropped and re-created tables only).
+    pub database: String,
+    /// Concurrent reads of the one hot key.
+    pub hot_requests: usize,
+    /// Reads of ids that do not exist.
+    pub missing_requests: usize,
+    /// Distinct ids those reads use.
+    pub missing_keys: usize,
+    /// Rows in the table and keys that expire together.
+    pub expiry_keys: usize,
+    /// Reads in flight at once in the penetration and avalanche cases.
+    pub concurrency: usize,
+    /// TTL of the keys of the avalanche case.
+    pub expiry_ttl: Duration,
+    /// Jitter added to that TTL with the avalanche guard on.
+    pub expiry_jitter: Duration,
+}
+
+impl Default for ReadStormOptions {
+    fn default() -> Self {
+        ReadStormOptions {
+            database: "cachesync_storm".to_owned(),
+            hot_requests: 1_000,
+            missing_requests: 20_000,
+            missing_keys: 2_000,
+            expiry_keys: 50_000,
+            concurrency: 256,
+            expiry_ttl: Duration::from_secs(2),
+            expiry_jitter: Duration::from_secs(8),
+        }
+    }
+}
+
+/// One case with one guard setting.
+#[derive(Debug, Clone, Serialize)]
+pub struct StormRow {
+    /// `breakdown`, `penetration` or `avalanche`.
+    pub case: &'static str,
+    /// The guards on, in words (`off` for none).
+    pub guards: String,
+    pub requests: u64,
+    /// `SELECT`s MySQL counted for the reads.
+    pub mysql_queries: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub errors: u64,
+    /// Wall time of the case's reads.
+    pub seconds: f64,
+}
+
+/// The scenario's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadStormReport {
+    pub options: ReadStormOptions,
+    /// `SELECT VERSION()` of the server.
+    pub mysql_version: String,
+    pub rows: Vec<StormRow>,
+}
+
+impl ReadStormReport {
+    /// The report as a Markdown table.
+    pub fn to_markdown(&self) -> String {
+        let o = &self.options;
+        let mut out = format!(
+            "Read storm on {} — breakdown: {} concurrent reads of one expired key; penetration: \
+             {} reads of {} missing ids, {} in flight; avalanche: {} keys with a {} s TTL read \
+             once right after it ends, {} in flight.\n\n",
+            self.mysql_version,
+            o.hot_requests,
+            o.missing_requests,
+            o.missing_keys,
+            o.concurrency,
+            o.expiry_keys,
+            o.expiry_ttl.as_secs_f64(),
+            o.concurrency,
+        );
+        out.push_str(
+            "| case | guards | requests | MySQL queries | p50 ms | p99 ms | max ms | errors |\n",
+        );
+        out.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+        for r in &self.rows {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {} |\n",
+                r.case,
+                r.guards,
+                r.requests,
+                r.mysql_queries,
+                r.p50_ms,
+                r.p99_ms,
+                r.max_ms,
+                r.errors
+            ));
+        }
+        out
+    }
+}
+
+/// Runs every case with its guards off and on; see the module doc.
+pub async fn run(config: &Config, options: &ReadStormOptions) -> Result<ReadStormReport> {
+    let admin = crate::mysql::pool(&config.mysql_url)?;
+    let mut conn = crate::mysql::get_conn(&admin, &config.mysql_url).await?;
+    let outcome = async {
+        let mysql_version: String = conn
+            .query_first("SELECT VERSION()")
+            .await
+            .map_err(|e| Error::mysql("reading the server version", e))?
+            .unwrap_or_default();
+        prepare_table(&mut conn, options).await?;
+        let schema = TableSchema::load(&mut conn, &options.database, "items")
+            .await?
+            .ok_or_else(|| storm_error(format!("{}.items vanished", options.database)))?;
+        let applier =
+            Applier::connect(&config.redis_url, config.tombstone_ttl, config.strategy).await?;
+        let counter = Counter::create(&mut conn, &config.mysql_url, &options.database).await?;
+        let storm = Storm {
+            options,
+            schema,
+            applier,
+            counter,
+        };
+        let rows = storm.run_all(&mut conn).await;
+        storm.counter.drop_user(&mut conn).await;
+        Ok(ReadStormReport {
+            options: options.clone(),
+            mysql_version,
+            rows: rows?,
+        })
+    }
+    .await;
+    drop(conn);
+    admin.disconnect().await.ok();
+    outcome
+}
+
+fn storm_error(reason: String) -> Error {
+    Error::Strategy {
+        strategy: "read-storm",
+        reason,
+    }
+}
+
+/// (Re)creates `<database>.items` with `expiry_keys` rows.
+async fn prepare_table(conn: &mut mysql_async::Conn, options: &ReadStormOptions) -> Result<()> {
+    let db = crate::schema::quote_ident(&options.database);
+    let statements = [
+        format!("CREATE DATABASE IF NOT EXISTS {db}"),
+        format!("DROP TABLE IF EXISTS {db}.items"),
+        format!(
+            "CREATE TABLE {db}.items (id BIGINT UNSIGNED PRIMARY KEY, name VARCHAR(64) NOT NULL, \
+             price DECIMAL(10,2) NOT NULL, updated_at DATETIME(6) NOT NULL)"
+        ),
+    ];
+    for sql in &statements {
+        conn.query_drop(sql)
+            .await
+            .map_err(|e| Error::mysql(format!("preparing the storm table: {sql}"), e))?;
+    }
+    let rows = options.expiry_keys.max(2) as u64;
+    for start in (1..=rows).step_by(5_000) {
+        let values: Vec<String> = (start..=(start + 4_999).min(rows))
+            .map(|id| format!("({id}, 'item {id}', {}.{:02}, NOW(6))", id % 1000, id % 100))
+            .collect();
+        conn.query_drop(format!(
+            "INSERT INTO {db}.items (id, name, price, updated_at) VALUES {}",
+            values.join(", ")
+        ))
+        .await
+        .map_err(|e| Error::mysql("filling the storm table", e))?;
+    }
+    Ok(())
+}
+
+/// The dedicated MySQL user the reads run as, and MariaDB's count of its `SELECT`s.
+struct Counter {
+    pool: Pool,
+    /// `SELECT`s the driver runs per server connection it opens.
+    per_connection: u64,
+}
+
+impl Counter {
+    async fn create(conn: &mut mysql_async::Conn, url: &str, database: &str) -> Result<Counter> {
+        let db = crate::schema::quote_ident(database);
+        for sql in [
+            "SET GLOBAL userstat = 1".to_owned(),
+            format!("DROP USER IF EXISTS '{STORM_USER}'@'%'"),
+            format!("CREATE USER '{STORM_USER}'@'%'"),
+            format!("GRANT SELECT ON {db}.* TO '{STORM_USER}'@'%'"),
+        ] {
+            conn.query_drop(&sql).await.map_err(|e| {
+                Error::mysql(
+                    format!(
+                        "{sql} (the read storm counts queries with MariaDB's userstat as its own user)"
+                    ),
+                    e,
+                )
+            })?;
+        }
+        let opts =
+            Opts::from_url(url).map_err(|e| Error::Config(vec![format!("mysql.url: {e}")]))?;
+        let pool_of = || {
+            Pool::new(
+                OptsBuilder::from_opts(opts.clone())
+                    .user(Some(STORM_USER))
+                    .pass(None::<String>)
+                    .init(vec![
+                        "SET time_zone = '+00:00'",
+                        "SET NAMES utf8mb4 COLLATE utf8mb4_general_ci",
+                    ]),
+            )
+        };
+        // Calibrate on one connection of a throw-away pool.
+        let probe = pool_of();
+        let probed = probe.get_conn().await;
+        drop(probed.map_err(|e| Error::mysql(format!("connecting as {STORM_USER}"), e))?);
+        probe.disconnect().await.ok();
+        let mut counter = Counter {
+            pool: pool_of(),
+            per_connection: 0,
+        };
+        let (selects, connections) = counter.statistics(conn).await?;
+        if connections == 0 || selects % connections != 0 {
+            return Err(storm_error(format!(
+                "information_schema.USER_STATISTICS shows {selects} SELECTs over {connections} \
+                 connections for a connection that ran none: cannot count queries"
+            )));
+        }
+        counter.per_connection = selects / connections;
+        Ok(counter)
+    }
+
+    async fn statistics(&self, conn: &mut mysql_async::Conn) -> Result<(u64, u64)> {
+        let row: Option<(u64, u64)> = conn
+            .exec_first(
+                "SELECT SELECT_COMMANDS, TOTAL_CONNECTIONS FROM information_schema.USER_STATISTICS \
+                 WHERE USER = ?",
+                (STORM_USER,),
+            )
+            .await
+            .map_err(|e| Error::mysql("reading information_schema.USER_STATISTICS", e))?;
+        Ok(row.unwrap_or((0, 0)))
+    }
+
+    /// The reads' `SELECT`s so far.
+    async fn queries(&self, conn: &mut mysql_async::Conn) -> Result<u64> {
+        let (selects, connections) = self.statistics(conn).await?;
+        Ok(selects.saturating_sub(connections * self.per_connection))
+    }
+
+    async fn drop_user(&self, conn: &mut mysql_async::Conn) {
+        self.pool.clone().disconnect().await.ok();
+        let _ = conn
+            .query_drop(format!("DROP USER IF EXISTS '{STORM_USER}'@'%'"))
+            .await;
+    }
+}
+
+struct Storm<'a> {
+    options: &'a ReadStormOptions,
+    schema: TableSchema,
+    applier: Applier,
+    counter: Counter,
+}
+
+/// Which guards a case runs with.
+struct Guards {
+    name: &'static str,
+    read: ReadConfig,
+    ttl: Duration,
+    jitter: Duration,
+}
+
+fn guards_off() -> ReadConfig {
+    ReadConfig {
+        negative_ttl: None,
+        single_flight: false,
+        lock: false,
+        ..ReadConfig::default()
+    }
+}
+
+fn breakdown_guards() -> ReadConfig {
+    ReadConfig {
+        negative_ttl: None,
+        lock_wait: Duration::from_secs(5),
+        lock_ttl: Duration::from_secs(5),
+        ..ReadConfig::default()
+    }
+}
+
+impl Storm<'_> {
+    async fn run_all(&self, admin: &mut mysql_async::Conn) -> Result<Vec<StormRow>> {
+        let o = self.options;
+        let hour = Duration::from_secs(3600);
+        let mut rows = Vec::new();
+        for guards in [
+            Guards {
+                name: "off",
+                read: guards_off(),
+                ttl: hour,
+                jitter: Duration::ZERO,
+            },
+            Guards {
+                name: "single-flight + Redis mutex",
+                read: breakdown_guards(),
+                ttl: hour,
+                jitter: Duration::ZERO,
+            },
+        ] {
+            rows.push(self.breakdown(admin, &guards).await?);
+        }
+        for guards in [
+            Guards {
+                name: "off",
+                read: guards_off(),
+                ttl: hour,
+                jitter: Duration::ZERO,
+            },
+            Guards {
+                name: "negative caching",
+                read: ReadConfig {
+                    negative_ttl: Some(Duration::from_secs(60)),
+                    single_flight: false,
+                    lock: false,
+                    ..ReadConfig::default()
+                },
+                ttl: hour,
+                jitter: Duration::ZERO,
+            },
+            Guards {
+                name: "Bloom filter + negative caching + single-flight + mutex",
+                read: ReadConfig {
+                    negative_ttl: Some(Duration::from_secs(60)),
+                    bloom: Some(BloomConfig {
+                        expected_rows: (o.expiry_keys as u64).max(1_000),
+                        fp_rate: 0.01,
+                    }),
+                    ..breakdown_guards()
+                },
+                ttl: hour,
+                jitter: Duration::ZERO,
+            },
+        ] {
+            rows.push(self.penetration(admin, &guards).await?);
+        }
+        for guards in [
+            Guards {
+                name: "off (no jitter)",
+                read: guards_off(),
+                ttl: o.expiry_ttl,
+                jitter: Duration::ZERO,
+            },
+            Guards {
+                name: "TTL jitter + single-flight + mutex",
+                read: breakdown_guards(),
+                ttl: o.expiry_ttl,
+                jitter: o.expiry_jitter,
+            },
+        ] {
+            rows.push(self.avalanche(admin, &guards).await?);
+        }
+        Ok(rows)
+    }
+
+    /// The table planned with `guards`.
+    fn table(&self, guards: &Guards) -> Result<Arc<SyncedTable>> {
+        let key = KeyTemplate::parse(&format!("{KEY_PREFIX}item:{{id}}"))
+            .map_err(|e| storm_error(format!("key template: {e}")))?;
+        let config = TableConfig {
+            index: 0,
+            database: self.options.database.clone(),
+            table: "items".to_owned(),
+            key,
+            format: Format::Json,
+            columns: None,
+            ttl: Some(guards.ttl.max(Duration::from_secs(1))),
+            ttl_jitter: guards.jitter,
+            version_column: None,
+            mode: Mode::Write,
+            read: guards.read.clone(),
+        };
+        SyncedTable::plan(&config, self.schema.clone())
+            .map(Arc::new)
+            .map_err(Error::Config)
+    }
+
+    async fn reads(&self, table: &Arc<SyncedTable>) -> Arc<ReadPath> {
+        ReadPath::new(
+            self.counter.pool.clone(),
+            &format!("mysql://{STORM_USER}@…"),
+            self.applier.clone(),
+            std::slice::from_ref(table),
+        )
+    }
+
+    async fn clear_redis(&self) -> Result<()> {
+        let mut redis = self.applier.connection();
+        for pattern in [
+            format!("{KEY_PREFIX}*"),
+            format!("{{{KEY_PREFIX}*"),
+            "cachesync:bloom:{*storm*".to_owned(),
+        ] {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(5_000)
+                    .query_async(&mut redis)
+                    .await
+                    .map_err(|e| Error::redis("clearing the storm keys", e))?;
+                if !keys.is_empty() {
+                    redis::cmd("UNLINK")
+                        .arg(&keys)
+                        .query_async::<()>(&mut redis)
+                        .await
+                        .map_err(|e| Error::redis("clearing the storm keys", e))?;
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One hot key, just expired, `hot_requests` readers at once.
+    async fn breakdown(&self, admin: &mut mysql_async::Conn, guards: &Guards) -> Result<StormRow> {
+        let table = self.table(guards)?;
+        let reads = self.reads(&table).await;
+        self.clear_redis().await?;
+        warm(&reads, &table).await;
+        self.clear_redis().await?;
+        let before = self.counter.queries(admin).await?;
+        let n = self.options.hot_requests;
+        let ids = vec![1u64; n];
+        let sample = read_all(&reads, &table, ids, n).await;
+        let queries = self.counter.queries(admin).await? - before;
+        Ok(sample.row("breakdown", guards.name, queries))
+    }
+
+    /// Reads of ids that do not exist.
+    async fn penetration(
+        &self,
+        admin: &mut mysql_async::Conn,
+        guards: &Guards,
+    ) -> Result<StormRow> {
+        let table = self.table(guards)?;
+        let reads = self.reads(&table).await;
+        self.clear_redis().await?;
+        if guards.read.bloom.is_some() {
+            reads.build_bloom_filters().await?;
+        }
+        warm(&reads, &table).await;
+        let before = self.counter.queries(admin).await?;
+        let o = self.options;
+        let first_missing = 1_000_000_000u64;
+        let ids = (0..o.missing_requests)
+            .map(|i| first_missing + (i % o.missing_keys.max(1)) as u64)
+            .collect();
+        let sample = read_all(&reads, &table, ids, o.concurrency).await;
+        let queries = self.counter.queries(admin).await? - before;
+        Ok(sample.row("penetration", guards.name, queries))
+    }
+
+    /// `expiry_keys` keys written by the sync path with one TTL (plus jitter when on),
+    /// read once each right after the TTL.
+    async fn avalanche(&self, admin: &mut mysql_async::Conn, guards: &Guards) -> Result<StormRow> {
+        let table = self.table(guards)?;
+        let reads = self.reads(&table).await;
+        self.clear_redis().await?;
+        warm(&reads, &table).await;
+        let o = self.options;
+        // Cache every row as the sync stream would (one version, TTL plus jitter).
+        let mut conn = self
+            .counter
+            .pool
+            .get_conn()
+            .await
+            .map_err(|e| Error::mysql("reading the storm table", e))?;
+        let mut scan = crate::scan::TableScan::open(&mut conn, &table, 5_000, "read storm").await?;
+        while let Some(batch) = scan.next_batch().await? {
+            let changes: Vec<Change> = batch
+                .into_iter()
+                .map(|row| Change {
+                    table: table.clone(),
+                    op: Op::Upsert,
+                    row,
+                    version: None,
+                    committed_at_us: None,
+                })
+                .collect();
+            self.applier.apply(&changes).await?;
+        }
+        drop(scan);
+        drop(conn);
+        // Wait until the common TTL has run out for every key, the last written included.
+        let until =
+            Instant::now() + table.config.ttl.unwrap_or_default() + Duration::from_millis(100);
+        tokio::time::sleep_until(until.into()).await;
+        let before = self.counter.queries(admin).await?;
+        let ids = (1..=o.expiry_keys as u64).collect();
+        let sample = read_all(&reads, &table, ids, o.concurrency).await;
+        let queries = self.counter.queries(admin).await? - before;
+        info!(
+            case = "avalanche",
+            guards = guards.name,
+            queries,
+            "read storm case done"
+        );
+        Ok(sample.row("avalanche", guards.name, queries))
+    }
+}
+
+/// One read of a row that does not exist, so the read path's pool has a connection
+/// before the case starts (connection set-up is subtracted from the counts anyway).
+async fn warm(reads: &Arc<ReadPath>, table: &SyncedTable) {
+    let name = table.name();
+    let _ = reads.get(&name, &[("id".to_owned(), "0".to_owned())]).await;
+}
+
+/// Latencies and errors of a batch of reads.
+struct Sample {
+    latencies: Vec<Duration>,
+    errors: u64,
+    wall: Duration,
+}
+
+impl Sample {
+    fn row(mut self, case: &'static str, guards: &str, mysql_queries: u64) -> StormRow {
+        self.latencies.sort_unstable();
+        let at = |q: f64| {
+            if self.latencies.is_empty() {
+                return 0.0;
+            }
+            let i = ((self.latencies.len() as f64 * q).ceil() as usize)
+                .clamp(1, self.latencies.len())
+                - 1;
+            self.latencies[i].as_secs_f64() * 1e3
+        };
+        StormRow {
+            case,
+            guards: guards.to_owned(),
+            requests: (self.latencies.len() as u64) + self.errors,
+            mysql_queries,
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+            errors: self.errors,
+            seconds: self.wall.as_secs_f64(),
+        }
+    }
+}
+
+/// Reads `ids`, at most `concurrency` at a time.
+async fn read_all(
+    reads: &Arc<ReadPath>,
+    table: &SyncedTable,
+    ids: Vec<u64>,
+    concurrency: usize,
+) -> Sample {
+    let name = table.name();
+    let limit = Arc::new(Semaphore::new(concurrency.max(1)));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(ids.len());
+    for id in ids {
+        let (reads, name, limit) = (reads.clone(), name.clone(), limit.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = limit.acquire_owned().await.ok();
+            let begun = Instant::now();
+            let outcome = reads.get(&name, &[("id".to_owned(), id.to_string())]).await;
+            (begun.elapsed(), outcome)
+        }));
+    }
+    let mut sample = Sample {
+        latencies: Vec::with_capacity(tasks.len()),
+        errors: 0,
+        wall: Duration::ZERO,
+    };
+    for task in tasks {
+        match task.await {
+            Ok((latency, Ok(Answer::Found(_) | Answer::Absent))) => sample.latencies.push(latency),
+            _ => sample.errors += 1,
+        }
+    }
+    sample.wall = started.elapsed();
+    sample
+}
