@@ -23,9 +23,15 @@
 //! - [`strategy`] — the [`strategy::SyncStrategy`] trait and one module per strategy.
 //! - [`api`] — the sidecar HTTP write API (axum): upsert/delete a row by primary key
 //!   through the strategy's write path, `/healthz`, `/readyz`.
+//! - [`read`] — the cache-aside read path behind `GET` in the API: L1 → Redis → MySQL,
+//!   fills that never overwrite a newer synced value (a lease the applier voids),
+//!   negative caching, a shared Bloom filter, single-flight and a Redis refill mutex,
+//!   early refresh; the read-storm scenario that measures the guards ([`read::storm`]).
 //! - [`daemon`] — `cachesync run`: connect and check everything, run the strategy, drain on
 //!   SIGINT/SIGTERM.
 //! - [`doctor`] — `cachesync doctor`: binlog settings, grants, reachability, with fixes.
+//! - [`bench`] — `cachesync bench`: every strategy on one seeded workload, observed
+//!   from outside (propagation, stale reads, divergence, faults), one comparison table.
 //! - [`verify`] — `cachesync verify`: compare Redis with MySQL key by key (missing, extra,
 //!   different), and repair without regressing a newer version.
 //! - [`metrics`] — metric names (the dashboard contract) and the Prometheus exporter.
@@ -34,6 +40,7 @@
 
 pub mod api;
 pub mod applier;
+pub mod bench;
 pub mod config;
 pub mod daemon;
 pub mod decode;
@@ -42,6 +49,7 @@ pub mod error;
 pub mod keys;
 pub mod metrics;
 pub mod mysql;
+pub mod read;
 pub mod redact;
 pub mod row;
 pub mod scan;

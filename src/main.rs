@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -61,6 +62,79 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         examples: usize,
     },
+    /// Run the strategies side by side on one seeded workload and print a comparison:
+    /// write latency, propagation (commit → Redis, seen from outside), stale reads,
+    /// divergence after the drain, and what a fault did.
+    ///
+    /// Uses the services in the config (mysql.url, redis.url, amqp.url; its [[tables]]
+    /// are not used): creates `DATABASE.items` with KEYS rows, and for each strategy in
+    /// turn loads Redis, starts the strategy, runs WRITERS writers at RATE and READERS
+    /// readers for DURATION, drains, and compares Redis with MySQL. Metrics are served on
+    /// metrics.listen while it runs. Turns on Redis keyspace notifications (K$g) to
+    /// observe writes. Everything it creates is removed at the end.
+    Bench(Box<BenchArgs>),
+}
+
+/// `cachesync bench` flags (boxed in [`Command`]: they outweigh every other command).
+#[derive(clap::Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Comma-separated strategies, each with optional modifiers: dual-write,
+    /// dual-write:versioned, mq, mq:outbox, mq:versioned, binlog, binlog:versioned,
+    /// binlog:invalidate.
+    #[arg(long, value_delimiter = ',', default_value = "dual-write,mq,binlog")]
+    strategies: Vec<cachesync::bench::workload::Variant>,
+    /// Measured time per strategy (30s, 500ms, 2m).
+    #[arg(long, default_value = "30s", value_parser = cachesync::bench::workload::parse_duration)]
+    duration: Duration,
+    /// Concurrent writer tasks.
+    #[arg(long, default_value_t = 16)]
+    writers: usize,
+    /// Writes per second over all writers, or `max`.
+    #[arg(long, default_value = "1000")]
+    rate: cachesync::bench::workload::Rate,
+    /// Rows in the bench table (ids 1..=KEYS).
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
+    /// How writers and readers pick keys: `uniform` or `zipf:S` (key 1 hottest).
+    #[arg(long, default_value = "zipf:0.99")]
+    hot_key_skew: cachesync::bench::workload::Skew,
+    /// Concurrent reader tasks reading rows from Redis (0: none).
+    #[arg(long, default_value_t = 4)]
+    readers: usize,
+    /// Reads per second over all readers, or `max`.
+    #[arg(long, default_value = "2000")]
+    read_rate: cachesync::bench::workload::Rate,
+    /// Seed of the key sequence; the same seed gives every strategy the same writes.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// A fault at a third of the run: none, redis-restart (Redis connections cut and
+    /// refused), daemon-crash (strategy killed without drain, restarted), broker-drop
+    /// (RabbitMQ connections cut and refused; mq only).
+    #[arg(long, default_value = "none")]
+    fault: cachesync::bench::faults::Fault,
+    /// How long the fault lasts.
+    #[arg(long, default_value = "5s", value_parser = cachesync::bench::workload::parse_duration)]
+    fault_duration: Duration,
+    /// After the writers stop, how long to wait for Redis to catch up.
+    #[arg(long, default_value = "30s", value_parser = cachesync::bench::workload::parse_duration)]
+    drain_timeout: Duration,
+    /// The MySQL database of the bench table (created if missing).
+    #[arg(long, default_value = "cachesync_bench")]
+    database: String,
+    /// Redis key prefix of the bench keys.
+    #[arg(long, default_value = "cachesync:bench")]
+    key_prefix: String,
+    /// Also write the comparison as Markdown to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Also write the full report (every figure, per strategy) as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No live progress line.
+    #[arg(long)]
+    quiet: bool,
 }
 
 /// `--config FILE`, shared by every command.
@@ -85,9 +159,15 @@ impl ConfigArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The benchmark prints its own progress; the strategies' info lines would bury it.
+    let default_filter = match cli.command {
+        Command::Bench(_) => "warn,cachesync::bench=info",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -179,8 +259,92 @@ fn main() -> ExitCode {
                     Err(e) => fail(&e.to_string()),
                 }
             }
+            Command::Bench(args) => {
+                let BenchArgs {
+                    config,
+                    strategies,
+                    duration,
+                    writers,
+                    rate,
+                    keys,
+                    hot_key_skew,
+                    readers,
+                    read_rate,
+                    seed,
+                    fault,
+                    fault_duration,
+                    drain_timeout,
+                    database,
+                    key_prefix,
+                    out,
+                    json,
+                    quiet,
+                } = *args;
+                let config = match config.load() {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let options = cachesync::bench::Options {
+                    variants: strategies,
+                    duration,
+                    writers,
+                    rate: rate.0,
+                    keys,
+                    skew: hot_key_skew,
+                    readers,
+                    read_rate: read_rate.0,
+                    seed,
+                    fault,
+                    fault_duration,
+                    drain_timeout,
+                    database,
+                    key_prefix,
+                    progress: !quiet,
+                };
+                bench(&config, &options, out.as_deref(), json.as_deref()).await
+            }
         }
     })
+}
+
+/// Runs the benchmark with metrics served, prints the comparison and writes the files.
+async fn bench(
+    config: &Config,
+    options: &cachesync::bench::Options,
+    out: Option<&std::path::Path>,
+    json: Option<&std::path::Path>,
+) -> ExitCode {
+    if let Err(e) = options.validate() {
+        return fail(&e.to_string());
+    }
+    if let Err(e) = cachesync::metrics::install(config.metrics_listen) {
+        return fail(&e.to_string());
+    }
+    eprintln!(
+        "cachesync bench: {} for {:?} each; metrics on http://{}/metrics",
+        options
+            .variants
+            .iter()
+            .map(|v| v.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        options.duration,
+        config.metrics_listen
+    );
+    let report = match cachesync::bench::run(config, options).await {
+        Ok(report) => report,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let markdown = report.markdown();
+    println!("{markdown}");
+    for (path, text) in [(out, &markdown), (json, &report.json())] {
+        if let Some(path) = path
+            && let Err(e) = std::fs::write(path, text)
+        {
+            return fail(&format!("writing {}: {e}", path.display()));
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// Connects and runs `verify` over the configured tables.
