@@ -3,7 +3,8 @@
 //! loses the change in `direct` mode and not in `outbox` mode; redelivered, duplicated
 //! and out-of-order events leave the newest version; malformed events are dead-lettered;
 //! cutting the broker connections mid-stream (through a TCP proxy the test controls)
-//! loses nothing.
+//! loses nothing; an outbox event whose transaction commits after a larger id was relayed
+//! is still published.
 //!
 //! Run `scripts/services.sh up` first. Each test uses its own database, key prefix,
 //! exchange and queues.
@@ -405,6 +406,99 @@ async fn cutting_the_broker_connections_mid_stream_loses_nothing() {
         connections >= 4,
         "consumer and publisher reconnected after the cuts ({connections} connections)"
     );
+    running.stop().await;
+    cleanup(&prefix, db).await;
+}
+
+/// Outbox ids are taken at insert, not at commit: a transaction can hold a smaller id
+/// while a larger one commits and is relayed. The relay must delete only what it
+/// published; the earlier `DELETE … WHERE id <= last` waited on the open transaction's
+/// row lock and then deleted its event unpublished (`cachesync bench` found the loss).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_event_committed_after_a_larger_id_was_relayed_is_still_published() {
+    let mut db = items_db("mq_outbox_late").await;
+    let prefix = common::unique("mqol");
+    let config = mq_config(&db.name, &prefix, "outbox", &common::amqp_url());
+    let outbox_table = config.amqp.clone().unwrap().outbox_table;
+    let running = start(&config).await;
+    // The strategy creates the outbox table on its first write: make one.
+    running
+        .strategy
+        .write(running.upsert(3, "first"))
+        .await
+        .unwrap();
+
+    // Writer A takes the next outbox id and keeps its transaction open.
+    let mut conn = common::mysql_conn().await;
+    let mut late = conn
+        .start_transaction(mysql_async::TxOpts::default())
+        .await
+        .unwrap();
+    late.exec_drop(
+        format!(
+            "INSERT INTO `{}`.items (id, label, price) VALUES (1, 'late', 1.00)",
+            db.name
+        ),
+        (),
+    )
+    .await
+    .unwrap();
+    let event = ChangeEvent {
+        schema: "cachesync.change.v1".to_owned(),
+        table: running.table.name(),
+        op: cachesync::strategy::mq::message::EventOp::Upsert,
+        row: serde_json::json!({ "id": 1, "label": "late", "price": "1.00", "blob_col": null })
+            .as_object()
+            .unwrap()
+            .clone(),
+        version: None,
+        committed_at_us: None,
+    };
+    let late_id = cachesync::strategy::mq::outbox::insert(&mut late, &outbox_table, &event)
+        .await
+        .unwrap();
+
+    // Writer B takes a larger id, commits, and the relay publishes it.
+    running
+        .strategy
+        .write(running.upsert(2, "early"))
+        .await
+        .unwrap();
+    let mut redis = common::redis_conn().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !redis
+        .exists::<_, bool>(format!("{prefix}:t:2"))
+        .await
+        .unwrap()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "writer B's change did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The relay is now deleting what it published (the old statement blocked here on A's
+    // lock). Then A commits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    late.commit().await.unwrap();
+
+    wait_converged(&mut db, &running.table, &prefix, "the late outbox event").await;
+    let left: Option<u64> = conn
+        .exec_first(
+            format!(
+                "SELECT COUNT(*) FROM `{}`.`{}` WHERE id = ?",
+                outbox_table.0, outbox_table.1
+            ),
+            (late_id,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        left,
+        Some(0),
+        "the relay deletes the late event once published"
+    );
+    drop(conn);
     running.stop().await;
     cleanup(&prefix, db).await;
 }
