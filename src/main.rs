@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use cachesync::config::Config;
 use cachesync::doctor::{self, Severity};
+use cachesync::read::storm::ReadStormOptions;
 
 /// Keep a Redis cache in sync with MySQL/MariaDB — by dual-write, RabbitMQ or binlog
 /// replay — and measure which strategy to use.
@@ -62,79 +63,158 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         examples: usize,
     },
-    /// Run the strategies side by side on one seeded workload and print a comparison:
-    /// write latency, propagation (commit → Redis, seen from outside), stale reads,
-    /// divergence after the drain, and what a fault did.
+    /// Measure: the sync strategies side by side (`--scenario strategies`, the default), or
+    /// the read path's guards against the classic cache failures (`--scenario read-storm`).
     ///
-    /// Uses the services in the config (mysql.url, redis.url, amqp.url; its [[tables]]
-    /// are not used): creates `DATABASE.items` with KEYS rows, and for each strategy in
-    /// turn loads Redis, starts the strategy, runs WRITERS writers at RATE and READERS
-    /// readers for DURATION, drains, and compares Redis with MySQL. Metrics are served on
-    /// metrics.listen while it runs. Turns on Redis keyspace notifications (K$g) to
-    /// observe writes. Everything it creates is removed at the end.
+    /// strategies: runs the strategies on one seeded workload and prints a comparison:
+    /// write latency, propagation (commit → Redis, seen from outside), stale reads,
+    /// divergence after the drain, and what a fault did. Uses the services in the config
+    /// (mysql.url, redis.url, amqp.url; its [[tables]] are not used): creates
+    /// `DATABASE.items` with KEYS rows, and for each strategy in turn loads Redis, starts the
+    /// strategy, runs WRITERS writers at RATE and READERS readers for DURATION, drains, and
+    /// compares Redis with MySQL. Metrics are served on metrics.listen while it runs. Turns
+    /// on Redis keyspace notifications (K$g) to observe writes. Everything it creates is
+    /// removed at the end.
+    ///
+    /// read-storm: reads rows through the cache-aside read path (as `GET` in the API does,
+    /// without HTTP) and reproduces each failure with its guards off and then on —
+    /// breakdown: STORM_HOT_REQUESTS concurrent reads of one hot key that has just expired
+    /// (guards: single-flight + Redis mutex); penetration: STORM_MISSING_REQUESTS reads of
+    /// STORM_MISSING_KEYS ids that do not exist (negative caching, Bloom filter);
+    /// avalanche: STORM_EXPIRY_KEYS keys cached with one TTL and read once each right after
+    /// it ends (TTL jitter). It prints, per case and guard setting, the MySQL queries the
+    /// reads caused, p50/p99/max read latency and errors. Queries are counted by MariaDB
+    /// itself (information_schema.USER_STATISTICS, `SET GLOBAL userstat = 1`) for a MySQL
+    /// user `cachesync_storm` it re-creates, so mysql.url must be a MariaDB user allowed to
+    /// CREATE USER, GRANT and SET GLOBAL. Uses the config's mysql.url and redis.url only;
+    /// re-creates `DATABASE.items` with STORM_EXPIRY_KEYS rows and writes Redis keys under
+    /// `cachesync:storm:`; removes the table, the keys and the user at the end. Takes about
+    /// a minute at the default sizes.
     Bench(Box<BenchArgs>),
 }
+
+/// `--help` heading of the flags only `--scenario strategies` uses.
+const STRATEGIES_HEADING: &str = "Strategies options (--scenario strategies)";
 
 /// `cachesync bench` flags (boxed in [`Command`]: they outweigh every other command).
 #[derive(clap::Args)]
 struct BenchArgs {
     #[command(flatten)]
     config: ConfigArg,
+    /// What to measure: `strategies` (the sync strategies on one write and read workload)
+    /// or `read-storm` (the read path's cache failure guards, each off and on).
+    #[arg(long, value_enum, default_value_t = Scenario::Strategies)]
+    scenario: Scenario,
     /// Comma-separated strategies, each with optional modifiers: dual-write,
     /// dual-write:versioned, mq, mq:outbox, mq:versioned, binlog, binlog:versioned,
     /// binlog:invalidate.
-    #[arg(long, value_delimiter = ',', default_value = "dual-write,mq,binlog")]
+    #[arg(long, help_heading = STRATEGIES_HEADING, value_delimiter = ',', default_value = "dual-write,mq,binlog")]
     strategies: Vec<cachesync::bench::workload::Variant>,
     /// Measured time per strategy (30s, 500ms, 2m).
-    #[arg(long, default_value = "30s", value_parser = cachesync::bench::workload::parse_duration)]
+    #[arg(long, help_heading = STRATEGIES_HEADING, default_value = "30s", value_parser = cachesync::bench::workload::parse_duration)]
     duration: Duration,
     /// Concurrent writer tasks.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, help_heading = STRATEGIES_HEADING, default_value_t = 16)]
     writers: usize,
     /// Writes per second over all writers, or `max`.
-    #[arg(long, default_value = "1000")]
+    #[arg(long, help_heading = STRATEGIES_HEADING, default_value = "1000")]
     rate: cachesync::bench::workload::Rate,
     /// Rows in the bench table (ids 1..=KEYS).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, help_heading = STRATEGIES_HEADING, default_value_t = 10_000)]
     keys: u64,
     /// How writers and readers pick keys: `uniform` or `zipf:S` (key 1 hottest).
-    #[arg(long, default_value = "zipf:0.99")]
+    #[arg(long, help_heading = STRATEGIES_HEADING, default_value = "zipf:0.99")]
     hot_key_skew: cachesync::bench::workload::Skew,
     /// Concurrent reader tasks reading rows from Redis (0: none).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, help_heading = STRATEGIES_HEADING, default_value_t = 4)]
     readers: usize,
     /// Reads per second over all readers, or `max`.
-    #[arg(long, default_value = "2000")]
+    #[arg(long, help_heading = STRATEGIES_HEADING, default_value = "2000")]
     read_rate: cachesync::bench::workload::Rate,
     /// Seed of the key sequence; the same seed gives every strategy the same writes.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, help_heading = STRATEGIES_HEADING, default_value_t = 42)]
     seed: u64,
     /// A fault at a third of the run: none, redis-restart (Redis connections cut and
     /// refused), daemon-crash (strategy killed without drain, restarted), broker-drop
     /// (RabbitMQ connections cut and refused; mq only).
-    #[arg(long, default_value = "none")]
+    #[arg(long, help_heading = STRATEGIES_HEADING, default_value = "none")]
     fault: cachesync::bench::faults::Fault,
     /// How long the fault lasts.
-    #[arg(long, default_value = "5s", value_parser = cachesync::bench::workload::parse_duration)]
+    #[arg(long, help_heading = STRATEGIES_HEADING, default_value = "5s", value_parser = cachesync::bench::workload::parse_duration)]
     fault_duration: Duration,
     /// After the writers stop, how long to wait for Redis to catch up.
-    #[arg(long, default_value = "30s", value_parser = cachesync::bench::workload::parse_duration)]
+    #[arg(long, help_heading = STRATEGIES_HEADING, default_value = "30s", value_parser = cachesync::bench::workload::parse_duration)]
     drain_timeout: Duration,
-    /// The MySQL database of the bench table (created if missing).
-    #[arg(long, default_value = "cachesync_bench")]
-    database: String,
+    /// The MySQL database of the scenario's table (created if missing) [default:
+    /// cachesync_bench; cachesync_storm for read-storm].
+    #[arg(long)]
+    database: Option<String>,
     /// Redis key prefix of the bench keys.
-    #[arg(long, default_value = "cachesync:bench")]
+    #[arg(long, help_heading = STRATEGIES_HEADING, default_value = "cachesync:bench")]
     key_prefix: String,
-    /// Also write the comparison as Markdown to this file.
+    /// Also write the table printed on stdout as Markdown to this file.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Also write the full report (every figure, per strategy) as JSON to this file.
+    /// Also write the full report (every figure, per strategy or storm case) as JSON to
+    /// this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// No live progress line.
+    /// No live progress line (strategies), no per-case lines (read-storm).
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    storm: StormArgs,
+}
+
+/// Which `cachesync bench` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// The sync strategies side by side on one seeded workload.
+    Strategies,
+    /// The read path's guards against cache breakdown, penetration and avalanche.
+    ReadStorm,
+}
+
+/// `cachesync bench --scenario read-storm` sizes; the defaults are issue #7's.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Read-storm options (--scenario read-storm)")]
+struct StormArgs {
+    /// Breakdown: concurrent reads of the one hot key, all started right after it expired.
+    #[arg(long, default_value_t = 1_000)]
+    storm_hot_requests: usize,
+    /// Penetration: reads of ids that do not exist.
+    #[arg(long, default_value_t = 20_000)]
+    storm_missing_requests: usize,
+    /// Penetration: distinct missing ids those reads cycle through.
+    #[arg(long, default_value_t = 2_000)]
+    storm_missing_keys: usize,
+    /// Avalanche: rows in the table, all cached with one TTL and read once each after it.
+    #[arg(long, default_value_t = 50_000)]
+    storm_expiry_keys: usize,
+    /// Reads in flight at once in the penetration and avalanche cases.
+    #[arg(long, default_value_t = 256)]
+    storm_concurrency: usize,
+    /// Avalanche: the TTL every key is cached with (500ms, 2s).
+    #[arg(long, default_value = "2s", value_parser = cachesync::bench::workload::parse_duration)]
+    storm_expiry_ttl: Duration,
+    /// Avalanche with the guard on: up to this much added to each key's TTL at random.
+    #[arg(long, default_value = "8s", value_parser = cachesync::bench::workload::parse_duration)]
+    storm_expiry_jitter: Duration,
+}
+
+impl StormArgs {
+    fn options(&self, database: Option<String>) -> ReadStormOptions {
+        ReadStormOptions {
+            database: database.unwrap_or_else(|| ReadStormOptions::default().database),
+            hot_requests: self.storm_hot_requests,
+            missing_requests: self.storm_missing_requests,
+            missing_keys: self.storm_missing_keys,
+            expiry_keys: self.storm_expiry_keys,
+            concurrency: self.storm_concurrency,
+            expiry_ttl: self.storm_expiry_ttl,
+            expiry_jitter: self.storm_expiry_jitter,
+        }
+    }
 }
 
 /// `--config FILE`, shared by every command.
@@ -160,7 +240,14 @@ impl ConfigArg {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The benchmark prints its own progress; the strategies' info lines would bury it.
-    let default_filter = match cli.command {
+    let default_filter = match &cli.command {
+        Command::Bench(args) if args.scenario == Scenario::ReadStorm => {
+            if args.quiet {
+                "warn"
+            } else {
+                "warn,cachesync::read::storm=info"
+            }
+        }
         Command::Bench(_) => "warn,cachesync::bench=info",
         _ => "info",
     };
@@ -262,6 +349,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => {
                 let BenchArgs {
                     config,
+                    scenario,
                     strategies,
                     duration,
                     writers,
@@ -279,11 +367,17 @@ fn main() -> ExitCode {
                     out,
                     json,
                     quiet,
+                    storm,
                 } = *args;
                 let config = match config.load() {
                     Ok(c) => c,
                     Err(code) => return code,
                 };
+                if scenario == Scenario::ReadStorm {
+                    let options = storm.options(database);
+                    return read_storm(&config, &options, out.as_deref(), json.as_deref()).await;
+                }
+                let database = database.unwrap_or_else(|| "cachesync_bench".to_owned());
                 let options = cachesync::bench::Options {
                     variants: strategies,
                     duration,
@@ -338,6 +432,46 @@ async fn bench(
     let markdown = report.markdown();
     println!("{markdown}");
     for (path, text) in [(out, &markdown), (json, &report.json())] {
+        if let Some(path) = path
+            && let Err(e) = std::fs::write(path, text)
+        {
+            return fail(&format!("writing {}: {e}", path.display()));
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Runs the read-storm scenario, prints its table and writes the files.
+async fn read_storm(
+    config: &Config,
+    options: &ReadStormOptions,
+    out: Option<&std::path::Path>,
+    json: Option<&std::path::Path>,
+) -> ExitCode {
+    if let Err(e) = options.validate() {
+        return fail(&e.to_string());
+    }
+    if let Err(e) = cachesync::metrics::install(config.metrics_listen) {
+        return fail(&e.to_string());
+    }
+    eprintln!(
+        "cachesync bench: read storm on {} and {} (database {}); metrics on http://{}/metrics",
+        cachesync::redact::redact_url(&config.mysql_url),
+        cachesync::redact::redact_url(&config.redis_url),
+        options.database,
+        config.metrics_listen
+    );
+    let report = match cachesync::read::storm::run(config, options).await {
+        Ok(report) => report,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let markdown = report.to_markdown();
+    println!("{markdown}");
+    let json_text = match serde_json::to_string_pretty(&report) {
+        Ok(text) => text,
+        Err(e) => return fail(&format!("encoding the report as JSON: {e}")),
+    };
+    for (path, text) in [(out, &markdown), (json, &json_text)] {
         if let Some(path) = path
             && let Err(e) = std::fs::write(path, text)
         {
@@ -414,4 +548,116 @@ fn fail(message: &str) -> ExitCode {
         eprintln!("error: {line}");
     }
     ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn bench_args(args: &[&str]) -> BenchArgs {
+        let cli = Cli::try_parse_from([&["cachesync", "bench"], args].concat())
+            .unwrap_or_else(|e| panic!("{e}"));
+        match cli.command {
+            Command::Bench(args) => *args,
+            _ => unreachable!("parsed a bench command"),
+        }
+    }
+
+    #[test]
+    fn the_cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bench_help_explains_both_scenarios_and_the_storm_flags() {
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("bench")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for needle in [
+            "--scenario <SCENARIO>",
+            "read-storm",
+            "strategies",
+            "Read-storm options (--scenario read-storm)",
+            "--storm-hot-requests",
+            "--storm-missing-requests",
+            "--storm-missing-keys",
+            "--storm-expiry-keys",
+            "--storm-concurrency",
+            "--storm-expiry-ttl",
+            "--storm-expiry-jitter",
+            "USER_STATISTICS",
+        ] {
+            assert!(help.contains(needle), "{needle:?} not in\n{help}");
+        }
+    }
+
+    #[test]
+    fn bench_runs_the_strategies_unless_told_otherwise() {
+        let args = bench_args(&[]);
+        assert_eq!(args.scenario, Scenario::Strategies);
+        assert_eq!(args.database, None);
+    }
+
+    #[test]
+    fn read_storm_defaults_are_the_scenario_defaults() {
+        let args = bench_args(&["--scenario", "read-storm"]);
+        assert_eq!(args.scenario, Scenario::ReadStorm);
+        let options = args.storm.options(args.database);
+        assert_eq!(
+            serde_json::to_value(&options).unwrap(),
+            serde_json::to_value(ReadStormOptions::default()).unwrap()
+        );
+        options.validate().unwrap();
+    }
+
+    #[test]
+    fn read_storm_flags_set_the_options() {
+        let args = bench_args(&[
+            "--scenario=read-storm",
+            "--database=storm_x",
+            "--storm-hot-requests=10",
+            "--storm-missing-requests=20",
+            "--storm-missing-keys=5",
+            "--storm-expiry-keys=100",
+            "--storm-concurrency=4",
+            "--storm-expiry-ttl=1s",
+            "--storm-expiry-jitter=500ms",
+        ]);
+        let o = args.storm.options(args.database);
+        assert_eq!(o.database, "storm_x");
+        assert_eq!(
+            (
+                o.hot_requests,
+                o.missing_requests,
+                o.missing_keys,
+                o.expiry_keys,
+                o.concurrency
+            ),
+            (10, 20, 5, 100, 4)
+        );
+        assert_eq!(o.expiry_ttl, Duration::from_secs(1));
+        assert_eq!(o.expiry_jitter, Duration::from_millis(500));
+        o.validate().unwrap();
+
+        let args = bench_args(&[
+            "--scenario=read-storm",
+            "--database=bad-name",
+            "--storm-hot-requests=0",
+            "--storm-expiry-ttl=500ms",
+        ]);
+        let problems = args.storm.options(args.database).validate().unwrap_err();
+        assert_eq!(
+            problems.to_string().lines().collect::<Vec<_>>(),
+            [
+                "--storm-hot-requests: must be at least 1",
+                "--storm-expiry-ttl: must be at least 1s, got 500ms",
+                "--database: \"bad-name\" must be letters, digits and underscores",
+            ]
+        );
+    }
 }

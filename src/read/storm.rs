@@ -24,7 +24,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool};
 use serde::Serialize;
 use tokio::sync::Semaphore;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::applier::{Applier, Change, Op};
 use crate::config::{BloomConfig, Config, Format, Mode, ReadConfig, TableConfig};
@@ -70,6 +70,45 @@ impl Default for ReadStormOptions {
             concurrency: 256,
             expiry_ttl: Duration::from_secs(2),
             expiry_jitter: Duration::from_secs(8),
+        }
+    }
+}
+
+impl ReadStormOptions {
+    /// Checks the sizes before anything connects; lists every problem (named by the
+    /// `cachesync bench` flag that sets it).
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        for (flag, value) in [
+            ("--storm-hot-requests", self.hot_requests),
+            ("--storm-missing-requests", self.missing_requests),
+            ("--storm-missing-keys", self.missing_keys),
+            ("--storm-expiry-keys", self.expiry_keys),
+            ("--storm-concurrency", self.concurrency),
+        ] {
+            if value == 0 {
+                problems.push(format!("{flag}: must be at least 1"));
+            }
+        }
+        if self.expiry_keys > 10_000_000 {
+            problems.push("--storm-expiry-keys: must be at most 10000000".to_owned());
+        }
+        if self.expiry_ttl < Duration::from_secs(1) {
+            problems.push(format!(
+                "--storm-expiry-ttl: must be at least 1s, got {:?}",
+                self.expiry_ttl
+            ));
+        }
+        let db = &self.database;
+        if db.is_empty() || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            problems.push(format!(
+                "--database: {db:?} must be letters, digits and underscores"
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Config(problems))
         }
     }
 }
@@ -149,6 +188,11 @@ pub async fn run(config: &Config, options: &ReadStormOptions) -> Result<ReadStor
             .await
             .map_err(|e| Error::mysql("reading the server version", e))?
             .unwrap_or_default();
+        info!(
+            rows = options.expiry_keys,
+            database = %options.database,
+            "read storm: filling the table"
+        );
         prepare_table(&mut conn, options).await?;
         let schema = TableSchema::load(&mut conn, &options.database, "items")
             .await?
@@ -164,6 +208,7 @@ pub async fn run(config: &Config, options: &ReadStormOptions) -> Result<ReadStor
         };
         let rows = storm.run_all(&mut conn).await;
         storm.counter.drop_user(&mut conn).await;
+        storm.clean_up(&mut conn).await;
         Ok(ReadStormReport {
             options: options.clone(),
             mysql_version,
@@ -313,6 +358,19 @@ struct Guards {
     jitter: Duration,
 }
 
+impl Guards {
+    /// `read` with keys that outlive the case (breakdown, penetration).
+    fn new(name: &'static str, read: ReadConfig) -> Guards {
+        Guards {
+            name,
+            read,
+            ttl: Duration::from_secs(3600),
+            jitter: Duration::ZERO,
+        }
+    }
+}
+
+/// Every guard off; each case switches on the ones it measures.
 fn guards_off() -> ReadConfig {
     ReadConfig {
         negative_ttl: None,
@@ -322,69 +380,73 @@ fn guards_off() -> ReadConfig {
     }
 }
 
+/// The breakdown guards: single-flight and the Redis mutex, with a wait that covers a
+/// MySQL read under a storm.
 fn breakdown_guards() -> ReadConfig {
     ReadConfig {
-        negative_ttl: None,
+        single_flight: true,
+        lock: true,
         lock_wait: Duration::from_secs(5),
         lock_ttl: Duration::from_secs(5),
-        ..ReadConfig::default()
+        ..guards_off()
     }
 }
 
 impl Storm<'_> {
     async fn run_all(&self, admin: &mut mysql_async::Conn) -> Result<Vec<StormRow>> {
         let o = self.options;
-        let hour = Duration::from_secs(3600);
+        let negative = Some(Duration::from_secs(60));
+        let bloom = Some(BloomConfig {
+            expected_rows: (o.expiry_keys as u64).max(1_000),
+            fp_rate: 0.01,
+        });
         let mut rows = Vec::new();
         for guards in [
-            Guards {
-                name: "off",
-                read: guards_off(),
-                ttl: hour,
-                jitter: Duration::ZERO,
-            },
-            Guards {
-                name: "single-flight + Redis mutex",
-                read: breakdown_guards(),
-                ttl: hour,
-                jitter: Duration::ZERO,
-            },
-        ] {
-            rows.push(self.breakdown(admin, &guards).await?);
-        }
-        for guards in [
-            Guards {
-                name: "off",
-                read: guards_off(),
-                ttl: hour,
-                jitter: Duration::ZERO,
-            },
-            Guards {
-                name: "negative caching",
-                read: ReadConfig {
-                    negative_ttl: Some(Duration::from_secs(60)),
-                    single_flight: false,
+            Guards::new("off", guards_off()),
+            Guards::new(
+                "single-flight",
+                ReadConfig {
                     lock: false,
-                    ..ReadConfig::default()
-                },
-                ttl: hour,
-                jitter: Duration::ZERO,
-            },
-            Guards {
-                name: "Bloom filter + negative caching + single-flight + mutex",
-                read: ReadConfig {
-                    negative_ttl: Some(Duration::from_secs(60)),
-                    bloom: Some(BloomConfig {
-                        expected_rows: (o.expiry_keys as u64).max(1_000),
-                        fp_rate: 0.01,
-                    }),
                     ..breakdown_guards()
                 },
-                ttl: hour,
-                jitter: Duration::ZERO,
-            },
+            ),
+            Guards::new(
+                "Redis mutex",
+                ReadConfig {
+                    single_flight: false,
+                    ..breakdown_guards()
+                },
+            ),
+            Guards::new("single-flight + Redis mutex", breakdown_guards()),
         ] {
-            rows.push(self.penetration(admin, &guards).await?);
+            rows.push(done(self.breakdown(admin, &guards).await?));
+        }
+        for guards in [
+            Guards::new("off", guards_off()),
+            Guards::new(
+                "negative caching",
+                ReadConfig {
+                    negative_ttl: negative,
+                    ..guards_off()
+                },
+            ),
+            Guards::new(
+                "Bloom filter",
+                ReadConfig {
+                    bloom,
+                    ..guards_off()
+                },
+            ),
+            Guards::new(
+                "Bloom filter + negative caching",
+                ReadConfig {
+                    negative_ttl: negative,
+                    bloom,
+                    ..guards_off()
+                },
+            ),
+        ] {
+            rows.push(done(self.penetration(admin, &guards).await?));
         }
         for guards in [
             Guards {
@@ -394,13 +456,13 @@ impl Storm<'_> {
                 jitter: Duration::ZERO,
             },
             Guards {
-                name: "TTL jitter + single-flight + mutex",
-                read: breakdown_guards(),
+                name: "TTL jitter",
+                read: guards_off(),
                 ttl: o.expiry_ttl,
                 jitter: o.expiry_jitter,
             },
         ] {
-            rows.push(self.avalanche(admin, &guards).await?);
+            rows.push(done(self.avalanche(admin, &guards).await?));
         }
         Ok(rows)
     }
@@ -441,7 +503,7 @@ impl Storm<'_> {
         for pattern in [
             format!("{KEY_PREFIX}*"),
             format!("{{{KEY_PREFIX}*"),
-            "cachesync:bloom:{*storm*".to_owned(),
+            format!("cachesync:bloom:{{{}.items}}*", self.options.database),
         ] {
             let mut cursor: u64 = 0;
             loop {
@@ -468,6 +530,23 @@ impl Storm<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Removes the scenario's Redis keys and table (failures only logged).
+    async fn clean_up(&self, admin: &mut mysql_async::Conn) {
+        if let Err(e) = self.clear_redis().await {
+            warn!(error = %e, "could not remove the read storm's Redis keys");
+        }
+        let table = format!(
+            "{}.items",
+            crate::schema::quote_ident(&self.options.database)
+        );
+        if let Err(e) = admin
+            .query_drop(format!("DROP TABLE IF EXISTS {table}"))
+            .await
+        {
+            warn!(error = %e, "could not drop the read storm's table {table}");
+        }
     }
 
     /// One hot key, just expired, `hot_requests` readers at once.
@@ -548,14 +627,22 @@ impl Storm<'_> {
         let ids = (1..=o.expiry_keys as u64).collect();
         let sample = read_all(&reads, &table, ids, o.concurrency).await;
         let queries = self.counter.queries(admin).await? - before;
-        info!(
-            case = "avalanche",
-            guards = guards.name,
-            queries,
-            "read storm case done"
-        );
         Ok(sample.row("avalanche", guards.name, queries))
     }
+}
+
+/// Logs a finished case (the progress of a run).
+fn done(row: StormRow) -> StormRow {
+    info!(
+        case = row.case,
+        guards = %row.guards,
+        requests = row.requests,
+        mysql_queries = row.mysql_queries,
+        p99_ms = format_args!("{:.2}", row.p99_ms),
+        errors = row.errors,
+        "read storm case done"
+    );
+    row
 }
 
 /// One read of a row that does not exist, so the read path's pool has a connection
