@@ -135,6 +135,7 @@ async fn check_mysql(config: &Config, report: &mut Report) {
     }
 
     check_grants(&mut conn, binlog, report).await;
+    check_binlog_position(&mut conn, binlog, report).await;
 
     match crate::schema::load_tables(config, &pool).await {
         Ok(tables) => report.push(
@@ -291,6 +292,29 @@ async fn check_grants(conn: &mut mysql_async::Conn, binlog: Severity, report: &m
                 missing.join(", ")
             ),
         );
+    }
+}
+
+/// Reads the current binlog position as the snapshot does (`SHOW BINARY LOG STATUS`, or
+/// `SHOW MASTER STATUS` where the server predates it), so a refusal shows here first.
+async fn check_binlog_position(
+    conn: &mut mysql_async::Conn,
+    binlog: Severity,
+    report: &mut Report,
+) {
+    match crate::strategy::binlog::snapshot::binary_log_status(conn).await {
+        Ok(Some(position)) => {
+            report.push(
+                Severity::Ok,
+                format!("binlog position readable: {position}"),
+            );
+        }
+        // No binlog: the log_bin finding already says what to change.
+        Ok(None) => {}
+        Err(e) => report.push(
+            binlog,
+            format!("{e} (the snapshot reads its position this way: GRANT REPLICATION CLIENT)"),
+        ),
     }
 }
 

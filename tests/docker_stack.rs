@@ -1506,6 +1506,17 @@ fn doctor_accepts_the_docker_mysql_config() {
         "settings from docker/mysql/my.cnf: {settings:?}\n--- stdout ---\n{stdout}--- stderr ---\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Doctor reads the position as the snapshot does (MariaDB has no `SHOW BINARY LOG
+    // STATUS`, so this is the `SHOW MASTER STATUS` fallback), as the `cachesync` user.
+    let master_status = server.sql("SHOW MASTER STATUS");
+    let position = master_status
+        .lines()
+        .nth(1)
+        .and_then(|row| {
+            let mut cols = row.split('\t');
+            Some(format!("{}:{}", cols.next()?, cols.next()?))
+        })
+        .unwrap_or_else(|| panic!("SHOW MASTER STATUS gave no row: {master_status:?}"));
     drop(server);
     assert!(out.status.success(), "doctor failed\n{show}");
     assert!(!stdout.contains("FAIL"), "{show}");
@@ -1521,6 +1532,7 @@ fn doctor_accepts_the_docker_mysql_config() {
         "binlog_row_metadata=FULL",
         "server_id=1",
         "cachesync@% may read the binlog",
+        &format!("binlog position readable: {position}"),
         "tables: shop.users, shop.orders",
     ] {
         assert!(ok(needle), "no ok line with {needle:?}\n{show}");
