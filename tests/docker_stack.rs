@@ -11,11 +11,14 @@
 //!   target exists and has a health check, mounted files exist, each cachesync service's
 //!   config parses and validates with `cachesync::config` under the environment compose
 //!   gives it, Prometheus scrapes every cachesync service on its `metrics.listen` port,
-//!   Grafana's data source is the Prometheus service and its dashboard folder is mounted;
+//!   Grafana's data source is the Prometheus service and its dashboard folder is mounted,
+//!   and every address in the file (published ports, health checks, URLs and the load
+//!   generator's targets in `environment`) names a service and a port it listens on;
 //! - `docker/mysql/my.cnf` is a server `cachesync doctor` accepts for the binlog
 //!   strategy: a private MariaDB is started with its `[mysqld]` section (minus the
 //!   MySQL-only keys in [`MYSQL_ONLY_KEYS`]), loaded with the stack's init SQL (demo
-//!   schema, `cachesync` user, its grants), and doctor runs as that user.
+//!   schema, `cachesync` user, its grants), and doctor runs as that user (and reads the
+//!   binlog position as the snapshot does).
 //!
 //! The service-backed tests need `scripts/services.sh up` (MariaDB 3307, Redis 6380,
 //! RabbitMQ 5672) and, for the doctor test, `mariadb-install-db`/`mariadbd` on PATH:
@@ -460,6 +463,148 @@ fn compose_services_start_in_order_on_health_checks() {
                 host.display()
             );
         }
+    }
+}
+
+/// Ports the upstream images listen on inside the network; the file changes none of
+/// them (no `--port`, no `*_PORT` variable).
+const IMAGE_PORTS: &[(&str, &[u16])] = &[
+    ("mysql", &[3306]),
+    ("redis", &[6379]),
+    ("rabbitmq", &[5672, 15672]),
+    ("prom/prometheus", &[9090]),
+    ("grafana/grafana", &[3000]),
+];
+
+/// What each service listens on inside the network: the cachesync services' ports from
+/// their validated configs (API and `/metrics`), the others' from [`IMAGE_PORTS`].
+fn listening_ports(stack: &Stack) -> BTreeMap<String, BTreeSet<u16>> {
+    let mut ports: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
+    for (name, service) in stack.services() {
+        let image = service["image"].as_str().unwrap_or_default();
+        let image = image.split(':').next().unwrap();
+        if let Some((_, known)) = IMAGE_PORTS.iter().find(|(i, _)| *i == image) {
+            ports.entry(name.clone()).or_default().extend(*known);
+        }
+    }
+    for (name, service, path) in stack.cachesync_services() {
+        let config = service_config(name, service, &path).1;
+        let entry = ports.entry(name.to_owned()).or_default();
+        entry.insert(config.metrics_listen.port());
+        if let Some(api) = &config.api {
+            entry.insert(api.listen.port());
+        }
+    }
+    ports
+}
+
+/// `(host, port)` pairs an environment value points at: URLs and bare `host:port` words.
+fn addresses_in(value: &str) -> Vec<(String, u16)> {
+    value
+        .split_whitespace()
+        .filter_map(|word| {
+            if word.contains("://") {
+                return Some(url_host_port(word));
+            }
+            let (host, port) = word.rsplit_once(':')?;
+            let port = port.parse().ok()?;
+            host.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                .then(|| (host.to_owned(), port))
+        })
+        .collect()
+}
+
+#[test]
+fn every_address_names_a_service_on_a_port_it_listens_on() {
+    let stack = Stack::load();
+    let listening = listening_ports(&stack);
+    let listens = |name: &str, port: u16| listening.get(name).is_some_and(|p| p.contains(&port));
+    let mut checked = 0;
+    for (name, service) in stack.services() {
+        // Published ports map to a port the container listens on.
+        for (_, port) in published_ports(service) {
+            assert!(
+                listens(name, port),
+                "{name} publishes container port {port}, but listens on {:?}",
+                listening.get(name)
+            );
+            checked += 1;
+        }
+        // Health checks ask the service itself on one of its ports.
+        let test = service["healthcheck"]["test"].to_string();
+        for marker in ["/dev/tcp/127.0.0.1/", "http://127.0.0.1:"] {
+            for (at, _) in test.match_indices(marker) {
+                let digits: String = test[at + marker.len()..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                let port = digits.parse().unwrap();
+                assert!(
+                    listens(name, port),
+                    "{name}'s health check asks port {port}, but it listens on {:?}",
+                    listening.get(name)
+                );
+                checked += 1;
+            }
+        }
+        // Every other service it is pointed at (URLs, loadgen's TARGETS) exists and
+        // listens on that port.
+        for (variable, value) in service_env(service) {
+            for (host, port) in addresses_in(&value) {
+                assert!(
+                    stack.services().contains_key(&host),
+                    "{name}: {variable} points at {host}:{port}, which is not a service"
+                );
+                assert!(
+                    listens(&host, port),
+                    "{name}: {variable} points at {host}:{port}, but {host} listens on {:?}",
+                    listening.get(&host)
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked >= 20,
+        "only {checked} addresses found: is the parsing broken?"
+    );
+
+    // The load generator writes shop.users through each daemon's API: a table every
+    // daemon it targets syncs.
+    let loadgen = stack.service("loadgen");
+    let script = read(&docker_dir().join("loadgen/load.sh"));
+    assert!(script.contains("/v1/tables/shop.users/rows"));
+    let targets = addresses_in(&service_env(loadgen)["TARGETS"]);
+    let daemons: Vec<String> = stack
+        .cachesync_services()
+        .into_iter()
+        .filter(|(_, s, _)| s["command"][0] == "run")
+        .map(|(n, _, _)| n.to_owned())
+        .collect();
+    assert_eq!(
+        targets
+            .iter()
+            .map(|(h, _)| h.clone())
+            .collect::<BTreeSet<_>>(),
+        daemons.iter().cloned().collect::<BTreeSet<_>>(),
+        "loadgen writes through every daemon"
+    );
+    for (host, port) in targets {
+        let (_, service, path) = stack
+            .cachesync_services()
+            .into_iter()
+            .find(|(n, _, _)| *n == host)
+            .unwrap();
+        let config = service_config(&host, service, &path).1;
+        assert_eq!(config.api.as_ref().map(|a| a.listen.port()), Some(port));
+        assert!(
+            config
+                .tables
+                .iter()
+                .any(|t| t.database == "shop" && t.table == "users"),
+            "{host} does not sync shop.users, which loadgen writes through its API"
+        );
     }
 }
 
