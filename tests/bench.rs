@@ -1,0 +1,429 @@
+//! `cachesync bench` against real MariaDB, Redis and RabbitMQ: short runs under hot-key
+//! contention (8 keys, zipf skew, 8 writers), with and without faults. The tests assert
+//! what must hold whatever the machine's speed, never timings:
+//!
+//! - every reported count agrees with the raw samples it came from;
+//! - the ordered variants (binlog, versioned dual-write, outbox mq) end with Redis equal to
+//!   MySQL and every acknowledged change seen in Redis, never going backwards;
+//! - under `redis-restart`, `daemon-crash` and `broker-drop`, binlog and `mq:outbox` lose
+//!   nothing and report a recovery time;
+//! - the CLI prints the table and writes the Markdown and JSON reports.
+//!
+//! Run `scripts/services.sh up` first. Each test uses its own database, Redis key prefix,
+//! RabbitMQ names and replica server id.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use cachesync::bench::faults::Fault;
+use cachesync::bench::report::{BenchReport, Quantiles, VariantReport};
+use cachesync::bench::{self, Options};
+use cachesync::config::{Config, RawConfig};
+
+/// A replica id no other test of this run announces (the binlog variants replicate).
+fn server_id() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Even ids: the bench's replica takes `server_id + 1`.
+    300_000 + (std::process::id() % 10_000) * 20 + 2 * NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The services of the test suite; the table entry is required by the config format and
+/// not used by the bench.
+fn config() -> Config {
+    let tree = serde_json::json!({
+        "strategy": "binlog",
+        "mysql": { "url": common::mysql_url() },
+        "redis": { "url": common::redis_url() },
+        "amqp": { "url": common::amqp_url() },
+        "metrics": { "listen": "127.0.0.1:0" },
+        "binlog": { "server_id": server_id() },
+        "tables": [{ "name": "unused.unused", "key": "unused:{id}" }],
+    });
+    RawConfig::from_tree(tree).unwrap().validate().unwrap()
+}
+
+/// A short run with hot-key contention: 8 rows, zipf 1.1 (the hottest key takes about a
+/// third of the writes), 8 writers and 2 readers.
+fn options(name: &str, variants: &str, fault: Fault) -> Options {
+    let unique = common::unique(name);
+    Options {
+        variants: variants.split(',').map(|v| v.parse().unwrap()).collect(),
+        duration: Duration::from_secs(3),
+        writers: 8,
+        rate: Some(400.0),
+        keys: 8,
+        skew: "zipf:1.1".parse().unwrap(),
+        readers: 2,
+        read_rate: Some(400.0),
+        seed: 7,
+        fault,
+        fault_duration: Duration::from_secs(1),
+        drain_timeout: Duration::from_secs(60),
+        database: unique.clone(),
+        key_prefix: format!("cachesync:test:{unique}"),
+        progress: false,
+    }
+}
+
+async fn run(options: &Options) -> BenchReport {
+    match bench::run(&config(), options).await {
+        Ok(report) => report,
+        Err(e) => panic!(
+            "bench {:?} failed: {e} (start the services with `scripts/services.sh up`)",
+            options.variants
+        ),
+    }
+}
+
+/// Quantiles in ms recomputed from raw µs samples must be what the report says.
+fn assert_quantiles_match(what: &str, reported: &Quantiles, raw: &[u64]) {
+    assert_eq!(reported.count, raw.len(), "{what}: count");
+    assert!(
+        reported.p50 <= reported.p99
+            && reported.p99 <= reported.p999
+            && reported.p999 <= reported.max,
+        "{what}: quantiles are monotone: {reported:?}"
+    );
+    let max_ms = raw.iter().max().map_or(0.0, |&us| us as f64 / 1000.0);
+    assert!(
+        (reported.max - max_ms).abs() < 1e-9,
+        "{what}: max {} ms, the samples' max {max_ms} ms",
+        reported.max
+    );
+    if let Some(&min) = raw.iter().min() {
+        assert!(
+            reported.p50 >= min as f64 / 1000.0,
+            "{what}: p50 below the smallest sample"
+        );
+    }
+}
+
+/// Every count of `r` agrees with the raw samples and the other counts.
+fn assert_consistent(r: &VariantReport) {
+    let name = &r.strategy;
+    assert!(
+        r.writes > 0,
+        "{name}: no write succeeded: {:?}",
+        r.first_error
+    );
+    assert_eq!(
+        r.writes,
+        r.samples.write_us.len() as u64,
+        "{name}: writes vs samples"
+    );
+    assert_quantiles_match(
+        &format!("{name} write latency"),
+        &r.write_latency_ms,
+        &r.samples.write_us,
+    );
+    assert_quantiles_match(
+        &format!("{name} propagation"),
+        &r.propagation_ms,
+        &r.samples.propagation_us,
+    );
+    assert_eq!(
+        r.propagation_ms.count as u64 + r.unpropagated,
+        r.writes,
+        "{name}: every acknowledged write is either seen in Redis or counted unpropagated"
+    );
+    assert!(
+        (r.writes_per_s - r.writes as f64 / r.elapsed_s).abs() < 1e-6,
+        "{name}: writes/s is writes over elapsed"
+    );
+    assert!(r.reads > 0, "{name}: the readers read");
+    assert!(
+        r.stale_reads + r.read_misses <= r.reads,
+        "{name}: stale and missed reads are reads"
+    );
+    assert_eq!(
+        r.staleness_ms.count as u64, r.stale_reads,
+        "{name}: one staleness per stale read"
+    );
+    assert_quantiles_match(
+        &format!("{name} staleness"),
+        &r.staleness_ms,
+        &r.samples.staleness_us,
+    );
+    assert!(
+        (r.stale_fraction - r.stale_reads as f64 / r.reads as f64).abs() < 1e-12,
+        "{name}: stale fraction"
+    );
+    let d = &r.divergent;
+    assert_eq!(
+        d.total,
+        d.missing + d.extra + d.different,
+        "{name}: divergent total"
+    );
+    assert!(
+        d.examples.len() as u64 <= d.total.min(5),
+        "{name}: examples are of divergent keys"
+    );
+    assert_eq!(
+        r.applied_twice.is_some(),
+        r.ordered,
+        "{name}: replays are counted when ordered"
+    );
+    assert_eq!(
+        r.guard_drops.is_some(),
+        r.ordered,
+        "{name}: guard drops are counted when ordered"
+    );
+}
+
+/// What an ordered variant promises: Redis ends equal to MySQL, every acknowledged change
+/// arrived, and no key ever went back to an older version.
+fn assert_nothing_lost(r: &VariantReport) {
+    let name = &r.strategy;
+    assert!(r.ordered, "{name} is an ordered variant");
+    assert!(
+        r.drained,
+        "{name}: the drain ended with changes still missing"
+    );
+    assert_eq!(
+        r.unpropagated, 0,
+        "{name}: acknowledged changes never seen in Redis"
+    );
+    assert_eq!(
+        r.divergent.total, 0,
+        "{name}: Redis differs from MySQL after the drain: {:?}",
+        r.divergent
+    );
+    assert_eq!(
+        r.out_of_order, 0,
+        "{name}: a key went back to an older version"
+    );
+}
+
+/// The report's other renderings carry the same figures.
+fn assert_renderings(report: &BenchReport) {
+    let markdown = report.markdown();
+    let json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), report.results.len());
+    for (r, j) in report.results.iter().zip(results) {
+        assert!(
+            markdown.contains(&format!("| {} |", r.strategy)),
+            "{} in:\n{markdown}",
+            r.strategy
+        );
+        assert_eq!(j["strategy"], r.strategy.as_str());
+        assert_eq!(j["writes"], r.writes);
+        assert_eq!(j["unpropagated"], r.unpropagated);
+        assert_eq!(j["divergent"]["total"], r.divergent.total);
+        assert!(
+            j.get("samples").is_none(),
+            "raw samples stay out of the JSON"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn under_hot_key_contention_the_ordered_strategies_end_equal_to_mysql() {
+    let options = options(
+        "bench_hot",
+        "dual-write,dual-write:versioned,mq:outbox,binlog",
+        Fault::None,
+    );
+    let report = run(&options).await;
+    eprintln!("{}", report.markdown());
+    assert_eq!(report.results.len(), 4);
+    assert!(
+        report.workload.hottest_key_share > 0.25,
+        "key 1 is hot: {:?}",
+        report.workload
+    );
+    for r in &report.results {
+        assert_consistent(r);
+        assert_eq!(r.write_errors, 0, "{}: {:?}", r.strategy, r.first_error);
+        assert!(r.fault.is_none());
+        if r.ordered {
+            assert_nothing_lost(r);
+        }
+    }
+    // Plain dual-write may or may not lose its race in 3 s; it is reported either way.
+    assert!(!report.results[0].ordered);
+    assert_renderings(&report);
+}
+
+/// A fault run: every variant consistent, the ones named in `lossless` lose nothing and
+/// recover.
+async fn fault_run(name: &str, fault: Fault, variants: &str, lossless: &[&str]) -> BenchReport {
+    let options = options(name, variants, fault);
+    let report = run(&options).await;
+    // Shown with --nocapture, and by a failing test's output.
+    eprintln!("{}", report.markdown());
+    for r in &report.results {
+        assert_consistent(r);
+        let outcome = r.fault.as_ref().expect("a fault run reports the fault");
+        assert_eq!(outcome.kind, fault.to_string());
+        if lossless.contains(&r.strategy.as_str()) {
+            assert!(outcome.applies, "{}: the fault hit it", r.strategy);
+            assert_nothing_lost(r);
+            assert!(
+                outcome.recovery_s.is_some(),
+                "{}: every change committed before the fault's end arrived",
+                r.strategy
+            );
+        }
+    }
+    assert_renderings(&report);
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_restart_loses_nothing_with_binlog_or_the_outbox() {
+    fault_run(
+        "bench_redis",
+        Fault::RedisRestart,
+        "binlog,mq:outbox",
+        &["binlog", "mq:outbox"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_daemon_crash_loses_nothing_with_binlog_or_the_outbox() {
+    let report = fault_run(
+        "bench_crash",
+        Fault::DaemonCrash,
+        "binlog,mq:outbox",
+        &["binlog", "mq:outbox"],
+    )
+    .await;
+    // With the daemon down, binlog writers still commit; mq writers have nowhere to go.
+    let binlog = &report.results[0];
+    assert_eq!(binlog.fault.as_ref().unwrap().rejected_writes, 0);
+    let mq = &report.results[1];
+    assert!(
+        mq.fault.as_ref().unwrap().rejected_writes > 0,
+        "{:?}",
+        mq.fault
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_drop_loses_nothing_with_the_outbox_and_does_not_touch_binlog() {
+    let report = fault_run(
+        "bench_broker",
+        Fault::BrokerDrop,
+        "mq:outbox,binlog",
+        &["mq:outbox"],
+    )
+    .await;
+    let binlog = &report.results[1];
+    assert!(
+        !binlog.fault.as_ref().unwrap().applies,
+        "binlog has no broker"
+    );
+    assert_nothing_lost(binlog);
+}
+
+#[test]
+fn the_cli_prints_the_table_and_writes_markdown_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_config(
+        dir.path(),
+        &format!(
+            "{}\n[binlog]\nserver_id = {}\n",
+            common::config_toml(
+                "binlog",
+                "[[tables]]\nname = \"unused.unused\"\nkey = \"unused:{id}\""
+            ),
+            server_id()
+        ),
+    );
+    let unique = common::unique("bench_cli");
+    let (md, json) = (dir.path().join("report.md"), dir.path().join("report.json"));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachesync"))
+        .args(["bench", "--config"])
+        .arg(&config)
+        .args([
+            "--strategies",
+            "binlog:versioned",
+            "--duration",
+            "1s",
+            "--keys",
+            "50",
+            "--writers",
+            "2",
+            "--rate",
+            "100",
+            "--readers",
+            "1",
+            "--read-rate",
+            "100",
+            "--database",
+            &unique,
+            "--key-prefix",
+            &format!("cachesync:test:{unique}"),
+            "--quiet",
+            "--out",
+        ])
+        .arg(&md)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("| binlog:versioned |"),
+        "the table on stdout:\n{stdout}"
+    );
+    let markdown = std::fs::read_to_string(&md).unwrap();
+    assert!(markdown.contains("| binlog:versioned |"), "{markdown}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["results"][0]["strategy"], "binlog:versioned");
+    assert_eq!(report["results"][0]["divergent"]["total"], 0);
+    assert_eq!(report["workload"]["keys"], 50);
+}
+
+#[test]
+fn bad_bench_options_are_named_before_anything_connects() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachesync"))
+        .args(["bench", "--strategies", "dual-write,carrier-pigeon"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("carrier-pigeon"), "{stderr}");
+
+    // A valid config pointing nowhere: the option problems come first, all of them.
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_config(
+        dir.path(),
+        "strategy = \"binlog\"\n[mysql]\nurl = \"mysql://root@127.0.0.1:1\"\n\
+         [redis]\nurl = \"redis://127.0.0.1:1\"\n\
+         [[tables]]\nname = \"unused.unused\"\nkey = \"unused:{id}\"\n",
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachesync"))
+        .args(["bench", "--config"])
+        .arg(&config)
+        .args([
+            "--duration",
+            "3s",
+            "--fault",
+            "redis-restart",
+            "--fault-duration",
+            "5s",
+        ])
+        .args(["--writers", "0", "--database", "no-dashes"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for flag in ["--fault-duration", "--writers", "--database"] {
+        assert!(stderr.contains(flag), "{flag} is named in:\n{stderr}");
+    }
+    assert!(
+        !stderr.contains("127.0.0.1:1"),
+        "nothing connected:\n{stderr}"
+    );
+}
