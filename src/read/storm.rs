@@ -35,6 +35,8 @@ use crate::schema::{SyncedTable, TableSchema};
 
 /// The MySQL user the scenario reads as, so MariaDB counts exactly its queries.
 const STORM_USER: &str = "cachesync_storm";
+/// Time between two readings of `USER_STATISTICS` that must agree (see [`statistics`]).
+const SETTLE: Duration = Duration::from_millis(20);
 /// Key prefix of the scenario's rows.
 const KEY_PREFIX: &str = "cachesync:storm:";
 
@@ -260,6 +262,10 @@ async fn prepare_table(conn: &mut mysql_async::Conn, options: &ReadStormOptions)
 }
 
 /// The dedicated MySQL user the reads run as, and MariaDB's count of its `SELECT`s.
+///
+/// MariaDB keeps a user's statistics across `DROP USER` (until `FLUSH USER_STATISTICS`,
+/// which would reset every user's and is not ours to do), so everything is a difference
+/// of two readings: the calibration as much as each case's count.
 struct Counter {
     pool: Pool,
     /// `SELECT`s the driver runs per server connection it opens.
@@ -298,40 +304,39 @@ impl Counter {
             )
         };
         // Calibrate on one connection of a throw-away pool.
+        let start = statistics(conn).await?;
         let probe = pool_of();
         let probed = probe.get_conn().await;
         drop(probed.map_err(|e| Error::mysql(format!("connecting as {STORM_USER}"), e))?);
         probe.disconnect().await.ok();
-        let mut counter = Counter {
-            pool: pool_of(),
-            per_connection: 0,
-        };
-        let (selects, connections) = counter.statistics(conn).await?;
+        let end = statistics(conn).await?;
+        let (selects, connections) = (
+            end.selects.saturating_sub(start.selects),
+            end.connections.saturating_sub(start.connections),
+        );
         if connections == 0 || selects % connections != 0 {
             return Err(storm_error(format!(
-                "information_schema.USER_STATISTICS shows {selects} SELECTs over {connections} \
+                "information_schema.USER_STATISTICS counted {selects} SELECTs over {connections} \
                  connections for a connection that ran none: cannot count queries"
             )));
         }
-        counter.per_connection = selects / connections;
-        Ok(counter)
+        Ok(Counter {
+            pool: pool_of(),
+            per_connection: selects / connections,
+        })
     }
 
-    async fn statistics(&self, conn: &mut mysql_async::Conn) -> Result<(u64, u64)> {
-        let row: Option<(u64, u64)> = conn
-            .exec_first(
-                "SELECT SELECT_COMMANDS, TOTAL_CONNECTIONS FROM information_schema.USER_STATISTICS \
-                 WHERE USER = ?",
-                (STORM_USER,),
-            )
-            .await
-            .map_err(|e| Error::mysql("reading information_schema.USER_STATISTICS", e))?;
-        Ok(row.unwrap_or((0, 0)))
+    /// MariaDB's counters of the user now.
+    async fn reading(&self, conn: &mut mysql_async::Conn) -> Result<Statistics> {
+        statistics(conn).await
     }
 
-    /// The reads' `SELECT`s so far.
-    async fn queries(&self, conn: &mut mysql_async::Conn) -> Result<u64> {
-        let (selects, connections) = self.statistics(conn).await?;
+    /// The reads' `SELECT`s since `before`: all the user's `SELECT`s less those the
+    /// driver ran on the connections opened meanwhile.
+    async fn queries_since(&self, conn: &mut mysql_async::Conn, before: Statistics) -> Result<u64> {
+        let now = statistics(conn).await?;
+        let selects = now.selects.saturating_sub(before.selects);
+        let connections = now.connections.saturating_sub(before.connections);
         Ok(selects.saturating_sub(connections * self.per_connection))
     }
 
@@ -341,6 +346,45 @@ impl Counter {
             .query_drop(format!("DROP USER IF EXISTS '{STORM_USER}'@'%'"))
             .await;
     }
+}
+
+/// `SELECT_COMMANDS` and `TOTAL_CONNECTIONS` of [`STORM_USER`] (zero before it has any).
+#[derive(Debug, Clone, Copy)]
+struct Statistics {
+    selects: u64,
+    connections: u64,
+}
+
+/// The user's counters once they have settled: MariaDB adds a statement to
+/// `USER_STATISTICS` when it has finished the command, after the client may already have
+/// the answer, so a reading taken right after a read can miss that read. Two readings
+/// [`SETTLE`] apart that agree are taken as settled.
+async fn statistics(conn: &mut mysql_async::Conn) -> Result<Statistics> {
+    let mut last = statistics_now(conn).await?;
+    loop {
+        tokio::time::sleep(SETTLE).await;
+        let now = statistics_now(conn).await?;
+        if (now.selects, now.connections) == (last.selects, last.connections) {
+            return Ok(now);
+        }
+        last = now;
+    }
+}
+
+async fn statistics_now(conn: &mut mysql_async::Conn) -> Result<Statistics> {
+    let row: Option<(u64, u64)> = conn
+        .exec_first(
+            "SELECT SELECT_COMMANDS, TOTAL_CONNECTIONS FROM information_schema.USER_STATISTICS \
+             WHERE USER = ?",
+            (STORM_USER,),
+        )
+        .await
+        .map_err(|e| Error::mysql("reading information_schema.USER_STATISTICS", e))?;
+    let (selects, connections) = row.unwrap_or((0, 0));
+    Ok(Statistics {
+        selects,
+        connections,
+    })
 }
 
 struct Storm<'a> {
@@ -556,11 +600,11 @@ impl Storm<'_> {
         self.clear_redis().await?;
         warm(&reads, &table).await;
         self.clear_redis().await?;
-        let before = self.counter.queries(admin).await?;
+        let before = self.counter.reading(admin).await?;
         let n = self.options.hot_requests;
         let ids = vec![1u64; n];
         let sample = read_all(&reads, &table, ids, n).await;
-        let queries = self.counter.queries(admin).await? - before;
+        let queries = self.counter.queries_since(admin, before).await?;
         Ok(sample.row("breakdown", guards.name, queries))
     }
 
@@ -577,14 +621,14 @@ impl Storm<'_> {
             reads.build_bloom_filters().await?;
         }
         warm(&reads, &table).await;
-        let before = self.counter.queries(admin).await?;
+        let before = self.counter.reading(admin).await?;
         let o = self.options;
         let first_missing = 1_000_000_000u64;
         let ids = (0..o.missing_requests)
             .map(|i| first_missing + (i % o.missing_keys.max(1)) as u64)
             .collect();
         let sample = read_all(&reads, &table, ids, o.concurrency).await;
-        let queries = self.counter.queries(admin).await? - before;
+        let queries = self.counter.queries_since(admin, before).await?;
         Ok(sample.row("penetration", guards.name, queries))
     }
 
@@ -623,10 +667,10 @@ impl Storm<'_> {
         let until =
             Instant::now() + table.config.ttl.unwrap_or_default() + Duration::from_millis(100);
         tokio::time::sleep_until(until.into()).await;
-        let before = self.counter.queries(admin).await?;
+        let before = self.counter.reading(admin).await?;
         let ids = (1..=o.expiry_keys as u64).collect();
         let sample = read_all(&reads, &table, ids, o.concurrency).await;
-        let queries = self.counter.queries(admin).await? - before;
+        let queries = self.counter.queries_since(admin, before).await?;
         Ok(sample.row("avalanche", guards.name, queries))
     }
 }
@@ -685,7 +729,9 @@ impl Sample {
     }
 }
 
-/// Reads `ids`, at most `concurrency` at a time.
+/// Reads `ids`, at most `concurrency` at a time, started in the order given (a read
+/// takes its slot before its task is spawned, so the scheduler cannot reorder them: two
+/// reads of one id are in flight together only when the ids say so).
 async fn read_all(
     reads: &Arc<ReadPath>,
     table: &SyncedTable,
@@ -697,10 +743,12 @@ async fn read_all(
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(ids.len());
     for id in ids {
-        let (reads, name, limit) = (reads.clone(), name.clone(), limit.clone());
+        let permit = limit.clone().acquire_owned().await;
+        // Latency runs from the read's issue, scheduling of its task included.
+        let begun = Instant::now();
+        let (reads, name) = (reads.clone(), name.clone());
         tasks.push(tokio::spawn(async move {
-            let _permit = limit.acquire_owned().await.ok();
-            let begun = Instant::now();
+            let _permit = permit;
             let outcome = reads.get(&name, &[("id".to_owned(), id.to_string())]).await;
             (begun.elapsed(), outcome)
         }));
