@@ -48,8 +48,10 @@ use crate::strategy::StrategyKind;
 ///
 /// The read path's fills use the same script with op `f` (fill a missing key), `r`
 /// (refresh a present key early) or `n` (remember that the row does not exist for TTL
-/// ms); for them the version slot carries the lease token. A fill writes unversioned and
-/// only while the read marker still holds its token; `f` also only when the key is absent.
+/// ms); for them the version slot carries the lease token. A fill writes only while the
+/// read marker still holds its token; `f` also only when the key is absent. `f` writes
+/// unversioned; `r` keeps the version the value it replaces carries (the row it read is at
+/// least that new), so a late older change is still refused after a refresh.
 ///
 /// Returns one result per change: 1 written (newer than what Redis held), 2 written again
 /// at the same version (a replay or redelivery: same bytes), 0 skipped (older, or a fill
@@ -84,7 +86,26 @@ local function fill(key, marker, op, token, fmt, ttl, first, last)
   end
   redis.call('DEL', marker)
   if op == 'f' and redis.call('EXISTS', key) == 1 then return 0 end
+  -- A refresh keeps the version the present value carries: nothing synced has reached
+  -- Redis since the lease, so the row read is at least that new, and a late older change
+  -- must still be refused.
+  local v
+  if op == 'r' then
+    if fmt == 'j' then
+      local doc = redis.pcall('GET', key)
+      if type(doc) == 'string' then v = string.match(doc, '^{"_cachesync_v":(%d+)') end
+    else
+      local hv = redis.pcall('HGET', key, '_cachesync_v')
+      if type(hv) == 'string' then v = hv end
+    end
+  end
+  if v and fmt == 'j' then
+    local doc = '{"_cachesync_v":' .. v .. ',' .. string.sub(ARGV[first], 2)
+    if ttl > 0 then redis.call('SET', key, doc, 'PX', ttl) else redis.call('SET', key, doc) end
+    return 1
+  end
   write_row(key, fmt, ttl, first, last)
+  if v then redis.call('HSET', key, '_cachesync_v', v) end
   return 1
 end
 
@@ -401,7 +422,8 @@ impl Applier {
     }
 
     /// The read path's version-safe fill of `key` (see [`APPLY_LUA`]): writes `row`
-    /// (unversioned, with the table's TTL and jitter) or the "absent" marker only while
+    /// (with the table's TTL and jitter; unversioned, except that a refresh keeps the
+    /// version of the value it replaces) or the "absent" marker only while
     /// the read marker of `key` still holds `token`, the lease taken before the row was
     /// read from MySQL. `Ok(false)`: a synced change (or another reader) came first and
     /// nothing was written.

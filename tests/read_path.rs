@@ -9,13 +9,19 @@
 //! - with single-flight and the Redis mutex on, many concurrent reads of an expired hot
 //!   key — from two read-path instances — cost exactly one MySQL query; with both off,
 //!   every read queries (held at a barrier so the count is exact, not timing-dependent);
-//! - with negative caching, repeated reads of missing keys cost one query per key, and a
-//!   synced insert is visible at once; without it every read queries;
+//! - with negative caching, repeated reads of missing keys cost one query per key per
+//!   negative TTL, and a synced insert is visible at once; without it every read queries;
 //! - with the Bloom filter, keys it rejects never reach MySQL, existing rows are never
 //!   rejected, and rows upserted by the sync stream are added;
 //! - a fill held between its MySQL read and its Redis write while a newer synced upsert
 //!   (versioned, or unversioned) or a delete lands never leaves the older value in Redis
 //!   (and, held with nothing landing, it does fill);
+//! - an early refresh (`refresh_ahead_ms`) re-reads a key about to expire in the
+//!   background (one query), keeps it alive past its TTL and keeps its version, so a late
+//!   older change is still refused (json and hash);
+//! - L1 answers within its TTL without Redis or MySQL, then the read goes through again;
+//! - the read-storm scenario (`cachesync bench --scenario read-storm`), small, twice in a
+//!   row: every guard's MySQL count is what it promises;
 //! - `GET /v1/tables/{db.table}/rows?id=…` answers the `json` encoding of the row (also
 //!   for a `hash` table, from Redis and from MySQL), 404 for a missing row or unknown
 //!   table, 400 for a bad or incomplete key.
@@ -140,6 +146,11 @@ struct Fixture {
 /// A table `items` with `read` as its `[tables.read]`; `version_column` on unless
 /// `versioned` is false.
 async fn fixture(read: Json, versioned: bool, format: &str) -> Fixture {
+    fixture_with_ttl(read, versioned, format, 600).await
+}
+
+/// [`fixture`] with the table's `ttl` in seconds.
+async fn fixture_with_ttl(read: Json, versioned: bool, format: &str, ttl: u64) -> Fixture {
     let mut db = common::TestDb::create("read").await;
     db.exec(TABLE_SQL).await;
     let prefix = common::unique("rp");
@@ -147,7 +158,7 @@ async fn fixture(read: Json, versioned: bool, format: &str) -> Fixture {
         "name": format!("{}.items", db.name),
         "key": format!("{prefix}:item:{{id}}"),
         "format": format,
-        "ttl": 600,
+        "ttl": ttl,
         "read": read,
     });
     if versioned {
@@ -402,6 +413,26 @@ async fn missing_keys_cost_one_query_each_while_remembered_and_an_insert_clears_
     let after = f.user.selects(&mut f.db).await;
     assert_eq!(after - before, 5, "no negative caching: every miss queries");
     f.finish().await;
+
+    // One query per key per negative TTL: once it is over, each key costs one more.
+    let mut f = fixture(json!({ "negative_ttl_ms": 1_500 }), true, "json").await;
+    let reads = f.reads();
+    let _ = reads.get(&f.name(), &id(1_000_000)).await.unwrap();
+    let before = f.user.selects(&mut f.db).await;
+    for window in 1..=2u64 {
+        for _ in 0..3 {
+            for missing in 1..=10 {
+                assert_eq!(
+                    reads.get(&f.name(), &id(missing)).await.unwrap(),
+                    Answer::Absent
+                );
+            }
+        }
+        let queried = f.user.selects(&mut f.db).await - before;
+        assert_eq!(queried, 10 * window, "negative TTL window {window}");
+        tokio::time::sleep(std::time::Duration::from_millis(1_600)).await;
+    }
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -474,6 +505,121 @@ async fn bloom_rejected_keys_never_reach_mysql_and_synced_upserts_are_added() {
         found(&reads.get(&f.name(), &id(5000)).await.unwrap())["name"],
         "new"
     );
+    f.finish().await;
+}
+
+/// `(_cachesync_v, name, price)` of the row key, whatever the table's format.
+async fn cached_fields(f: &Fixture, id: u64) -> Option<(Option<u64>, String, String)> {
+    let mut redis = common::redis_conn().await;
+    if f.table.config.format == cachesync::config::Format::Json {
+        let doc = f.cached(id).await?;
+        return Some((
+            doc["_cachesync_v"].as_u64(),
+            doc["name"].as_str().unwrap().to_owned(),
+            doc["price"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let fields: std::collections::HashMap<String, String> = redis.hgetall(f.key(id)).await.unwrap();
+    (!fields.is_empty()).then(|| {
+        (
+            fields.get("_cachesync_v").map(|v| v.parse().unwrap()),
+            fields["name"].clone(),
+            fields["price"].clone(),
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_early_refresh_keeps_a_hot_key_alive_and_keeps_its_version() {
+    for format in ["json", "hash"] {
+        let mut f = fixture_with_ttl(json!({ "refresh_ahead_ms": 3_000 }), true, format, 4).await;
+        f.db.exec("INSERT INTO items (id, name) VALUES (1, 'a')")
+            .await;
+        let synced = std::time::Instant::now();
+        f.synced_upsert(1, "b", true).await; // version 2, TTL 4 s
+        // Committed in MySQL, its change still on the way to Redis.
+        f.db.exec("UPDATE items SET price = 7 WHERE id = 1").await;
+        let reads = f.reads();
+        let before = f.user.selects(&mut f.db).await;
+
+        // With 2.8 s left (< refresh_ahead_ms) a read answers from Redis and refreshes.
+        tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+        let answer = reads.get(&f.name(), &id(1)).await.unwrap();
+        assert_eq!(
+            found(&answer)["price"],
+            "0.00",
+            "{format}: answered from Redis"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while cached_fields(&f, 1).await.unwrap().2 != "7.00" {
+            assert!(std::time::Instant::now() < deadline, "{format}: no refresh");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let after = f.user.selects(&mut f.db).await;
+        assert_eq!(after - before, 1, "{format}: one MySQL read, the refresh");
+        assert_eq!(
+            cached_fields(&f, 1).await.unwrap(),
+            (Some(2), "b".to_owned(), "7.00".to_owned()),
+            "{format}: refreshed from MySQL, version kept"
+        );
+
+        // Past the TTL the key was written with, the refresh keeps it alive.
+        tokio::time::sleep(
+            (synced + std::time::Duration::from_millis(4_300))
+                .duration_since(std::time::Instant::now()),
+        )
+        .await;
+        let mut redis = common::redis_conn().await;
+        let pttl: i64 = redis.pttl(f.key(1)).await.unwrap();
+        assert!(pttl > 0, "{format}: the key expired (PTTL {pttl})");
+
+        // An older change arriving late is still refused.
+        let mut older = f.row(1).await.unwrap();
+        older[1] = Cell::Text("old".to_owned());
+        let applied = f
+            .applier
+            .apply(&[Change {
+                table: f.table.clone(),
+                op: Op::Upsert,
+                row: older,
+                version: Some(1),
+                committed_at_us: None,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(applied.stale, 1, "{format}: the version guard refused v1");
+        assert_eq!(cached_fields(&f, 1).await.unwrap().1, "b", "{format}");
+        f.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn l1_answers_within_its_ttl_without_redis_or_mysql() {
+    let mut f = fixture(json!({ "l1_ttl_ms": 1_000 }), true, "json").await;
+    f.db.exec("INSERT INTO items (id, name) VALUES (1, 'a')")
+        .await;
+    let reads = f.reads();
+    let before = f.user.selects(&mut f.db).await;
+    assert_eq!(
+        found(&reads.get(&f.name(), &id(1)).await.unwrap())["name"],
+        "a"
+    );
+    // Redis loses the key and MySQL changes: L1 still answers what it holds.
+    common::clear_redis_prefix(&f.prefix).await;
+    f.db.exec("UPDATE items SET name = 'b' WHERE id = 1").await;
+    assert_eq!(
+        found(&reads.get(&f.name(), &id(1)).await.unwrap())["name"],
+        "a"
+    );
+    assert_eq!(f.cached(1).await, None, "an L1 hit does not touch Redis");
+    assert_eq!(f.user.selects(&mut f.db).await - before, 1);
+    // Once its TTL is over, the read goes to Redis (missing) and MySQL again.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    assert_eq!(
+        found(&reads.get(&f.name(), &id(1)).await.unwrap())["name"],
+        "b"
+    );
+    assert_eq!(f.user.selects(&mut f.db).await - before, 2);
     f.finish().await;
 }
 

@@ -27,7 +27,9 @@
 //! domain (binlog positions, outbox ids, a version column), which is why fills are
 //! written unversioned: the next synced change always replaces them. For the same
 //! reason a tombstone needs no separate check: the delete that wrote it deleted the
-//! marker too.
+//! marker too. An early refresh replaces a present value and keeps the version that value
+//! carries (the row it read is at least that new), so a late older change is still
+//! refused afterwards.
 //!
 //! # Breakdown (one hot key expires, many readers)
 //!
