@@ -10,7 +10,7 @@
 //!   fails with a retryable error (connection refused or dropped, timeout, `LOADING`,
 //!   `READONLY`, …), the key goes into a bounded in-process **repair queue** and the write
 //!   returns `Ok` with [`RedisOutcome::Pending`]: committed, Redis pending. A
-//!   background task retries the queue with exponential backoff (100 ms → 5 s) until
+//!   background task retries the queue with exponential backoff (100 ms → 1 s) until
 //!   Redis is back. Every failed Redis attempt — inline or repair — is counted in
 //!   `cachesync_apply_errors_total` (by the applier, or here when an attempt is cut off by
 //!   its time limit) and in [`RepairStats::failed_attempts`]; the keys still stale are
@@ -95,7 +95,7 @@ impl Default for DualWriteOptions {
             inline_backoff: Duration::from_millis(20),
             repair_capacity: 10_000,
             repair_backoff_min: Duration::from_millis(100),
-            repair_backoff_max: Duration::from_secs(5),
+            repair_backoff_max: crate::error::Backoff::MAX,
             repair_apply_timeout: Duration::from_secs(1),
         }
     }

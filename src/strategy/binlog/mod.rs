@@ -23,7 +23,7 @@ pub mod snapshot;
 pub mod tail;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -34,15 +34,13 @@ use self::tail::{Batch, TailError, Tailer};
 use super::{RedisOutcome, RowWrite, StrategyKind, SyncStrategy, WriteReceipt};
 use crate::applier::{Applier, unix_micros};
 use crate::config::BinlogConfig;
-use crate::error::{Error, Result};
+use crate::error::{Backoff, Error, Result};
 use crate::metrics as m;
 use crate::schema::SyncedTable;
 
 /// Batches in flight between the tailer and the applier. With `batch_size` this bounds
 /// the memory a huge transaction can take.
 const CHANNEL_CAPACITY: usize = 4;
-/// Longest wait between reconnect or retry attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The binlog strategy.
 pub struct Binlog {
@@ -140,22 +138,24 @@ impl Binlog {
             self.config.heartbeat_table.clone(),
             from,
         );
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new();
         loop {
             let started = Instant::now();
             match tailer.run(&out, shutdown).await {
                 Ok(()) => return Ok(()),
                 Err(TailError::Fatal(e)) => return Err(e),
                 Err(TailError::Transient(e)) => {
-                    if started.elapsed() > MAX_BACKOFF {
-                        backoff = Duration::from_millis(100);
+                    // A stream that ran a while before it broke starts over from the
+                    // shortest wait.
+                    if started.elapsed() > Backoff::MAX {
+                        backoff.reset();
                     }
-                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, resume = %tailer.last_sent, "binlog stream lost; reconnecting");
+                    let wait = backoff.next_wait();
+                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64, resume = %tailer.last_sent, "binlog stream lost; reconnecting");
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(wait) => {}
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
@@ -231,7 +231,7 @@ pub async fn apply_batches(
 ) -> Result<()> {
     let strategy = StrategyKind::Binlog.name();
     while let Some(batch) = batches.recv().await {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new();
         loop {
             let outcome = match &batch.checkpoint {
                 Some(checkpoint) => {
@@ -248,9 +248,9 @@ pub async fn apply_batches(
             match outcome {
                 Ok(_) => break,
                 Err(e) if e.is_transient() && !shutdown.is_cancelled() => {
-                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Redis write failed; retrying the batch");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    let wait = backoff.next_wait();
+                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "Redis write failed; retrying the batch");
+                    tokio::time::sleep(wait).await;
                 }
                 Err(e) => return Err(e),
             }

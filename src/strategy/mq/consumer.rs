@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
@@ -21,11 +20,9 @@ use super::broker;
 use super::message::ChangeEvent;
 use crate::applier::Applier;
 use crate::config::AmqpConfig;
-use crate::error::{Error, Result};
+use crate::error::{Backoff, Error, Result};
 use crate::metrics as m;
 use crate::schema::SyncedTable;
-
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Consumes until `shutdown`, reconnecting with backoff when the broker goes away.
 pub async fn consume(
@@ -34,17 +31,17 @@ pub async fn consume(
     tables: HashMap<String, Arc<SyncedTable>>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new();
     loop {
         match consume_once(&applier, &config, &tables, &shutdown).await {
             Ok(()) => return Ok(()),
             Err(e) if e.is_transient() => {
-                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "consumer lost the broker; reconnecting");
+                let wait = backoff.next_wait();
+                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "consumer lost the broker; reconnecting");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(e) => return Err(e),
         }
@@ -125,18 +122,18 @@ async fn consume_once(
                 }
             }
         }
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new();
         loop {
             match applier.apply(&changes).await {
                 Ok(_) => break,
                 Err(e) if e.is_transient() => {
-                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "Redis write failed; retrying (messages stay unacknowledged)");
+                    let wait = backoff.next_wait();
+                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "Redis write failed; retrying (messages stay unacknowledged)");
                     tokio::select! {
                         // Unacknowledged messages are redelivered to whoever consumes next.
                         _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(wait) => {}
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(e) => return Err(e),
             }

@@ -18,14 +18,13 @@ use tracing::warn;
 
 use super::broker::Publisher;
 use super::message::ChangeEvent;
-use crate::error::{Error, Result};
+use crate::error::{Backoff, Error, Result};
 use crate::schema::quote_ident;
 
 /// Outbox rows published per round.
 const RELAY_BATCH: usize = 500;
 /// How often the relay looks without being woken (rows written by another process).
 const POLL: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 fn qualified((db, table): &(String, String)) -> String {
     format!("{}.{}", quote_ident(db), quote_ident(table))
@@ -90,25 +89,25 @@ pub struct Relay {
 /// Publishes outbox rows until `shutdown`. Failures (MySQL or broker) are retried with
 /// backoff; nothing is deleted before the broker confirmed it.
 pub async fn relay(relay: Relay, shutdown: CancellationToken) -> Result<()> {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new();
     loop {
         match relay_round(&relay).await {
             Ok(0) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = relay.kick.notified() => {}
                     _ = tokio::time::sleep(POLL) => {}
                 }
             }
-            Ok(_) => backoff = Duration::from_millis(100),
+            Ok(_) => backoff.reset(),
             Err(e) => {
-                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed; retrying");
+                let wait = backoff.next_wait();
+                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "outbox relay failed; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
         if shutdown.is_cancelled() {
