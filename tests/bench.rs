@@ -21,6 +21,7 @@ use cachesync::bench::faults::Fault;
 use cachesync::bench::report::{BenchReport, Quantiles, VariantReport};
 use cachesync::bench::{self, Options};
 use cachesync::config::{Config, RawConfig};
+use mysql_async::prelude::Queryable;
 
 /// A replica id no other test of this run announces (the binlog variants replicate).
 fn server_id() -> u32 {
@@ -68,7 +69,13 @@ fn options(name: &str, variants: &str, fault: Fault) -> Options {
 }
 
 async fn run(options: &Options) -> BenchReport {
-    match bench::run(&config(), options).await {
+    let outcome = bench::run(&config(), options).await;
+    // The bench drops its tables; the test's database is the test's to drop.
+    let mut conn = common::mysql_conn().await;
+    conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", options.database))
+        .await
+        .unwrap();
+    match outcome {
         Ok(report) => report,
         Err(e) => panic!(
             "bench {:?} failed: {e} (start the services with `scripts/services.sh up`)",
@@ -320,8 +327,8 @@ async fn a_broker_drop_loses_nothing_with_the_outbox_and_does_not_touch_binlog()
     assert_nothing_lost(binlog);
 }
 
-#[test]
-fn the_cli_prints_the_table_and_writes_markdown_and_json() {
+#[tokio::test]
+async fn the_cli_prints_the_table_and_writes_markdown_and_json() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::write_config(
         dir.path(),
@@ -365,6 +372,11 @@ fn the_cli_prints_the_table_and_writes_markdown_and_json() {
         .arg("--json")
         .arg(&json)
         .output()
+        .unwrap();
+    common::mysql_conn()
+        .await
+        .query_drop(format!("DROP DATABASE IF EXISTS `{unique}`"))
+        .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);

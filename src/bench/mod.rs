@@ -44,6 +44,8 @@ use crate::strategy::{RowWrite, Strategy, StrategyKind, SyncStrategy};
 
 /// How long the binlog strategy may take to snapshot the bench table and start tailing.
 const START_LIMIT: Duration = Duration::from_secs(120);
+/// The binlog variants' heartbeat table, in the bench database.
+const HEARTBEAT_TABLE: &str = "heartbeat";
 /// How long a stopping strategy may take to finish what it holds.
 const STOP_LIMIT: Duration = Duration::from_secs(30);
 
@@ -138,7 +140,7 @@ pub async fn run(config: &Config, options: &Options) -> Result<BenchReport> {
     let pool = crate::mysql::pool(&config.mysql_url)?;
     let mut results = Vec::with_capacity(options.variants.len());
     for variant in &options.variants {
-        register_series(variant);
+        register_series(variant, &options.database);
     }
     let outcome = async {
         for variant in &options.variants {
@@ -178,11 +180,12 @@ pub async fn run(config: &Config, options: &Options) -> Result<BenchReport> {
 }
 
 /// The bench's own series, present from the start.
-fn register_series(variant: &Variant) {
+fn register_series(variant: &Variant, database: &str) {
     let name = variant.name();
     metrics::counter!(m::READS, "strategy" => name.clone()).increment(0);
     metrics::counter!(m::STALE_READS, "strategy" => name.clone()).increment(0);
-    metrics::gauge!(m::DIVERGENT_KEYS, "strategy" => name, "table" => "items").set(0.0);
+    metrics::gauge!(m::DIVERGENT_KEYS, "strategy" => name, "table" => format!("{database}.items"))
+        .set(0.0);
 }
 
 /// `/proc/loadavg`'s three averages: the bench shares the machine.
@@ -594,7 +597,7 @@ async fn divergence(services: &Services, variant: &Variant, names: &Names) -> Re
         total: table.found(),
         examples,
     };
-    metrics::gauge!(m::DIVERGENT_KEYS, "strategy" => variant.name(), "table" => "items")
+    metrics::gauge!(m::DIVERGENT_KEYS, "strategy" => variant.name(), "table" => table.table.clone())
         .set(divergent.total as f64);
     Ok(divergent)
 }
@@ -903,6 +906,9 @@ fn variant_config(
         "binlog": {
             // Beside a daemon with the same config, the bench's replica needs its own id.
             "server_id": config.binlog.server_id.wrapping_add(1).max(1),
+            // So binlog reports `propagation_seconds` and sub-second lag on /metrics as a
+            // daemon configured this way would (the table's own figures do not use it).
+            "heartbeat_table": format!("{}.{HEARTBEAT_TABLE}", options.database),
             "checkpoint_key": names.checkpoint_key,
             "batch_size": config.binlog.batch_size,
         },
@@ -972,8 +978,10 @@ async fn drop_bench_tables(pool: &mysql_async::Pool, database: &str) {
                 (database,),
             )
             .await?;
-        conn.query_drop(format!("DROP TABLE IF EXISTS {db}.items"))
-            .await?;
+        conn.query_drop(format!(
+            "DROP TABLE IF EXISTS {db}.items, {db}.{HEARTBEAT_TABLE}"
+        ))
+        .await?;
         for outbox in outboxes {
             conn.query_drop(format!(
                 "DROP TABLE IF EXISTS {db}.{}",
