@@ -30,6 +30,7 @@
 
 mod common;
 
+use mysql_async::prelude::Queryable;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -1448,6 +1449,12 @@ async fn dashboard_bench_metrics_are_exported_by_cachesync_bench() {
     let log = bench.log();
     drop(bench);
     common::clear_redis_prefix(&prefix).await;
+    // The bench drops its tables; the database is this test's.
+    common::mysql_conn()
+        .await
+        .query_drop(format!("DROP DATABASE IF EXISTS `{database}`"))
+        .await
+        .unwrap();
     let problems: Vec<String> = wanted.iter().filter_map(|n| scrape.problem(n)).collect();
     assert!(
         problems.is_empty(),
