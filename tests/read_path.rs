@@ -845,10 +845,21 @@ async fn the_read_storm_counts_each_guard_from_mariadb_run_after_run() {
                 "run {run}, {guards}\n{table}"
             );
         }
-        // Penetration: every read queries; negative caching, one query per missing key;
-        // the Bloom filter lets only its false positives through (1 % sizing).
+        // Penetration: every read queries; negative caching, about one query per missing
+        // key (alone it does not stop a read of a key that arrives while the key's first
+        // read is still at MySQL), exactly one with single-flight and the mutex; the
+        // Bloom filter lets only its false positives through (1 % sizing).
         assert_eq!(queries("penetration", "off"), 200, "{table}");
-        assert_eq!(queries("penetration", "negative caching"), 50, "{table}");
+        let negative = queries("penetration", "negative caching");
+        assert!((50..100).contains(&negative), "{table}");
+        assert_eq!(
+            queries(
+                "penetration",
+                "negative caching + single-flight + Redis mutex"
+            ),
+            50,
+            "{table}"
+        );
         assert!(queries("penetration", "Bloom filter") <= 40, "{table}");
         assert!(
             queries("penetration", "Bloom filter + negative caching") <= 10,

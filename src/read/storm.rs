@@ -477,6 +477,13 @@ impl Storm<'_> {
                 },
             ),
             Guards::new(
+                "negative caching + single-flight + Redis mutex",
+                ReadConfig {
+                    negative_ttl: negative,
+                    ..breakdown_guards()
+                },
+            ),
+            Guards::new(
                 "Bloom filter",
                 ReadConfig {
                     bloom,
