@@ -20,8 +20,9 @@
 //!   background (one query), keeps it alive past its TTL and keeps its version, so a late
 //!   older change is still refused (json and hash);
 //! - L1 answers within its TTL without Redis or MySQL, then the read goes through again;
-//! - the read-storm scenario (`cachesync bench --scenario read-storm`), small, twice in a
-//!   row: every guard's MySQL count is what it promises;
+//! - `cachesync bench --scenario read-storm`, small, twice in a row: the table on stdout
+//!   and in `--out`, the report in `--json`, and every guard's MySQL count is what it
+//!   promises;
 //! - `GET /v1/tables/{db.table}/rows?id=…` answers the `json` encoding of the row (also
 //!   for a `hash` table, from Redis and from MySQL), 404 for a missing row or unknown
 //!   table, 400 for a bad or incomplete key.
@@ -798,39 +799,101 @@ async fn get_through_the_api_answers_the_json_encoding_404_and_400() {
     f.finish().await;
 }
 
-/// The read-storm scenario (`cachesync::read::storm`, `cachesync bench --scenario
-/// read-storm`) at a small size, twice in a row (MariaDB keeps a user's statistics across
-/// `DROP USER`, which once made every run after the first fail): each case's MySQL count,
-/// taken from MariaDB, is what the guards promise.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_read_storm_counts_each_guard_from_mariadb_run_after_run() {
+/// Runs `cachesync bench --config <config> <args>` with a deadline; `(stdout, stderr)`
+/// of a run that succeeded.
+fn cachesync_bench(config: &std::path::Path, args: &[String]) -> (String, String) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cachesync"))
+        .arg("bench")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            panic!("cachesync bench did not finish within 180 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    );
+    assert!(
+        output.status.success(),
+        "{}\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}",
+        output.status
+    );
+    (stdout, stderr)
+}
+
+/// `cachesync bench --scenario read-storm` (the command behind the README's table) at a
+/// small size, twice in a row (MariaDB keeps a user's statistics across `DROP USER`,
+/// which once made every run after the first fail): the table on stdout and in `--out`,
+/// progress on stderr, and each case's MySQL count in `--json`, taken from MariaDB, is
+/// what the guards promise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_read_storm_counts_each_guard_from_mariadb_run_after_run() {
     let db = common::TestDb::create("storm").await;
-    let config = common::config_with_table("dual-write", json!({"name": "x.y", "key": "k:{id}"}));
-    let options = cachesync::read::storm::ReadStormOptions {
-        database: db.name.clone(),
-        hot_requests: 50,
-        missing_requests: 200,
-        missing_keys: 50,
-        expiry_keys: 300,
-        concurrency: 4,
-        expiry_ttl: std::time::Duration::from_secs(1),
-        expiry_jitter: std::time::Duration::from_secs(30),
-    };
-    options.validate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_config(
+        dir.path(),
+        &common::config_toml(
+            "dual-write",
+            "[[tables]]\nname = \"unused.unused\"\nkey = \"u:{id}\"",
+        ),
+    );
+    let (out, json) = (dir.path().join("storm.md"), dir.path().join("storm.json"));
+    let args: Vec<String> = [
+        "--scenario=read-storm",
+        &format!("--database={}", db.name),
+        "--storm-hot-requests=50",
+        "--storm-missing-requests=200",
+        "--storm-missing-keys=50",
+        "--storm-expiry-keys=300",
+        "--storm-concurrency=4",
+        "--storm-expiry-ttl=1s",
+        "--storm-expiry-jitter=30s",
+        &format!("--out={}", out.display()),
+        &format!("--json={}", json.display()),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
     for run in 1..=2 {
-        let report = cachesync::read::storm::run(&config, &options)
-            .await
-            .unwrap_or_else(|e| panic!("run {run}: {e}"));
+        let (stdout, stderr) = tokio::task::spawn_blocking({
+            let (config, args) = (config.clone(), args.clone());
+            move || cachesync_bench(&config, &args)
+        })
+        .await
+        .unwrap();
+        let table = std::fs::read_to_string(&out).unwrap();
+        assert!(table.contains("| case | guards | requests | MySQL queries |"));
+        assert_eq!(stdout.trim_end(), table.trim_end(), "stdout is the table");
+        assert_eq!(
+            stderr.matches("read storm case done").count(),
+            11,
+            "a progress line per case on stderr:\n{stderr}"
+        );
+        let report: Json = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(report["options"]["hot_requests"], 50);
         let queries = |case: &str, guards: &str| {
-            let row = report
-                .rows
+            let row = report["rows"]
+                .as_array()
+                .unwrap()
                 .iter()
-                .find(|r| r.case == case && r.guards == guards)
-                .unwrap_or_else(|| panic!("no row {case} / {guards}:\n{}", report.to_markdown()));
-            assert_eq!(row.errors, 0, "{case} / {guards}");
-            row.mysql_queries
+                .find(|r| r["case"] == case && r["guards"] == guards)
+                .unwrap_or_else(|| panic!("no row {case} / {guards}:\n{table}"));
+            assert_eq!(row["errors"], 0, "{case} / {guards}");
+            row["mysql_queries"].as_u64().unwrap()
         };
-        let table = report.to_markdown();
         // Breakdown: guards off, the reads that found the key missing each queried (how
         // many did depends on timing); any guard brings it to one.
         assert!(queries("breakdown", "off") >= 1, "{table}");
@@ -871,24 +934,4 @@ async fn the_read_storm_counts_each_guard_from_mariadb_run_after_run() {
         assert!(queries("avalanche", "TTL jitter") < 100, "{table}");
     }
     db.drop_db().await;
-}
-
-/// The read-storm scenario (`cachesync::read::storm`) at full size: prints the Markdown
-/// table quoted in the README and writes its JSON to `target/read-storm.json`. Takes a
-/// minute; run it with
-/// `cargo test --release --test read_path -- --ignored read_storm --nocapture`.
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "a benchmark: run it on purpose"]
-async fn read_storm() {
-    let config = common::config_with_table("dual-write", json!({"name": "x.y", "key": "k:{id}"}));
-    let options = cachesync::read::storm::ReadStormOptions::default();
-    let report = cachesync::read::storm::run(&config, &options)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    println!("{}", report.to_markdown());
-    std::fs::write(
-        "target/read-storm.json",
-        serde_json::to_vec_pretty(&report).unwrap(),
-    )
-    .unwrap();
 }
