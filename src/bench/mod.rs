@@ -736,11 +736,16 @@ async fn writer(
                     .map(|row| (unix_micros(SystemTime::now()), row)),
             ),
             None => {
-                counters.rejected.fetch_add(1, Ordering::Relaxed);
+                // Every write this writer would have made while the daemon is down is
+                // refused; it waits for the restart instead of spinning on errors.
+                let down = Instant::now();
                 tokio::select! {
                     _ = stop.cancelled() => {}
                     _ = epoch.changed() => {}
                 }
+                counters
+                    .rejected
+                    .fetch_add(pacer.slots_in(down.elapsed()), Ordering::Relaxed);
                 None
             }
         };

@@ -241,6 +241,13 @@ impl Pacer {
         }
     }
 
+    /// How many of this task's slots fit in `d` (at least 1; 1 without a rate).
+    pub fn slots_in(&self, d: Duration) -> u64 {
+        self.interval.map_or(1, |i| {
+            (d.as_secs_f64() / i.as_secs_f64()).floor().max(1.0) as u64
+        })
+    }
+
     pub async fn wait(&mut self) {
         let Some(interval) = self.interval else {
             return;
