@@ -433,9 +433,18 @@ async fn bench(
         Ok(report) => report,
         Err(e) => return fail(&e.to_string()),
     };
-    let markdown = report.markdown();
+    print_and_write(&report.markdown(), &report.json(), out, json)
+}
+
+/// Prints a bench's Markdown table and writes it (`--out`) and the JSON (`--json`).
+fn print_and_write(
+    markdown: &str,
+    json_text: &str,
+    out: Option<&std::path::Path>,
+    json: Option<&std::path::Path>,
+) -> ExitCode {
     println!("{markdown}");
-    for (path, text) in [(out, &markdown), (json, &report.json())] {
+    for (path, text) in [(out, markdown), (json, json_text)] {
         if let Some(path) = path
             && let Err(e) = std::fs::write(path, text)
         {
@@ -469,20 +478,11 @@ async fn read_storm(
         Ok(report) => report,
         Err(e) => return fail(&e.to_string()),
     };
-    let markdown = report.to_markdown();
-    println!("{markdown}");
     let json_text = match serde_json::to_string_pretty(&report) {
         Ok(text) => text,
         Err(e) => return fail(&format!("encoding the report as JSON: {e}")),
     };
-    for (path, text) in [(out, &markdown), (json, &json_text)] {
-        if let Some(path) = path
-            && let Err(e) = std::fs::write(path, text)
-        {
-            return fail(&format!("writing {}: {e}", path.display()));
-        }
-    }
-    ExitCode::SUCCESS
+    print_and_write(&report.to_markdown(), &json_text, out, json)
 }
 
 /// Connects and runs `verify` over the configured tables.

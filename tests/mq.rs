@@ -119,6 +119,15 @@ impl Running {
     }
 }
 
+/// Waits up to 30 s for `key` to exist in Redis; fails the test with `what` otherwise.
+async fn wait_for_key(redis: &mut redis::aio::MultiplexedConnection, key: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !redis.exists::<_, bool>(key).await.unwrap() {
+        assert!(Instant::now() < deadline, "{what}: {key} did not arrive");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn cleanup(prefix: &str, db: TestDb) {
     common::clear_redis_prefix(prefix).await;
     db.drop_db().await;
@@ -186,15 +195,12 @@ async fn a_crash_between_commit_and_publish_loses_the_change_only_in_direct_mode
         .await
         .unwrap();
     let mut redis = common::redis_conn().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !redis
-        .exists::<_, bool>(format!("{prefix}:t:2"))
-        .await
-        .unwrap()
-    {
-        assert!(Instant::now() < deadline, "the marker did not arrive");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_key(
+        &mut redis,
+        &format!("{prefix}:t:2"),
+        "the marker did not arrive",
+    )
+    .await;
     assert!(
         !redis
             .exists::<_, bool>(format!("{prefix}:t:1"))
@@ -289,15 +295,12 @@ async fn redelivered_duplicated_and_reordered_events_leave_the_newest_and_bad_on
     };
     publisher.publish_all(&[marker.to_bytes()]).await.unwrap();
     let mut redis = common::redis_conn().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !redis
-        .exists::<_, bool>(format!("{prefix}:t:8"))
-        .await
-        .unwrap()
-    {
-        assert!(Instant::now() < deadline, "the marker did not arrive");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_key(
+        &mut redis,
+        &format!("{prefix}:t:8"),
+        "the marker did not arrive",
+    )
+    .await;
     let doc: String = redis.get(format!("{prefix}:t:7")).await.unwrap();
     assert!(
         doc.starts_with(r#"{"_cachesync_v":30,"#) && doc.contains(r#""label":"v30""#),
@@ -465,18 +468,12 @@ async fn an_outbox_event_committed_after_a_larger_id_was_relayed_is_still_publis
         .await
         .unwrap();
     let mut redis = common::redis_conn().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !redis
-        .exists::<_, bool>(format!("{prefix}:t:2"))
-        .await
-        .unwrap()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "writer B's change did not arrive"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_key(
+        &mut redis,
+        &format!("{prefix}:t:2"),
+        "writer B's change did not arrive",
+    )
+    .await;
     // The relay is now deleting what it published (the old statement blocked here on A's
     // lock). Then A commits.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -33,7 +33,7 @@ use self::faults::{Fault, Proxy};
 use self::observer::{Ack, AckSender, Ledger, Observer, Watch, row_version};
 use self::report::{BenchReport, Divergent, FaultOutcome, Quantiles, Samples, VariantReport};
 use self::workload::{KeyPicker, Pacer, Skew, Variant, task_rng};
-use crate::applier::{Applied, Change, Op, unix_micros};
+use crate::applier::{Applied, Op, unix_micros};
 use crate::config::{Config, PublishMode, RawConfig};
 use crate::daemon::Services;
 use crate::error::{Error, Result};
@@ -1070,21 +1070,15 @@ async fn warm(services: &Services, table: &Arc<SyncedTable>) -> Result<()> {
         .get_conn()
         .await
         .map_err(|e| Error::mysql("bench: connecting to MySQL", e))?;
-    let mut scan = crate::scan::TableScan::open(&mut conn, table, 1000, "bench warm-up").await?;
-    while let Some(rows) = scan.next_batch().await? {
-        let changes: Vec<Change> = rows
-            .into_iter()
-            .map(|row| Change {
-                table: table.clone(),
-                op: Op::Upsert,
-                version: table.version_of(&row),
-                row,
-                committed_at_us: None,
-            })
-            .collect();
-        services.applier.apply(&changes).await?;
-    }
-    Ok(())
+    crate::scan::load_into_redis(
+        &mut conn,
+        table,
+        &services.applier,
+        1000,
+        "bench warm-up",
+        |row| table.version_of(row),
+    )
+    .await
 }
 
 /// Waits until the binlog strategy has snapshotted the table and tails.

@@ -14,10 +14,9 @@ use mysql_async::prelude::Queryable;
 use tracing::info;
 
 use super::position::BinlogPosition;
-use crate::applier::{Applier, Change, Op};
+use crate::applier::Applier;
 use crate::config::Mode;
 use crate::error::{Error, Result};
-use crate::scan::TableScan;
 use crate::schema::SyncedTable;
 
 /// Rows per Redis batch while loading.
@@ -41,7 +40,10 @@ pub async fn load(
             info!(table = %table.name(), "snapshot skips the table: invalidate mode");
             continue;
         }
-        load_table(&mut conn, table, applier, version).await?;
+        crate::scan::load_into_redis(&mut conn, table, applier, CHUNK, "snapshot", |_| {
+            Some(version)
+        })
+        .await?;
     }
     conn.query_drop("COMMIT")
         .await
@@ -138,29 +140,6 @@ pub async fn binary_log_status(conn: &mut mysql_async::Conn) -> Result<Option<Bi
 /// a lost connection, which the fallback must not hide).
 fn is_syntax_error(e: &mysql_async::Error) -> bool {
     matches!(e, mysql_async::Error::Server(s) if s.code == 1064)
-}
-
-async fn load_table(
-    conn: &mut mysql_async::Conn,
-    table: &Arc<SyncedTable>,
-    applier: &Applier,
-    version: u64,
-) -> Result<()> {
-    let mut scan = TableScan::open(conn, table, CHUNK, "snapshot").await?;
-    while let Some(rows) = scan.next_batch().await? {
-        let changes: Vec<Change> = rows
-            .into_iter()
-            .map(|row| Change {
-                table: table.clone(),
-                op: Op::Upsert,
-                row,
-                version: Some(version),
-                committed_at_us: None,
-            })
-            .collect();
-        applier.apply(&changes).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
