@@ -20,8 +20,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mysql_async::Pool;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Opts, OptsBuilder, Pool};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
@@ -292,19 +292,11 @@ impl Counter {
                 )
             })?;
         }
-        let opts =
-            Opts::from_url(url).map_err(|e| Error::Config(vec![format!("mysql.url: {e}")]))?;
-        let pool_of = || {
-            Pool::new(
-                OptsBuilder::from_opts(opts.clone())
-                    .user(Some(STORM_USER))
-                    .pass(None::<String>)
-                    .init(vec![
-                        "SET time_zone = '+00:00'",
-                        "SET NAMES utf8mb4 COLLATE utf8mb4_general_ci",
-                    ]),
-            )
-        };
+        // The daemon's pool settings, as the storm's own user.
+        let opts = crate::mysql::pool_opts(url)?
+            .user(Some(STORM_USER))
+            .pass(None::<String>);
+        let pool_of = || Pool::new(opts.clone());
         // Calibrate on one connection of a throw-away pool.
         let start = statistics(conn).await?;
         let probe = pool_of();
@@ -612,7 +604,9 @@ impl Storm<'_> {
         let before = self.counter.reading(admin).await?;
         let n = self.options.hot_requests;
         let ids = vec![1u64; n];
-        let sample = read_all(&reads, &table, ids, n).await;
+        // Released together once all are spawned: with warm MySQL connections the first
+        // read can fill Redis before the last is spawned, and the storm would not happen.
+        let sample = read_all(&reads, &table, ids, n, Start::Together).await;
         let queries = self.counter.queries_since(admin, before).await?;
         Ok(sample.row("breakdown", guards.name, queries))
     }
@@ -636,7 +630,7 @@ impl Storm<'_> {
         let ids = (0..o.missing_requests)
             .map(|i| first_missing + (i % o.missing_keys.max(1)) as u64)
             .collect();
-        let sample = read_all(&reads, &table, ids, o.concurrency).await;
+        let sample = read_all(&reads, &table, ids, o.concurrency, Start::InOrder).await;
         let queries = self.counter.queries_since(admin, before).await?;
         Ok(sample.row("penetration", guards.name, queries))
     }
@@ -678,7 +672,7 @@ impl Storm<'_> {
         tokio::time::sleep_until(until.into()).await;
         let before = self.counter.reading(admin).await?;
         let ids = (1..=o.expiry_keys as u64).collect();
-        let sample = read_all(&reads, &table, ids, o.concurrency).await;
+        let sample = read_all(&reads, &table, ids, o.concurrency, Start::InOrder).await;
         let queries = self.counter.queries_since(admin, before).await?;
         Ok(sample.row("avalanche", guards.name, queries))
     }
@@ -738,30 +732,47 @@ impl Sample {
     }
 }
 
-/// Reads `ids`, at most `concurrency` at a time, started in the order given (a read
-/// takes its slot before its task is spawned, so the scheduler cannot reorder them: two
-/// reads of one id are in flight together only when the ids say so).
+/// How [`read_all`] starts its reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Each as soon as it has a concurrency slot, in the order given.
+    InOrder,
+    /// All at one moment, once every task is spawned (`concurrency` must cover them).
+    Together,
+}
+
+/// Reads `ids`, at most `concurrency` at a time. `Start::InOrder`: started in the order
+/// given (a read takes its slot before its task is spawned, so the scheduler cannot
+/// reorder them: two reads of one id are in flight together only when the ids say so).
 async fn read_all(
     reads: &Arc<ReadPath>,
     table: &SyncedTable,
     ids: Vec<u64>,
     concurrency: usize,
+    start: Start,
 ) -> Sample {
     let name = table.name();
     let limit = Arc::new(Semaphore::new(concurrency.max(1)));
+    let (go_tx, go_rx) = tokio::sync::watch::channel(start == Start::InOrder);
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(ids.len());
     for id in ids {
         let permit = limit.clone().acquire_owned().await;
         // Latency runs from the read's issue, scheduling of its task included.
-        let begun = Instant::now();
-        let (reads, name) = (reads.clone(), name.clone());
+        let issued = Instant::now();
+        let (reads, name, mut go) = (reads.clone(), name.clone(), go_rx.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
+            let _ = go.wait_for(|&go| go).await;
+            let begun = match start {
+                Start::InOrder => issued,
+                Start::Together => Instant::now(),
+            };
             let outcome = reads.get(&name, &[("id".to_owned(), id.to_string())]).await;
             (begun.elapsed(), outcome)
         }));
     }
+    go_tx.send_replace(true);
     let mut sample = Sample {
         latencies: Vec::with_capacity(tasks.len()),
         errors: 0,
