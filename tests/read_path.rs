@@ -894,9 +894,10 @@ async fn bench_read_storm_counts_each_guard_from_mariadb_run_after_run() {
             assert_eq!(row["errors"], 0, "{case} / {guards}");
             row["mysql_queries"].as_u64().unwrap()
         };
-        // Breakdown: guards off, the reads that found the key missing each queried (how
-        // many did depends on timing); any guard brings it to one.
-        assert!(queries("breakdown", "off") >= 1, "{table}");
+        // Breakdown: guards off, the reads that found the key missing each queried. They
+        // are released together, so nearly all do (exactly how many depends on the
+        // scheduler); any guard brings it to one.
+        assert!(queries("breakdown", "off") >= 25, "{table}");
         for guards in [
             "single-flight",
             "Redis mutex",
