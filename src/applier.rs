@@ -625,6 +625,38 @@ impl Applier {
     }
 }
 
+/// Deletes every key matching the `SCAN` pattern `pattern` (`UNLINK`, a page at a time);
+/// `what` names the job in errors.
+pub async fn delete_matching(
+    redis: &mut ConnectionManager,
+    pattern: &str,
+    what: &str,
+) -> Result<()> {
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(5_000)
+            .query_async(redis)
+            .await
+            .map_err(|e| Error::redis(what, e))?;
+        if !keys.is_empty() {
+            redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async::<()>(redis)
+                .await
+                .map_err(|e| Error::redis(what, e))?;
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(());
+        }
+    }
+}
+
 /// Connects to Redis with timeouts suited to large pipelines; failures name Redis and
 /// the URL (password redacted).
 pub async fn connect_redis(url: &str) -> Result<ConnectionManager> {

@@ -1001,32 +1001,15 @@ async fn drop_bench_tables(pool: &mysql_async::Pool, database: &str) {
     }
 }
 
-/// Deletes every Redis key starting with `prefix`.
+/// Deletes every Redis key starting with `prefix`, and the row keys' companions
+/// (`{<key>}:cachesync:…`: tombstones, read markers).
 async fn clear_redis(redis_url: &str, prefix: &str) -> Result<()> {
     let mut redis = crate::applier::connect_redis(redis_url).await?;
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut redis)
-            .await
-            .map_err(|e| Error::redis("bench: clearing the bench keys", e))?;
-        if !keys.is_empty() {
-            let _: () = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut redis)
-                .await
-                .map_err(|e| Error::redis("bench: clearing the bench keys", e))?;
-        }
-        cursor = next;
-        if cursor == 0 {
-            return Ok(());
-        }
+    for pattern in [format!("{prefix}*"), format!("{{{prefix}*")] {
+        crate::applier::delete_matching(&mut redis, &pattern, "bench: clearing the bench keys")
+            .await?;
     }
+    Ok(())
 }
 
 /// Deletes the variant's queues and exchanges, so no event of an earlier run is left.

@@ -550,29 +550,8 @@ impl Storm<'_> {
             format!("{{{KEY_PREFIX}*"),
             format!("cachesync:bloom:{{{}.items}}*", self.options.database),
         ] {
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(5_000)
-                    .query_async(&mut redis)
-                    .await
-                    .map_err(|e| Error::redis("clearing the storm keys", e))?;
-                if !keys.is_empty() {
-                    redis::cmd("UNLINK")
-                        .arg(&keys)
-                        .query_async::<()>(&mut redis)
-                        .await
-                        .map_err(|e| Error::redis("clearing the storm keys", e))?;
-                }
-                cursor = next;
-                if cursor == 0 {
-                    break;
-                }
-            }
+            crate::applier::delete_matching(&mut redis, &pattern, "clearing the storm keys")
+                .await?;
         }
         Ok(())
     }
