@@ -293,7 +293,6 @@ async fn observe(
     let mut keys: HashMap<u64, KeyWatch> = HashMap::new();
     let mut dirty: Vec<u64> = Vec::new();
     let mut messages = pubsub.on_message();
-    let channel_prefix_len = |channel: &str| channel.find(':').map(|i| i + 1);
     loop {
         // Wait for something to do.
         tokio::select! {
@@ -312,13 +311,7 @@ async fn observe(
                     });
                 };
                 seen.notifications += 1;
-                let channel = msg.get_channel_name();
-                if let Some(id) = channel_prefix_len(channel)
-                    .and_then(|i| channel[i..].strip_prefix(watch.prefix.as_str()))
-                    .and_then(|rest| rest.parse::<u64>().ok())
-                {
-                    dirty.push(id);
-                }
+                dirty.extend(notified_id(msg.get_channel_name(), &watch.prefix));
             }
         }
         // Take whatever else is ready without waiting, then read the notified keys once.
@@ -327,13 +320,7 @@ async fn observe(
         }
         while let Some(Some(msg)) = messages.next().now_or_never() {
             seen.notifications += 1;
-            let channel = msg.get_channel_name();
-            if let Some(id) = channel_prefix_len(channel)
-                .and_then(|i| channel[i..].strip_prefix(watch.prefix.as_str()))
-                .and_then(|rest| rest.parse::<u64>().ok())
-            {
-                dirty.push(id);
-            }
+            dirty.extend(notified_id(msg.get_channel_name(), &watch.prefix));
         }
         if dirty.is_empty() {
             continue;
@@ -374,6 +361,12 @@ async fn observe(
         seen.unseen.extend(key.waiting);
     }
     Ok(seen)
+}
+
+/// The row id a keyspace notification is about: `__keyspace@<db>__:{prefix}{id}`.
+fn notified_id(channel: &str, prefix: &str) -> Option<u64> {
+    let (_, key) = channel.split_once(':')?;
+    key.strip_prefix(prefix)?.parse().ok()
 }
 
 fn on_ack(keys: &mut HashMap<u64, KeyWatch>, ack: Ack, seen: &mut Observed, live: &Live) {
@@ -483,6 +476,23 @@ mod tests {
         assert_eq!(ledger.stale_since(2, 2), Some(300));
         assert_eq!(ledger.stale_since(2, 4), None);
         assert_eq!(ledger.newest(1), None);
+    }
+
+    #[test]
+    fn notifications_name_the_row_id_under_the_prefix() {
+        let prefix = "cachesync:bench:binlog:item:";
+        assert_eq!(
+            notified_id("__keyspace@0__:cachesync:bench:binlog:item:42", prefix),
+            Some(42)
+        );
+        assert_eq!(
+            notified_id("__keyspace@0__:cachesync:bench:mq:item:42", prefix),
+            None
+        );
+        assert_eq!(
+            notified_id("__keyspace@0__:cachesync:bench:binlog:item:x", prefix),
+            None
+        );
     }
 
     #[test]
