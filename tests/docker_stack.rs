@@ -1488,117 +1488,6 @@ fn mysqld_section(cnf: &str) -> Vec<(String, String)> {
     pairs
 }
 
-fn is_root() -> bool {
-    let out = Command::new("id").arg("-u").output().expect("run `id -u`");
-    String::from_utf8_lossy(&out.stdout).trim() == "0"
-}
-
-/// Runs `cmd` to completion and fails the test with its output when it fails.
-fn checked(cmd: &mut Command) -> String {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    assert!(
-        out.status.success(),
-        "{shown} failed ({})\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A throwaway `mariadbd` whose `[mysqld]` options are `settings`, on a free port.
-struct CnfMariaDb {
-    port: u16,
-    process: Running,
-}
-
-impl CnfMariaDb {
-    fn start(dir: &Path, settings: &[(String, String)]) -> CnfMariaDb {
-        use std::os::unix::fs::PermissionsExt;
-        let root = is_root();
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let data = dir.join("data");
-        let mut install = Command::new("mariadb-install-db");
-        install
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", data.display()))
-            .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
-        if root {
-            checked(Command::new("chown").arg("mysql:mysql").arg(dir));
-            install.arg("--user=mysql");
-        }
-        checked(&mut install);
-        let port = free_port();
-        let socket = dir.join("sock");
-        let mut cnf = String::from("[mysqld]\n");
-        for (k, v) in settings {
-            cnf.push_str(&format!("{k} = {v}\n"));
-        }
-        cnf.push_str(&format!(
-            "datadir = {}\nport = {port}\nbind_address = 127.0.0.1\nsocket = {}\nskip_name_resolve\n",
-            data.display(),
-            socket.display()
-        ));
-        if root {
-            cnf.push_str("user = mysql\n");
-        }
-        let cnf_file = dir.join("my.cnf");
-        std::fs::write(&cnf_file, cnf).unwrap();
-        let mut cmd = Command::new("mariadbd");
-        cmd.arg(format!("--defaults-file={}", cnf_file.display()))
-            .stdin(Stdio::null());
-        let mut server = CnfMariaDb {
-            port,
-            process: Running::start("mariadbd", cmd, dir),
-        };
-        let deadline = Instant::now() + DEADLINE;
-        while !Command::new("mariadb-admin")
-            .arg("--no-defaults")
-            .args(server.client_args("root"))
-            .arg("ping")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run mariadb-admin")
-            .success()
-        {
-            server.process.assert_running();
-            assert!(
-                Instant::now() < deadline,
-                "mariadbd did not answer:\n{}",
-                server.process.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        server
-    }
-
-    fn client_args(&self, user: &str) -> Vec<String> {
-        vec![
-            "--protocol=tcp".to_owned(),
-            "-h127.0.0.1".to_owned(),
-            format!("-P{}", self.port),
-            format!("-u{user}"),
-            "--skip-ssl".to_owned(),
-        ]
-    }
-
-    /// Runs `sql` as root.
-    fn sql(&self, sql: &str) -> String {
-        checked(
-            Command::new("mariadb")
-                .arg("--no-defaults")
-                .args(self.client_args("root"))
-                .args(["-e", sql]),
-        )
-    }
-}
-
 #[test]
 fn doctor_accepts_the_docker_mysql_config() {
     let settings: Vec<(String, String)> = mysqld_section(&read(&docker_dir().join("mysql/my.cnf")))
@@ -1618,7 +1507,18 @@ fn doctor_accepts_the_docker_mysql_config() {
         );
     }
     let dir = tempfile::tempdir().unwrap();
-    let server = CnfMariaDb::start(dir.path(), &settings);
+    // The my.cnf lines as the server's command-line options, which it reads the same way.
+    let options = settings
+        .iter()
+        .map(|(k, v)| {
+            if v.is_empty() {
+                format!("--{k}")
+            } else {
+                format!("--{k}={v}")
+            }
+        })
+        .collect();
+    let server = common::mariadb::PrivateMariaDb::start_with(dir.path(), false, options);
 
     // The stack's init, as the MySQL image runs it: demo schema, user, grants.
     let init = docker_dir().join("mysql/init");

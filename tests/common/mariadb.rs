@@ -11,15 +11,18 @@ pub struct PrivateMariaDb {
     pub port: u16,
     dir: PathBuf,
     binlog: bool,
+    /// More server options, after cachesync's own so they win (`--server-id=7`).
+    options: Vec<String>,
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     let out = Command::new("id").arg("-u").output().expect("run `id -u`");
     String::from_utf8_lossy(&out.stdout).trim() == "0"
 }
 
-/// Runs `cmd` to completion and fails the test with its output when it fails.
-fn checked(cmd: &mut Command) {
+/// Runs `cmd` to completion and fails the test with its output when it fails; returns
+/// its standard output.
+pub fn checked(cmd: &mut Command) -> String {
     let shown = format!("{cmd:?}");
     let out = cmd
         .stdin(Stdio::null())
@@ -32,12 +35,19 @@ fn checked(cmd: &mut Command) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl PrivateMariaDb {
     /// Initialises `dir/data` and starts mariadbd on a free port; with `binlog`, with
     /// the settings the binlog strategy needs (row format, full images and metadata).
     pub fn start(dir: &Path, binlog: bool) -> PrivateMariaDb {
+        PrivateMariaDb::start_with(dir, binlog, Vec::new())
+    }
+
+    /// [`PrivateMariaDb::start`] with more server options (`--key=value`, as a my.cnf
+    /// line `key = value` would set it).
+    pub fn start_with(dir: &Path, binlog: bool, options: Vec<String>) -> PrivateMariaDb {
         use std::os::unix::fs::PermissionsExt;
         let root = is_root();
         let data = dir.join("data");
@@ -68,6 +78,7 @@ impl PrivateMariaDb {
             port: super::free_port(),
             dir: dir.to_owned(),
             binlog,
+            options,
         };
         server.spawn();
         server
@@ -104,6 +115,7 @@ impl PrivateMariaDb {
         if is_root() {
             cmd.arg("--user=mysql");
         }
+        cmd.args(&self.options);
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!("cannot start mariadbd (is mariadb-server installed?): {e}")
         });
@@ -171,14 +183,14 @@ impl PrivateMariaDb {
         ]
     }
 
-    /// Runs `sql` with the `mariadb` client.
-    pub fn sql(&self, sql: &str) {
+    /// Runs `sql` with the `mariadb` client as root; returns what it printed.
+    pub fn sql(&self, sql: &str) -> String {
         checked(
             Command::new("mariadb")
                 .arg("--no-defaults")
                 .args(self.client_args())
                 .args(["-e", sql]),
-        );
+        )
     }
 
     pub fn url(&self) -> String {
