@@ -20,11 +20,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TestDb, config_toml, free_port, http_get, write_config};
+use common::{
+    TestDb, cachesync_command as cachesync, config_toml, free_port, http_get, write_config,
+};
 
 /// How long a command that should fail fast (bad config, unreachable service) may take.
 const QUICK: Duration = Duration::from_secs(30);
@@ -104,25 +106,6 @@ impl Output {
             self.show()
         );
     }
-}
-
-/// `cachesync` with the environment cleared of anything that would change its config,
-/// logging at info, and no `RUST_BACKTRACE` (so a panic prints the hint the tests look
-/// for).
-fn cachesync(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cachesync"));
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .env("RUST_LOG", "info")
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
-        .env_remove("CACHESYNC_CONFIG");
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("CACHESYNC__") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
 }
 
 /// A started child whose stdout and stderr go to files in a test's folder (files, not

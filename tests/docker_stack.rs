@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
-use common::{TestDb, free_port, http_get};
+use common::{TestDb, cachesync_command as cachesync, free_port, http_get};
 
 /// Metrics only `cachesync bench` exports (its readers and its final comparison); the
 /// daemons' scrape cannot have them.
@@ -1128,21 +1128,6 @@ impl Scrape {
     fn names(&self) -> Vec<&String> {
         self.samples.keys().collect()
     }
-}
-
-/// `cachesync` with nothing from the environment that would change its config.
-fn cachesync(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cachesync"));
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .env("RUST_LOG", "info")
-        .env_remove("CACHESYNC_CONFIG");
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("CACHESYNC__") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
 }
 
 /// A child process whose output goes to files; killed on drop.

@@ -227,3 +227,22 @@ pub async fn delete_amqp_topology(prefix: &str) {
     }
     conn.close(200, "done".into()).await.ok();
 }
+
+/// The `cachesync` binary with nothing from the environment that would change its config
+/// (`CACHESYNC_CONFIG`, `CACHESYNC__*`), logging at info, and no `RUST_BACKTRACE` (so a
+/// panic prints the hint the CLI tests look for).
+pub fn cachesync_command(args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cachesync"));
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .env("RUST_LOG", "info")
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .env_remove("CACHESYNC_CONFIG");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("CACHESYNC__") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
