@@ -104,7 +104,7 @@ impl Mq {
         let image = crate::sqlwrite::commit(&self.pool, write).await?;
         let committed_at_us = unix_micros(SystemTime::now());
         Ok((
-            self.event(write, image.clone(), None, committed_at_us)?,
+            self.event(write, image.as_deref(), None, committed_at_us)?,
             Committed {
                 committed_at_us,
                 row: image,
@@ -126,7 +126,7 @@ impl Mq {
         // outbox id) and the consumer measures propagation from this moment, just
         // before COMMIT.
         let committed_at_us = unix_micros(SystemTime::now());
-        let event = self.event(write, image.clone(), None, committed_at_us)?;
+        let event = self.event(write, image.as_deref(), None, committed_at_us)?;
         let id = outbox::insert(&mut tx, &self.config.outbox_table, &event).await?;
         tx.commit()
             .await
@@ -143,20 +143,24 @@ impl Mq {
     fn event(
         &self,
         write: &RowWrite,
-        image: Option<Vec<crate::row::Cell>>,
+        image: Option<&[crate::row::Cell]>,
         version: Option<u64>,
         committed_at_us: u64,
     ) -> Result<ChangeEvent> {
         let table = &write.table;
+        let key_only;
         let (op, row) = match image {
             Some(row) => (Op::Upsert, row),
-            None => (Op::Delete, crate::sqlwrite::key_only_row(table, write)?),
+            None => {
+                key_only = crate::sqlwrite::key_only_row(table, write)?;
+                (Op::Delete, key_only.as_slice())
+            }
         };
-        let version = version.or_else(|| table.version_of(&row));
+        let version = version.or_else(|| table.version_of(row));
         Ok(ChangeEvent::new(
             table,
             op,
-            &row,
+            row,
             version,
             Some(committed_at_us),
         ))
