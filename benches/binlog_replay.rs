@@ -10,11 +10,10 @@
 
 use std::time::{Duration, Instant};
 
+use cachesync::cmd::run::{Daemon, connect};
 use cachesync::config::{Config, RawConfig};
-use cachesync::daemon::Services;
 use cachesync::strategy::binlog::position::{BinlogPosition, Checkpoint};
 use cachesync::strategy::binlog::tail::{Batch, TailError, Tailer};
-use cachesync::strategy::{Strategy, SyncStrategy};
 use mysql_async::prelude::Queryable;
 use tokio_util::sync::CancellationToken;
 
@@ -86,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
     let config: Config = RawConfig::from_tree(tree)
         .map_err(|p| anyhow::anyhow!("{p:?}"))?
         .validate()?;
-    let services = Services::connect(&config).await?;
+    let services = connect(&config).await?;
 
     // Phase 1: read and decode only; the consumer stops the tailer at the backlog's end.
     let shutdown = CancellationToken::new();
@@ -133,13 +132,8 @@ async fn main() -> anyhow::Result<()> {
         .arg(start.to_string())
         .query_async(&mut redis)
         .await?;
-    let strategy = Strategy::build(&config, &services)?;
-    let shutdown = CancellationToken::new();
     let began = Instant::now();
-    let task = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move { strategy.run(shutdown).await })
-    };
+    let mut daemon = Daemon::start_on(&config, services.clone())?;
     loop {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let stored: Option<String> = redis::cmd("GET")
@@ -152,13 +146,12 @@ async fn main() -> anyhow::Result<()> {
         {
             break;
         }
-        if task.is_finished() {
-            anyhow::bail!("the strategy stopped early: {:?}", task.await?);
+        if daemon.is_finished() {
+            anyhow::bail!("the strategy stopped early: {:?}", daemon.finished().await);
         }
     }
     let apply_secs = began.elapsed().as_secs_f64();
-    shutdown.cancel();
-    task.await??;
+    daemon.stop().await?;
     println!(
         "binlog -> Redis:      {rows} row changes in {apply_secs:.2}s = {:.0} rows/s (read, decode, encode, guarded writes, checkpoints)",
         rows as f64 / apply_secs

@@ -5,10 +5,12 @@
 
 use std::hint::black_box;
 
-use cachesync::config::{Format, RawConfig};
-use cachesync::decode;
-use cachesync::row::Cell;
-use cachesync::schema::{Column, ColumnType, SyncedTable, TableSchema};
+use cachesync::config::RawConfig;
+use cachesync::model::cell::Cell;
+use cachesync::model::cell::Format;
+use cachesync::model::column::ColumnType;
+use cachesync::model::decode;
+use cachesync::model::table::{Column, SyncedTable, TableSchema};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mysql_async::Value;
 use mysql_async::binlog::value::BinlogValue;

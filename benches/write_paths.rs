@@ -17,7 +17,7 @@
 //! bumps the row's `v` on every update, so `v` grows in commit order and can serve as the
 //! `version_column` even between racing writers. Paths:
 //!
-//! - `mysql-only`: `cachesync::sqlwrite::commit` alone — the baseline;
+//! - `mysql-only`: `cachesync::mysql::write::commit` alone — the baseline;
 //! - `binlog`: the binlog strategy's write (the commit alone), with its tailer running as
 //!   the daemon would — on this machine it competes for the same CPU;
 //! - `dual-write`, `dual-write+version`: commit, then the Redis write, without / with
@@ -38,15 +38,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cachesync::applier::Op;
+use cachesync::bench::setup::{clear_redis, load_average, reset_amqp, wait_for_tailing};
+use cachesync::cmd::run::{Daemon, connect};
+use cachesync::cmd::verify::{self, verify};
 use cachesync::config::{Config, RawConfig};
-use cachesync::daemon::Services;
-use cachesync::row::Encoded;
-use cachesync::schema::SyncedTable;
-use cachesync::strategy::{RedisOutcome, RowWrite, Strategy, SyncStrategy, WriteReceipt};
+use cachesync::model::change::{Op, RowWrite};
+use cachesync::model::table::SyncedTable;
+use cachesync::strategy::{RedisOutcome, Services, Strategy, SyncStrategy, WriteReceipt};
 use mysql_async::Value;
 use mysql_async::prelude::Queryable;
-use tokio_util::sync::CancellationToken;
 
 const DB: &str = "cs_bench_write";
 const KEY_PREFIX: &str = "bench:wp";
@@ -191,23 +191,16 @@ fn median_round(mut runs: Vec<Outcome>) -> (Outcome, String) {
     (runs.swap_remove(mid), range)
 }
 
-/// `/proc/loadavg`'s three averages: the bench shares the machine.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
-
 /// The write being measured: the baseline or a strategy.
 enum WritePath {
     MysqlOnly(mysql_async::Pool),
-    Strategy(Box<Strategy>),
+    Strategy(Arc<Strategy>),
 }
 
 impl WritePath {
     async fn write(&self, write: RowWrite) -> cachesync::Result<Option<WriteReceipt>> {
         match self {
-            WritePath::MysqlOnly(pool) => cachesync::sqlwrite::commit(pool, &write)
+            WritePath::MysqlOnly(pool) => cachesync::mysql::write::commit(pool, &write)
                 .await
                 .map(|_| None),
             WritePath::Strategy(s) => s.write(write).await.map(Some),
@@ -276,7 +269,7 @@ async fn main() -> anyhow::Result<()> {
         for (spec, runs) in specs.iter().zip(&mut outcomes) {
             let rows = if spec.hot { hot_rows } else { rows };
             prefill(&mut conn, rows).await?;
-            clear_redis(&redis_url).await?;
+            clear_redis(&redis_url, KEY_PREFIX).await?;
             let config = config_for(spec, &mysql_url, &redis_url, &amqp_url)?;
             let outcome = match measure(spec, &config, rows, concurrency, seconds).await {
                 Ok(outcome) => outcome,
@@ -291,10 +284,12 @@ async fn main() -> anyhow::Result<()> {
     print_table(&medians, concurrency, rounds);
 
     // Leave nothing behind.
-    clear_redis(&redis_url).await?;
+    clear_redis(&redis_url, KEY_PREFIX).await?;
     conn.query_drop(format!("DROP DATABASE {DB}")).await?;
-    if specs.iter().any(|spec| spec.strategy == Some("mq")) {
-        delete_amqp_topology(&amqp_url).await;
+    if specs.iter().any(|spec| spec.strategy == Some("mq"))
+        && let Err(e) = reset_amqp(&amqp_url, AMQP_NAME).await
+    {
+        eprintln!("removing the bench's RabbitMQ exchanges and queues: {e}");
     }
     Ok(())
 }
@@ -353,45 +348,23 @@ async fn measure(
     concurrency: usize,
     seconds: f64,
 ) -> anyhow::Result<Outcome> {
-    let services = Services::connect(config).await?;
+    let services = connect(config).await?;
     let table = services.tables[0].clone();
-    let path = Arc::new(match spec.strategy {
-        None => WritePath::MysqlOnly(services.pool.clone()),
-        Some(_) => WritePath::Strategy(Box::new(Strategy::build(config, &services)?)),
-    });
-    let shutdown = CancellationToken::new();
-    let background = match &*path {
-        WritePath::Strategy(_) => {
-            let path = path.clone();
-            let shutdown = shutdown.clone();
-            Some(tokio::spawn(async move {
-                match &*path {
-                    WritePath::Strategy(s) => s.run(shutdown).await,
-                    WritePath::MysqlOnly(_) => Ok(()),
-                }
-            }))
-        }
-        WritePath::MysqlOnly(_) => None,
+    // The strategy runs as the daemon runs it: its background work (tailer, consumer,
+    // relay, repairs) competes for the same cores as its writes.
+    let daemon = match spec.strategy {
+        None => None,
+        Some(_) => Some(Daemon::start_on(config, services.clone())?),
     };
-    if spec.strategy == Some("binlog") {
+    let path = Arc::new(match &daemon {
+        None => WritePath::MysqlOnly(services.pool.clone()),
+        Some(daemon) => WritePath::Strategy(daemon.strategy().clone()),
+    });
+    if let Some(daemon) = &daemon
+        && config.strategy.tails_binlog()
+    {
         // The tailer snapshots the table first; measure once it tails.
-        let mut redis = services.applier.connection();
-        let began = Instant::now();
-        while redis::cmd("GET")
-            .arg(CHECKPOINT_KEY)
-            .query_async::<Option<String>>(&mut redis)
-            .await?
-            .is_none()
-        {
-            anyhow::ensure!(
-                began.elapsed() < Duration::from_secs(60),
-                "the binlog strategy did not start tailing"
-            );
-            if background.as_ref().is_some_and(|t| t.is_finished()) {
-                anyhow::bail!("the binlog strategy stopped before tailing");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_for_tailing(daemon, CHECKPOINT_KEY).await?;
     }
 
     // Warm-up (connections, scripts, the outbox table), then the measured run.
@@ -430,19 +403,17 @@ async fn measure(
     }
     outcome.latencies.sort_unstable();
     if spec.strategy == Some("dual-write") {
-        outcome.divergent = Some(divergent_keys(&services, &table).await?);
+        outcome.divergent = Some(stale_keys(&services).await?);
     }
 
-    shutdown.cancel();
-    if let Some(task) = background {
-        match tokio::time::timeout(Duration::from_secs(30), task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => eprintln!("{}: background work ended with: {e}", spec.name),
-            Ok(Err(e)) => eprintln!("{}: background task failed: {e}", spec.name),
+    drop(path);
+    if let Some(daemon) = daemon {
+        match tokio::time::timeout(Duration::from_secs(30), daemon.stop()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("{}: background work ended with: {e}", spec.name),
             Err(_) => eprintln!("{}: background work did not stop within 30 s", spec.name),
         }
     }
-    drop(path);
     services.pool.disconnect().await.ok();
     Ok(outcome)
 }
@@ -527,75 +498,22 @@ async fn run_writers(
     results
 }
 
-/// Keys Redis holds whose value is not what their row's `SELECT` encodes to.
-async fn divergent_keys(services: &Services, table: &SyncedTable) -> anyhow::Result<u64> {
-    let mut conn = services.pool.get_conn().await?;
-    let rows: Vec<mysql_async::Row> = conn.query(&table.select_sql).await?;
-    let mut redis = services.applier.connection();
-    let mut divergent = 0;
-    for chunk in rows.chunks(1000) {
-        let mut cells = Vec::with_capacity(chunk.len());
-        for row in chunk {
-            cells.push(table.decode_sql_row(row)?);
-        }
-        let keys: Vec<String> = cells.iter().map(|c| table.key_of(c)).collect();
-        let cached: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut redis)
-            .await?;
-        for (row, cached) in cells.iter().zip(cached) {
-            let expected = match table.encoder.encode(row, table.version_of(row)) {
-                Encoded::Json(bytes) => bytes,
-                Encoded::Hash(_) => unreachable!("json table"),
-            };
-            // A row the run never wrote has no key (dual-write does not fill the cache):
-            // a miss, not stale.
-            if cached.is_some_and(|cached| cached != expected) {
-                divergent += 1;
-            }
-        }
-    }
-    Ok(divergent)
-}
-
-async fn clear_redis(redis_url: &str) -> anyhow::Result<()> {
-    let client = redis::Client::open(redis_url)?;
-    let mut redis = client.get_multiplexed_async_connection().await?;
-    for pattern in [format!("{KEY_PREFIX}:*"), format!("{{{KEY_PREFIX}:*")] {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(pattern)
-            .query_async(&mut redis)
-            .await?;
-        for chunk in keys.chunks(10_000) {
-            let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut redis).await?;
-        }
-    }
-    Ok(())
-}
-
-/// Removes the exchanges and queues the mq runs declared.
-async fn delete_amqp_topology(amqp_url: &str) {
-    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    let cleanup = async {
-        let conn =
-            lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await?;
-        let channel = conn.create_channel().await?;
-        for queue in [AMQP_NAME.to_owned(), format!("{AMQP_NAME}.dlq")] {
-            channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await?;
-        }
-        for exchange in [AMQP_NAME.to_owned(), format!("{AMQP_NAME}.dead")] {
-            channel
-                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                .await?;
-        }
-        conn.close(0, "bench done".into()).await?;
-        Ok::<(), lapin::Error>(())
+/// Keys Redis holds whose value is not what their row's `SELECT` encodes to (`verify`'s
+/// "different"; a row the run never wrote has no key — dual-write does not fill the
+/// cache — which is a miss, not stale).
+async fn stale_keys(services: &Services) -> anyhow::Result<u64> {
+    let options = verify::Options {
+        strategy: cachesync::strategy::StrategyKind::DualWrite,
+        ..verify::Options::default()
     };
-    if let Err(e) = cleanup.await {
-        eprintln!("removing the bench's RabbitMQ exchanges and queues: {e}");
-    }
+    let report = verify(
+        &services.tables,
+        &services.pool,
+        &services.applier,
+        &options,
+    )
+    .await?;
+    Ok(report.tables.iter().map(|t| t.different.count).sum())
 }
 
 fn ms(d: Duration) -> String {

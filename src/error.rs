@@ -34,7 +34,7 @@ pub enum Error {
     },
 
     /// A MySQL statement failed after connecting.
-    #[error("mysql: {context}: {}", crate::mysql::describe(.source))]
+    #[error("mysql: {context}: {}", describe_mysql(.source))]
     Mysql {
         context: String,
         #[source]
@@ -142,6 +142,16 @@ impl Error {
             context: context.into(),
             source,
         }
+    }
+}
+
+/// A one-line description of a MySQL client error, without the crate's nested prefixes
+/// ("Input/output error: Input/output error: ...").
+pub fn describe_mysql(e: &mysql_async::Error) -> String {
+    match e {
+        mysql_async::Error::Io(mysql_async::IoError::Io(io)) => io.to_string(),
+        mysql_async::Error::Server(s) => format!("{} (MySQL error {})", s.message, s.code),
+        other => other.to_string(),
     }
 }
 

@@ -39,23 +39,16 @@
 //! - [`redact`], [`error`] — passwords out of messages; the one error type.
 
 pub mod api;
-pub mod applier;
 pub mod bench;
+pub mod cmd;
 pub mod config;
-pub mod daemon;
-pub mod decode;
-pub mod doctor;
 pub mod error;
-pub mod keys;
 pub mod metrics;
+pub mod model;
 pub mod mysql;
 pub mod read;
 pub mod redact;
-pub mod row;
-pub mod scan;
-pub mod schema;
-pub mod sqlwrite;
+pub mod redis;
 pub mod strategy;
-pub mod verify;
 
 pub use error::{Error, Result};

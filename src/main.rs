@@ -8,9 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use cachesync::bench::storm::ReadStormOptions;
 use cachesync::config::Config;
-use cachesync::doctor::{self, Severity};
-use cachesync::read::storm::ReadStormOptions;
 
 /// Keep a Redis cache in sync with MySQL/MariaDB — by dual-write, RabbitMQ or binlog
 /// replay — and measure which strategy to use.
@@ -232,33 +231,18 @@ struct ConfigArg {
 }
 
 impl ConfigArg {
-    /// The validated config, or the exit code after printing every problem.
-    fn load(&self) -> Result<Config, ExitCode> {
-        Config::load(&self.config).map_err(|e| fail(&e.to_string()))
+    /// The validated config; every problem when it is not.
+    fn load(&self) -> cachesync::Result<Config> {
+        Config::load(&self.config)
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The benchmark prints its own progress; the strategies' info lines would bury it.
-    let default_filter = match &cli.command {
-        Command::Bench(args) if args.scenario == Scenario::ReadStorm => {
-            if args.quiet {
-                "warn"
-            } else {
-                "warn,cachesync::read::storm=info"
-            }
-        }
-        // Faults make the strategies log every retry (hundreds of lines a second, and
-        // lapin's connection errors); the report counts what they did. RUST_LOG=warn shows
-        // them.
-        Command::Bench(_) => "error,lapin=off,cachesync::bench=info",
-        _ => "info",
-    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
+                .unwrap_or_else(|_| log_filter(&cli.command).into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -270,63 +254,49 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
-    runtime.block_on(async {
-        match cli.command {
+    match runtime.block_on(cli.command.run()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+/// What is logged by default (`RUST_LOG` overrides it).
+fn log_filter(command: &Command) -> &'static str {
+    match command {
+        // The benchmark prints its own progress; the strategies' info lines would bury it.
+        Command::Bench(args) if args.scenario == Scenario::ReadStorm => {
+            if args.quiet {
+                "warn"
+            } else {
+                "warn,cachesync::bench::storm=info"
+            }
+        }
+        // Faults make the strategies log every retry (hundreds of lines a second, and
+        // lapin's connection errors); the report counts what they did. RUST_LOG=warn shows
+        // them.
+        Command::Bench(_) => "error,lapin=off,cachesync::bench=info",
+        _ => "info",
+    }
+}
+
+impl Command {
+    /// Runs the command; `Ok(false)` when it ran and the answer is "no" (doctor found a
+    /// problem, verify found divergent keys).
+    async fn run(self) -> cachesync::Result<bool> {
+        match self {
             Command::Run { config } => {
-                let config = match config.load() {
-                    Ok(c) => c,
-                    Err(code) => return code,
-                };
-                match cachesync::daemon::run(config, CancellationToken::new()).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => fail(&e.to_string()),
-                }
+                cachesync::cmd::run::run(config.load()?, CancellationToken::new()).await?;
+                Ok(true)
             }
             Command::Snapshot { config } => {
-                let config = match config.load() {
-                    Ok(c) => c,
-                    Err(code) => return code,
-                };
-                match cachesync::daemon::snapshot(&config).await {
-                    Ok(position) => {
-                        println!(
-                            "snapshot done at {position}; `cachesync run` continues from there"
-                        );
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => fail(&e.to_string()),
-                }
+                let position = cachesync::cmd::snapshot::snapshot(&config.load()?).await?;
+                println!("snapshot done at {position}; `cachesync run` continues from there");
+                Ok(true)
             }
-            Command::Doctor { config: arg } => {
-                let config = match arg.load() {
-                    Ok(c) => c,
-                    Err(code) => return code,
-                };
-                let path = &arg.config;
-                println!(
-                    "cachesync doctor: strategy {} from {}",
-                    config.strategy,
-                    path.display()
-                );
-                let report = doctor::check(&config).await;
-                for finding in &report.findings {
-                    println!("  {finding}");
-                }
-                match report.problems() {
-                    0 => {
-                        let notes = report
-                            .findings
-                            .iter()
-                            .filter(|f| f.severity == Severity::Note)
-                            .count();
-                        println!("all good for strategy {} ({notes} notes)", config.strategy);
-                        ExitCode::SUCCESS
-                    }
-                    n => {
-                        println!("{n} problem(s) stop strategy {}", config.strategy);
-                        ExitCode::FAILURE
-                    }
-                }
+            Command::Doctor { config } => {
+                let path = config.config.clone();
+                Ok(cachesync::cmd::doctor::run(&config.load()?, &path).await)
             }
             Command::Verify {
                 config,
@@ -334,215 +304,72 @@ fn main() -> ExitCode {
                 batch,
                 examples,
             } => {
-                let config = match config.load() {
-                    Ok(c) => c,
-                    Err(code) => return code,
-                };
-                let options = cachesync::verify::Options {
+                let config = config.load()?;
+                let options = cachesync::cmd::verify::Options {
                     batch: batch as usize,
                     examples,
                     repair,
                     strategy: config.strategy,
                     skip_keys: vec![config.binlog.checkpoint_key.clone()],
                 };
-                match verify(&config, &options).await {
-                    Ok(report) => print_verify(&report),
-                    Err(e) => fail(&e.to_string()),
-                }
+                cachesync::cmd::verify::run(&config, &options).await
             }
-            Command::Bench(args) => {
-                let BenchArgs {
-                    config,
-                    scenario,
-                    strategies,
-                    duration,
-                    writers,
-                    rate,
-                    keys,
-                    hot_key_skew,
-                    readers,
-                    read_rate,
-                    seed,
-                    fault,
-                    fault_duration,
-                    drain_timeout,
-                    database,
-                    key_prefix,
-                    out,
-                    json,
-                    quiet,
-                    storm,
-                } = *args;
-                let config = match config.load() {
-                    Ok(c) => c,
-                    Err(code) => return code,
-                };
-                if scenario == Scenario::ReadStorm {
-                    let options = storm.options(database);
-                    return read_storm(&config, &options, out.as_deref(), json.as_deref()).await;
-                }
-                let database = database.unwrap_or_else(|| "cachesync_bench".to_owned());
-                let options = cachesync::bench::Options {
-                    variants: strategies,
-                    duration,
-                    writers,
-                    rate: rate.0,
-                    keys,
-                    skew: hot_key_skew,
-                    readers,
-                    read_rate: read_rate.0,
-                    seed,
-                    fault,
-                    fault_duration,
-                    drain_timeout,
-                    database,
-                    key_prefix,
-                    progress: !quiet,
-                };
-                bench(&config, &options, out.as_deref(), json.as_deref()).await
-            }
+            Command::Bench(args) => args.run().await.map(|()| true),
         }
-    })
+    }
 }
 
-/// Runs the benchmark with metrics served, prints the comparison and writes the files.
-async fn bench(
-    config: &Config,
-    options: &cachesync::bench::Options,
-    out: Option<&std::path::Path>,
-    json: Option<&std::path::Path>,
-) -> ExitCode {
-    if let Err(e) = options.validate() {
-        return fail(&e.to_string());
-    }
-    if let Err(e) = cachesync::metrics::install(config.metrics_listen) {
-        return fail(&e.to_string());
-    }
-    eprintln!(
-        "cachesync bench: {} for {:?} each; metrics on http://{}/metrics",
-        options
-            .variants
-            .iter()
-            .map(|v| v.name())
-            .collect::<Vec<_>>()
-            .join(", "),
-        options.duration,
-        config.metrics_listen
-    );
-    let report = match cachesync::bench::run(config, options).await {
-        Ok(report) => report,
-        Err(e) => return fail(&e.to_string()),
-    };
-    print_and_write(&report.markdown(), &report.json(), out, json)
-}
-
-/// Prints a bench's Markdown table and writes it (`--out`) and the JSON (`--json`).
-fn print_and_write(
-    markdown: &str,
-    json_text: &str,
-    out: Option<&std::path::Path>,
-    json: Option<&std::path::Path>,
-) -> ExitCode {
-    println!("{markdown}");
-    for (path, text) in [(out, markdown), (json, json_text)] {
-        if let Some(path) = path
-            && let Err(e) = std::fs::write(path, text)
-        {
-            return fail(&format!("writing {}: {e}", path.display()));
+impl BenchArgs {
+    async fn run(self) -> cachesync::Result<()> {
+        let BenchArgs {
+            config,
+            scenario,
+            strategies,
+            duration,
+            writers,
+            rate,
+            keys,
+            hot_key_skew,
+            readers,
+            read_rate,
+            seed,
+            fault,
+            fault_duration,
+            drain_timeout,
+            database,
+            key_prefix,
+            out,
+            json,
+            quiet,
+            storm,
+        } = self;
+        let config = config.load()?;
+        let files = cachesync::bench::report::ReportFiles {
+            markdown: out,
+            json,
+        };
+        if scenario == Scenario::ReadStorm {
+            let options = storm.options(database);
+            return cachesync::bench::storm::run_and_report(&config, &options, &files).await;
         }
-    }
-    ExitCode::SUCCESS
-}
-
-/// Runs the read-storm scenario, prints its table and writes the files.
-async fn read_storm(
-    config: &Config,
-    options: &ReadStormOptions,
-    out: Option<&std::path::Path>,
-    json: Option<&std::path::Path>,
-) -> ExitCode {
-    if let Err(e) = options.validate() {
-        return fail(&e.to_string());
-    }
-    if let Err(e) = cachesync::metrics::install(config.metrics_listen) {
-        return fail(&e.to_string());
-    }
-    eprintln!(
-        "cachesync bench: read storm on {} and {} (database {}); metrics on http://{}/metrics",
-        cachesync::redact::redact_url(&config.mysql_url),
-        cachesync::redact::redact_url(&config.redis_url),
-        options.database,
-        config.metrics_listen
-    );
-    let report = match cachesync::read::storm::run(config, options).await {
-        Ok(report) => report,
-        Err(e) => return fail(&e.to_string()),
-    };
-    let json_text = match serde_json::to_string_pretty(&report) {
-        Ok(text) => text,
-        Err(e) => return fail(&format!("encoding the report as JSON: {e}")),
-    };
-    print_and_write(&report.to_markdown(), &json_text, out, json)
-}
-
-/// Connects and runs `verify` over the configured tables.
-async fn verify(
-    config: &Config,
-    options: &cachesync::verify::Options,
-) -> cachesync::Result<cachesync::verify::Report> {
-    let services = cachesync::daemon::Services::connect(config).await?;
-    let report =
-        cachesync::verify::verify(&services.tables, &services.pool, &services.applier, options)
-            .await;
-    services.pool.disconnect().await.ok();
-    report
-}
-
-/// Prints the verify report; exit 0 when Redis is (now) in sync.
-fn print_verify(report: &cachesync::verify::Report) -> ExitCode {
-    let width = report
-        .tables
-        .iter()
-        .map(|t| t.table.len())
-        .chain([5])
-        .max()
-        .unwrap_or(5);
-    println!(
-        "{:<width$}  {:>10}  {:>8}  {:>8}  {:>9}",
-        "table", "rows", "missing", "extra", "different"
-    );
-    for t in &report.tables {
-        println!(
-            "{:<width$}  {:>10}  {:>8}  {:>8}  {:>9}",
-            t.table, t.rows, t.missing.count, t.extra.count, t.different.count
-        );
-    }
-    for t in &report.tables {
-        for (kind, divergence) in [
-            ("missing", &t.missing),
-            ("extra", &t.extra),
-            ("different", &t.different),
-        ] {
-            for key in &divergence.examples {
-                println!("  {} {kind}: {key}", t.table);
-            }
-        }
-        if let Some(remaining) = t.remaining {
-            println!(
-                "  {}: repaired {} keys, {remaining} still divergent",
-                t.table, t.repaired
-            );
-        }
-    }
-    match report.divergent() {
-        0 => {
-            println!("in sync");
-            ExitCode::SUCCESS
-        }
-        n => {
-            println!("{n} divergent keys");
-            ExitCode::FAILURE
-        }
+        let options = cachesync::bench::Options {
+            variants: strategies,
+            duration,
+            writers,
+            rate: rate.0,
+            keys,
+            skew: hot_key_skew,
+            readers,
+            read_rate: read_rate.0,
+            seed,
+            fault,
+            fault_duration,
+            drain_timeout,
+            database: database.unwrap_or_else(|| "cachesync_bench".to_owned()),
+            key_prefix,
+            progress: !quiet,
+        };
+        cachesync::bench::run_and_report(&config, &options, &files).await
     }
 }
 

@@ -38,11 +38,6 @@ pub const DEAD_LETTERED: &str = "cachesync_dead_lettered_total";
 /// Gauge, label `strategy`: (dual-write) keys whose Redis write failed after the commit
 /// and wait in the repair queue — stale in Redis until repaired.
 pub const REPAIRS_PENDING: &str = "cachesync_repairs_pending";
-/// Counter, label `strategy` (benchmark): reads that saw an older version than the newest
-/// committed one.
-pub const STALE_READS: &str = "cachesync_stale_reads_total";
-/// Counter, label `strategy` (benchmark): reads made.
-pub const READS: &str = "cachesync_reads_total";
 /// Gauge, labels `strategy`, `table`: keys whose Redis value differs from MySQL, as last
 /// counted by `verify` or the benchmark.
 pub const DIVERGENT_KEYS: &str = "cachesync_divergent_keys";
@@ -125,11 +120,6 @@ pub fn describe() {
         STALE_CHANGES_SKIPPED,
         "Changes dropped because Redis held a newer version"
     );
-    describe_counter!(
-        STALE_READS,
-        "Benchmark reads older than the newest committed version"
-    );
-    describe_counter!(READS, "Benchmark reads");
     describe_gauge!(DIVERGENT_KEYS, "Keys whose Redis value differs from MySQL");
     // The cache-aside read path.
     describe_counter!(
@@ -165,8 +155,9 @@ pub fn describe() {
     );
 }
 
-/// Creates the series a strategy will report so they appear in the first scrape, before
-/// any change happened (dashboards and alerts then see zeros instead of no data).
+/// Creates the series every strategy reports so they appear in the first scrape, before
+/// any change happened (dashboards and alerts then see zeros instead of no data). A
+/// strategy's own series are added by [`crate::strategy::StrategyKind::register_series`].
 pub fn register_series(strategy: &'static str, tables: &[String]) {
     for table in tables {
         let table = table.clone();
@@ -179,10 +170,4 @@ pub fn register_series(strategy: &'static str, tables: &[String]) {
     }
     metrics::counter!(STALE_CHANGES_SKIPPED, "strategy" => strategy).increment(0);
     metrics::counter!(REPLAYED_CHANGES, "strategy" => strategy).increment(0);
-    if strategy == "dual-write" {
-        metrics::gauge!(REPAIRS_PENDING, "strategy" => strategy).set(0.0);
-    }
-    if strategy == "mq" {
-        metrics::counter!(DEAD_LETTERED, "strategy" => strategy).increment(0);
-    }
 }

@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use cachesync::api::{self, ApiState, Readiness};
-use cachesync::applier::Applier;
-use cachesync::row::Encoded;
-use cachesync::schema::SyncedTable;
+use cachesync::model::cell::Encoded;
+use cachesync::model::table::SyncedTable;
+use cachesync::redis::Applier;
 use cachesync::strategy::{DualWrite, Strategy, StrategyKind};
 use mysql_async::prelude::Queryable;
 use redis::AsyncCommands;
@@ -87,7 +87,7 @@ async fn fixture(setup: Setup) -> Fixture {
     let applier = Applier::connect(
         &config.redis_url,
         config.tombstone_ttl,
-        StrategyKind::DualWrite,
+        StrategyKind::DualWrite.name(),
     )
     .await
     .unwrap();
@@ -199,7 +199,7 @@ impl Fixture {
         let row: Option<mysql_async::Row> = self
             .db
             .conn
-            .exec_first(format!("{} WHERE id = ?", self.table.select_sql), (id,))
+            .exec_first(format!("{} WHERE id = ?", self.table.sql.select_all), (id,))
             .await
             .unwrap();
         let cells = self.table.decode_sql_row(&row?).unwrap();
@@ -886,7 +886,7 @@ async fn the_daemon_serves_mq_writes_through_the_api_into_redis() {
     let table = common::synced_table(&mut db, &config).await;
     let row: mysql_async::Row = db
         .conn
-        .exec_first(format!("{} WHERE id = 9", table.select_sql), ())
+        .exec_first(format!("{} WHERE id = 9", table.sql.select_all), ())
         .await
         .unwrap()
         .unwrap();

@@ -9,9 +9,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cachesync::applier::{Applied, Applier, Change, Op, tombstone_key};
-use cachesync::row::Cell;
-use cachesync::schema::SyncedTable;
+use cachesync::model::cell::Cell;
+use cachesync::model::change::{Applied, Change, Op};
+use cachesync::model::table::SyncedTable;
+use cachesync::redis::Applier;
+use cachesync::redis::keyspace::tombstone_key;
 use cachesync::strategy::StrategyKind;
 use redis::AsyncCommands;
 
@@ -42,7 +44,7 @@ async fn fixture(format: &str, extra: serde_json::Value) -> Fixture {
     let applier = Applier::connect(
         &config.redis_url,
         config.tombstone_ttl,
-        StrategyKind::Binlog,
+        StrategyKind::Binlog.name(),
     )
     .await
     .unwrap();
@@ -310,7 +312,7 @@ async fn unreachable_redis_is_a_clear_error_with_the_password_hidden() {
     let err = Applier::connect(
         "redis://:hunter2@127.0.0.1:1",
         Duration::from_secs(1),
-        StrategyKind::Binlog,
+        StrategyKind::Binlog.name(),
     )
     .await
     .err()

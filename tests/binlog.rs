@@ -13,14 +13,12 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use cachesync::cmd::run::Daemon;
 use cachesync::config::{Config, RawConfig};
-use cachesync::daemon::Services;
-use cachesync::strategy::{Strategy, SyncStrategy};
 use common::converge::{cached, expected_from_mysql, wait_converged};
 use common::{TestDb, all_types};
 use mysql_async::prelude::Queryable;
 use redis::AsyncCommands;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// A replica id no other test of this run uses.
@@ -55,38 +53,20 @@ fn config_for(db: &TestDb, prefix: &str, table: &str, extra: serde_json::Value) 
 }
 
 /// The strategy running in a task, as `cachesync run` runs it.
-struct Running {
-    shutdown: CancellationToken,
-    task: JoinHandle<cachesync::Result<()>>,
-    services: Services,
+async fn start(config: &Config) -> Daemon {
+    Daemon::start(config).await.unwrap()
 }
 
-async fn start(config: &Config) -> Running {
-    let services = Services::connect(config).await.unwrap();
-    let strategy = Strategy::build(config, &services).unwrap();
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    let task = tokio::spawn(async move { strategy.run(token).await });
-    Running {
-        shutdown,
-        task,
-        services,
-    }
-}
-
-impl Running {
-    async fn stop(self) -> cachesync::Result<()> {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("the strategy stops within 30 s")
-            .expect("the strategy task does not panic")
-    }
+/// Stops the strategy the way SIGTERM does; it must stop within 30 s.
+async fn stop(daemon: Daemon) -> cachesync::Result<()> {
+    tokio::time::timeout(Duration::from_secs(30), daemon.stop())
+        .await
+        .expect("the strategy stops within 30 s")
 }
 
 /// Stops the strategy (it must stop cleanly) and removes the test's keys and database.
-async fn finish(running: Running, prefix: &str, db: TestDb) {
-    running.stop().await.unwrap();
+async fn finish(running: Daemon, prefix: &str, db: TestDb) {
+    stop(running).await.unwrap();
     common::clear_redis_prefix(prefix).await;
     db.drop_db().await;
 }
@@ -113,7 +93,7 @@ async fn changes_of_every_type_arrive_as_select_encodes_them() {
     let prefix = common::unique("bl_types");
     let config = config_for(&db, &prefix, "all_types", serde_json::json!({}));
     let running = start(&config).await;
-    let table = running.services.tables[0].clone();
+    let table = running.services().tables[0].clone();
 
     // Inserts of every type, then an update and a delete, then an unrelated table.
     db.exec(all_types::INSERT).await;
@@ -208,7 +188,7 @@ async fn a_snapshot_taken_under_concurrent_writes_converges() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let running = start(&config).await;
-    let table = running.services.tables[0].clone();
+    let table = running.services().tables[0].clone();
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.cancel();
     let mut written = 0;
@@ -326,11 +306,10 @@ async fn a_purged_binlog_is_a_clear_error() {
         .set(format!("{prefix}:checkpoint"), "binlog.999999:4")
         .await
         .unwrap();
-    let running = start(&config).await;
-    let outcome = tokio::time::timeout(Duration::from_secs(30), running.task)
+    let mut running = start(&config).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(30), running.finished())
         .await
-        .expect("a purged binlog stops the strategy")
-        .unwrap();
+        .expect("a purged binlog stops the strategy");
     let message = outcome.expect_err("tailing cannot start").to_string();
     assert!(message.contains("binlog.999999:4"), "{message}");
     assert!(message.contains("cachesync snapshot"), "{message}");
@@ -346,7 +325,7 @@ async fn rotation_and_a_dropped_replication_connection_lose_nothing() {
     let prefix = common::unique("bl_rotate");
     let config = config_for(&db, &prefix, "counters", serde_json::json!({}));
     let running = start(&config).await;
-    let table = running.services.tables[0].clone();
+    let table = running.services().tables[0].clone();
 
     db.exec("INSERT INTO counters VALUES (1, 1), (2, 1)").await;
     // A new binlog file mid-stream.
@@ -397,7 +376,7 @@ async fn enum_members_come_from_the_binlog_when_the_tailer_lags_behind_an_alter(
         },
     )
     .await;
-    running.stop().await.unwrap();
+    stop(running).await.unwrap();
 
     // Row 1 is logged as index 1 of ('small','large'); then the members are reordered,
     // so today's information_schema says index 1 is 'large'.

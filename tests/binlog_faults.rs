@@ -928,8 +928,9 @@ async fn big_tx_test(db: String, prefix: String) {
     // What buffering the transaction would take: each row event carries a before and an
     // after image; decoded, an image of this table is a Vec of 3 cells plus the 32-byte
     // `pad` string on the heap (each heap block with ~16 bytes of allocator overhead).
-    let cell = std::mem::size_of::<cachesync::row::Cell>();
-    let image = std::mem::size_of::<Vec<cachesync::row::Cell>>() + (3 * cell + 16) + (32 + 16);
+    let cell = std::mem::size_of::<cachesync::model::cell::Cell>();
+    let image =
+        std::mem::size_of::<Vec<cachesync::model::cell::Cell>>() + (3 * cell + 16) + (32 + 16);
     let buffered_mib = (n * 2 * image as u64) as f64 / (1024.0 * 1024.0);
     // VmHWM is the kernel's peak; the sampled VmRSS guards against its per-thread
     // counters lagging by a few pages.

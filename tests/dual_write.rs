@@ -16,13 +16,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use cachesync::applier::{Applier, Change, Op};
-use cachesync::row::Encoded;
-use cachesync::schema::SyncedTable;
+use cachesync::model::cell::Encoded;
+use cachesync::model::change::{Change, Op, RowWrite};
+use cachesync::model::table::SyncedTable;
+use cachesync::redis::Applier;
 use cachesync::strategy::dual_write::DualWriteOptions;
-use cachesync::strategy::{
-    DualWrite, RedisOutcome, RowWrite, StrategyKind, SyncStrategy, WriteReceipt,
-};
+use cachesync::strategy::{DualWrite, RedisOutcome, StrategyKind, SyncStrategy, WriteReceipt};
 use metrics_exporter_prometheus::PrometheusHandle;
 use mysql_async::Value;
 use mysql_async::prelude::Queryable;
@@ -66,9 +65,13 @@ async fn fixture_with(redis_url: &str, versioned: bool, options: DualWriteOption
         }),
     );
     let pool = cachesync::mysql::pool(&config.mysql_url).unwrap();
-    let applier = Applier::connect(redis_url, config.tombstone_ttl, StrategyKind::DualWrite)
-        .await
-        .unwrap();
+    let applier = Applier::connect(
+        redis_url,
+        config.tombstone_ttl,
+        StrategyKind::DualWrite.name(),
+    )
+    .await
+    .unwrap();
     Fixture {
         db,
         prefix,
@@ -110,7 +113,7 @@ impl Fixture {
         let row: Option<mysql_async::Row> = self
             .db
             .conn
-            .exec_first(format!("{} WHERE id = ?", self.table.select_sql), (id,))
+            .exec_first(format!("{} WHERE id = ?", self.table.sql.select_all), (id,))
             .await
             .unwrap();
         let cells = self.table.decode_sql_row(&row?).unwrap();
@@ -151,7 +154,7 @@ impl Fixture {
 }
 
 /// The row encoded as the applier writes it (with its version, if the table has one).
-fn encode(table: &SyncedTable, cells: &[cachesync::row::Cell]) -> Vec<u8> {
+fn encode(table: &SyncedTable, cells: &[cachesync::model::cell::Cell]) -> Vec<u8> {
     match table.encoder.encode(cells, table.version_of(cells)) {
         Encoded::Json(bytes) => bytes,
         Encoded::Hash(_) => unreachable!("json table"),
@@ -266,7 +269,7 @@ async fn until_applier_reconnects(applier: &Applier) {
 }
 
 /// What the write did to Redis, which must be a direct write.
-fn applied(receipt: &WriteReceipt) -> cachesync::applier::Applied {
+fn applied(receipt: &WriteReceipt) -> cachesync::model::change::Applied {
     match receipt.redis {
         RedisOutcome::Applied(applied) => applied,
         other => panic!("expected a direct Redis write, got {other:?}"),
@@ -584,7 +587,7 @@ async fn reverse_order_redis_writes_are_stopped_by_the_version_guard_only() {
         ]);
         let pool = f.pool.clone();
         async move {
-            cachesync::sqlwrite::commit(&pool, &write)
+            cachesync::mysql::write::commit(&pool, &write)
                 .await
                 .unwrap()
                 .unwrap()
@@ -595,7 +598,7 @@ async fn reverse_order_redis_writes_are_stopped_by_the_version_guard_only() {
     let committed = f.expected(1).await.unwrap();
     assert!(String::from_utf8_lossy(&committed).contains("b@x"));
 
-    let change = |table: &Arc<SyncedTable>, row: &Vec<cachesync::row::Cell>| Change {
+    let change = |table: &Arc<SyncedTable>, row: &Vec<cachesync::model::cell::Cell>| Change {
         table: table.clone(),
         op: Op::Upsert,
         row: row.clone(),

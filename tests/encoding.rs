@@ -12,9 +12,9 @@ use common::all_types;
 
 use std::collections::BTreeMap;
 
-use cachesync::config::Format;
-use cachesync::row::{Cell, Encoded};
-use cachesync::schema::SyncedTable;
+use cachesync::model::cell::Format;
+use cachesync::model::cell::{Cell, Encoded};
+use cachesync::model::table::SyncedTable;
 use futures_util::StreamExt;
 use mysql_async::BinlogStreamRequest;
 use mysql_async::binlog::events::EventData;
@@ -32,7 +32,7 @@ async fn plan(db: &mut common::TestDb, format: &str) -> SyncedTable {
 async fn rows_by_select(db: &mut common::TestDb, table: &SyncedTable) -> BTreeMap<u64, Vec<Cell>> {
     let rows: Vec<mysql_async::Row> = db
         .conn
-        .exec(format!("{} ORDER BY id", table.select_sql), ())
+        .exec(format!("{} ORDER BY id", table.sql.select_all), ())
         .await
         .unwrap();
     rows.iter()

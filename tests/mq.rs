@@ -14,13 +14,14 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cachesync::applier::Op;
+use cachesync::cmd::run::connect;
 use cachesync::config::{Config, RawConfig};
-use cachesync::daemon::Services;
-use cachesync::schema::SyncedTable;
+use cachesync::model::change::Op;
+use cachesync::model::change::RowWrite;
+use cachesync::model::table::SyncedTable;
 use cachesync::strategy::mq::broker::Publisher;
 use cachesync::strategy::mq::message::ChangeEvent;
-use cachesync::strategy::{Mq, RowWrite, SyncStrategy};
+use cachesync::strategy::{Mq, SyncStrategy};
 use common::TestDb;
 use common::converge::{cached, expected_from_mysql, wait_converged};
 use mysql_async::Value;
@@ -65,14 +66,8 @@ struct Running {
 }
 
 async fn start(config: &Config) -> Running {
-    let services = Services::connect(config).await.unwrap();
-    let strategy = Arc::new(Mq::new(
-        services.pool.clone(),
-        config.mysql_url.clone(),
-        services.applier.clone(),
-        &services.tables,
-        config.amqp.clone().unwrap(),
-    ));
+    let services = connect(config).await.unwrap();
+    let strategy = Arc::new(Mq::new(&services, config.amqp.clone().unwrap()));
     let shutdown = CancellationToken::new();
     let task = {
         let strategy = strategy.clone();
@@ -223,14 +218,8 @@ async fn a_crash_between_commit_and_publish_loses_the_change_only_in_direct_mode
     let prefix = common::unique("mqco");
     let config = mq_config(&db.name, &prefix, "outbox", &common::amqp_url());
     {
-        let services = Services::connect(&config).await.unwrap();
-        let crashed = Mq::new(
-            services.pool.clone(),
-            config.mysql_url.clone(),
-            services.applier.clone(),
-            &services.tables,
-            config.amqp.clone().unwrap(),
-        );
+        let services = connect(&config).await.unwrap();
+        let crashed = Mq::new(&services, config.amqp.clone().unwrap());
         let write = RowWrite {
             table: services.tables[0].clone(),
             op: Op::Upsert,

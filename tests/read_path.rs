@@ -35,11 +35,12 @@ mod common;
 use std::sync::Arc;
 
 use cachesync::api::{self, ApiState, Readiness};
-use cachesync::applier::{Applier, Change, Op};
-use cachesync::read::bloom::Bloom;
+use cachesync::model::cell::{Cell, Encoded};
+use cachesync::model::change::{Change, Op};
+use cachesync::model::table::SyncedTable;
 use cachesync::read::{Answer, ReadPath};
-use cachesync::row::{Cell, Encoded};
-use cachesync::schema::SyncedTable;
+use cachesync::redis::Applier;
+use cachesync::redis::bloom::Bloom;
 use cachesync::strategy::{DualWrite, Strategy, StrategyKind};
 use mysql_async::prelude::Queryable;
 use redis::AsyncCommands;
@@ -170,7 +171,7 @@ async fn fixture_with_ttl(read: Json, versioned: bool, format: &str, ttl: u64) -
     let applier = Applier::connect(
         &config.redis_url,
         config.tombstone_ttl,
-        StrategyKind::DualWrite,
+        StrategyKind::DualWrite.name(),
     )
     .await
     .unwrap_or_else(|e| panic!("{e}: start the services with scripts/services.sh up"));
@@ -208,7 +209,7 @@ impl Fixture {
         let row: Option<mysql_async::Row> = self
             .db
             .conn
-            .exec_first(format!("{} WHERE id = ?", self.table.select_sql), (id,))
+            .exec_first(format!("{} WHERE id = ?", self.table.sql.select_all), (id,))
             .await
             .unwrap();
         row.map(|r| self.table.decode_sql_row(&r).unwrap())
@@ -218,7 +219,7 @@ impl Fixture {
     async fn expected(&mut self, id: u64) -> Vec<u8> {
         let cells = self.row(id).await.expect("the row exists");
         let names = self.table.encoder.names().to_vec();
-        match cachesync::row::RowEncoder::new(cachesync::config::Format::Json, names)
+        match cachesync::model::cell::RowEncoder::new(cachesync::model::cell::Format::Json, names)
             .encode(&cells, None)
         {
             Encoded::Json(doc) => doc,
@@ -512,7 +513,7 @@ async fn bloom_rejected_keys_never_reach_mysql_and_synced_upserts_are_added() {
 /// `(_cachesync_v, name, price)` of the row key, whatever the table's format.
 async fn cached_fields(f: &Fixture, id: u64) -> Option<(Option<u64>, String, String)> {
     let mut redis = common::redis_conn().await;
-    if f.table.config.format == cachesync::config::Format::Json {
+    if f.table.config.format == cachesync::model::cell::Format::Json {
         let doc = f.cached(id).await?;
         return Some((
             doc["_cachesync_v"].as_u64(),

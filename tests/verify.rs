@@ -17,11 +17,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cachesync::applier::{Applier, Change, Op};
-use cachesync::row::Encoded;
-use cachesync::schema::SyncedTable;
+use cachesync::cmd::verify::{Options, Report, verify};
+use cachesync::model::cell::Encoded;
+use cachesync::model::change::{Change, Op};
+use cachesync::model::table::SyncedTable;
+use cachesync::redis::Applier;
 use cachesync::strategy::StrategyKind;
-use cachesync::verify::{Options, Report, verify};
 use mysql_async::prelude::Queryable;
 use redis::AsyncCommands;
 
@@ -65,7 +66,7 @@ impl Fixture {
         let applier = Applier::connect(
             &common::redis_url(),
             Duration::from_secs(60),
-            StrategyKind::Binlog,
+            StrategyKind::Binlog.name(),
         )
         .await
         .expect("Redis is up: scripts/services.sh up");
@@ -98,10 +99,12 @@ impl Fixture {
         format!("{}:t:{id}", self.prefix)
     }
 
-    async fn rows(&self) -> Vec<Vec<cachesync::row::Cell>> {
+    async fn rows(&self) -> Vec<Vec<cachesync::model::cell::Cell>> {
         let mut conn = self.pool.get_conn().await.unwrap();
-        let rows: Vec<mysql_async::Row> =
-            conn.exec(self.table.select_sql.as_str(), ()).await.unwrap();
+        let rows: Vec<mysql_async::Row> = conn
+            .exec(self.table.sql.select_all.as_str(), ())
+            .await
+            .unwrap();
         rows.iter()
             .map(|r| self.table.decode_sql_row(r).unwrap())
             .collect()
@@ -130,14 +133,14 @@ impl Fixture {
     async fn stored(&self, key: &str) -> Option<(Encoded, Option<u64>)> {
         let mut redis = redis_conn().await;
         match self.table.encoder.format() {
-            cachesync::config::Format::Json => {
+            cachesync::model::cell::Format::Json => {
                 let doc: Option<Vec<u8>> = redis.get(key).await.unwrap();
                 doc.map(|doc| {
-                    let (version, body) = cachesync::verify::strip_json_version(&doc);
+                    let (version, body) = cachesync::redis::keyspace::split_version(&doc);
                     (Encoded::Json(body), version)
                 })
             }
-            cachesync::config::Format::Hash => {
+            cachesync::model::cell::Format::Hash => {
                 let mut fields: HashMap<Vec<u8>, Vec<u8>> = redis.hgetall(key).await.unwrap();
                 if fields.is_empty() {
                     return None;
@@ -308,7 +311,7 @@ async fn repair_keeps_the_version_redis_holds() {
             op: Op::Upsert,
             row: {
                 let mut row = f.rows().await.remove(0);
-                row[0] = cachesync::row::Cell::UInt(7);
+                row[0] = cachesync::model::cell::Cell::UInt(7);
                 row
             },
             version: Some(70),
@@ -335,11 +338,11 @@ async fn repair_keeps_the_version_redis_holds() {
         Some(60),
         "a missing key is written at its tombstone's version"
     );
-    let tomb = cachesync::applier::tombstone_key(&f.key(3)).unwrap();
+    let tomb = cachesync::redis::keyspace::tombstone_key(&f.key(3)).unwrap();
     assert!(!redis.exists::<_, bool>(&tomb).await.unwrap());
     // The extra key is deleted with its version: its tombstone remembers 70.
     assert!(f.stored(&f.key(7)).await.is_none());
-    let tomb = cachesync::applier::tombstone_key(&f.key(7)).unwrap();
+    let tomb = cachesync::redis::keyspace::tombstone_key(&f.key(7)).unwrap();
     let remembered: Option<String> = redis.get(&tomb).await.unwrap();
     assert_eq!(remembered.as_deref(), Some("70"));
     f.assert_redis_equals_mysql().await;

@@ -23,8 +23,8 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::applier::unix_micros;
 use crate::error::{Error, Result};
+use crate::model::change::unix_micros;
 
 /// Recent acknowledged versions kept per key for staleness ages.
 const LEDGER_DEPTH: usize = 64;

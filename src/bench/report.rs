@@ -6,8 +6,35 @@
 //! report so tests can check each figure against them.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 
 use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// Where a bench's report goes besides stdout: `--out` (the Markdown table) and `--json`
+/// (every figure).
+#[derive(Debug, Clone, Default)]
+pub struct ReportFiles {
+    pub markdown: Option<PathBuf>,
+    pub json: Option<PathBuf>,
+}
+
+impl ReportFiles {
+    /// Prints `markdown` on stdout and writes both texts to the files asked for.
+    pub fn print_and_write(&self, markdown: &str, json: &str) -> Result<()> {
+        println!("{markdown}");
+        for (path, text) in [(&self.markdown, markdown), (&self.json, json)] {
+            if let Some(path) = path {
+                std::fs::write(path, text).map_err(|source| Error::Io {
+                    context: format!("writing {}", path.display()),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Nearest-rank quantiles of a sample, in ms.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
@@ -69,6 +96,9 @@ pub struct FaultOutcome {
     pub applies: bool,
     pub at_s: f64,
     pub duration_s: f64,
+    /// When the fault ended, µs since the Unix epoch (what recovery counts from).
+    #[serde(skip)]
+    pub end_us: u64,
     /// From the end of the fault until every change acknowledged before it was seen in
     /// Redis; `None` when some never were.
     pub recovery_s: Option<f64>,

@@ -11,8 +11,8 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::config::PublishMode;
 use crate::strategy::StrategyKind;
+use crate::strategy::mq::config::PublishMode;
 
 /// A strategy and how it is set up: `dual-write`, `dual-write:versioned`, `mq`,
 /// `mq:outbox`, `binlog`, `binlog:invalidate`, … (`kind[:modifier]…`).
@@ -33,7 +33,7 @@ impl Variant {
     /// The canonical name, also the `strategy` label of the benchmark's own metrics.
     pub fn name(&self) -> String {
         let mut name = self.kind.name().to_owned();
-        if self.kind == StrategyKind::Mq && self.publish == PublishMode::Outbox {
+        if self.kind.needs_broker() && self.publish == PublishMode::Outbox {
             name.push_str(":outbox");
         }
         if self.versioned {
@@ -55,37 +55,12 @@ impl Variant {
     /// older ones, tells repeats): the variants that must end a run with zero divergent
     /// keys.
     pub fn ordered(&self) -> bool {
-        match self.kind {
-            StrategyKind::Binlog => true,
-            StrategyKind::Mq => self.versioned || self.publish == PublishMode::Outbox,
-            StrategyKind::DualWrite => self.versioned,
-        }
-    }
-
-    /// The textbook's "coupling" column.
-    pub fn coupling(&self) -> &'static str {
-        match self.kind {
-            StrategyKind::DualWrite => "high: every writer talks to Redis",
-            StrategyKind::Mq => "medium: writers talk to the broker",
-            StrategyKind::Binlog => "low: writers know only MySQL",
-        }
+        self.kind.keeps_commit_order(self.versioned, self.publish)
     }
 
     /// The textbook's "what the application must do" column.
-    pub fn application_must(&self) -> &'static str {
-        match (self.kind, self.publish, self.versioned) {
-            (StrategyKind::DualWrite, _, false) => {
-                "write Redis after every commit, repair failures"
-            }
-            (StrategyKind::DualWrite, _, true) => {
-                "write Redis after every commit with the row's version, repair failures"
-            }
-            (StrategyKind::Mq, PublishMode::Direct, _) => "publish an event after every commit",
-            (StrategyKind::Mq, PublishMode::Outbox, _) => {
-                "insert an outbox row in every write transaction"
-            }
-            (StrategyKind::Binlog, _, _) => "nothing (ROW binlog and a replication grant)",
-        }
+    pub fn application_duty(&self) -> &'static str {
+        self.kind.application_duty(self.versioned, self.publish)
     }
 }
 
@@ -115,8 +90,8 @@ impl FromStr for Variant {
             match (modifier, kind) {
                 ("versioned", _) => variant.versioned = true,
                 ("invalidate", _) => variant.invalidate = true,
-                ("outbox", StrategyKind::Mq) => variant.publish = PublishMode::Outbox,
-                ("direct", StrategyKind::Mq) => variant.publish = PublishMode::Direct,
+                ("outbox", kind) if kind.needs_broker() => variant.publish = PublishMode::Outbox,
+                ("direct", kind) if kind.needs_broker() => variant.publish = PublishMode::Direct,
                 _ => {
                     return Err(format!(
                         "{s:?}: unknown modifier {modifier:?} for {kind}; modifiers: versioned, \

@@ -6,11 +6,11 @@
 //! 1. **L1** ([`moka`], `read.l1_ttl_ms`): answers (rows and "no such row") kept in this
 //!    process only; how stale a read may be across instances is this TTL.
 //! 2. **Redis**, one pipelined round trip: the row key, its *read marker*
-//!    ([`crate::applier::fill_key`]), its remaining TTL and, with a Bloom filter, the
+//!    ([`crate::redis::keyspace::fill_key`]), its remaining TTL and, with a Bloom filter, the
 //!    filter's bits. A present row is the answer (the `_cachesync_v` bookkeeping left out).
 //!    A marker holding `absent` is a remembered miss (negative caching, penetration
 //!    guard); a Bloom filter that has never seen the key answers "no such row" without
-//!    MySQL ([`bloom`]).
+//!    MySQL ([`crate::redis::bloom`]).
 //! 3. **MySQL**, one primary-key `SELECT` (the synced columns, decoded and encoded as the
 //!    sync stream does), then a **fill** of Redis through the applier's script
 //!    ([`Applier::fill`]).
@@ -46,30 +46,29 @@
 //! `read.refresh_ahead_ms`, a read of a key that expires within that window refreshes
 //! it in the background (one instance, under the same lease), so hot keys do not expire.
 
-pub mod bloom;
 pub mod flight;
-pub mod storm;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use mysql_async::Value;
 use mysql_async::prelude::Queryable;
-use redis::aio::ConnectionManager;
 use serde_json::Value as Json;
 use tracing::{debug, warn};
 
-use crate::applier::{Applier, FillOp, fill_key};
-use crate::config::{Format, ReadConfig};
+use self::flight::Flights;
 use crate::error::{Error, Result};
 use crate::metrics as m;
-use crate::row::{Cell, Encoded, RowEncoder};
-use crate::schema::{ColumnType, SyncedTable, quote_ident};
-
-use self::bloom::Bloom;
-use self::flight::Flights;
+use crate::model::cell::{Cell, Encoded, Format, RowEncoder};
+use crate::model::column::ColumnType;
+use crate::model::table::{ReadConfig, SyncedTable};
+use crate::redis::RedisConn;
+use crate::redis::applier::{Applier, FillOp};
+use crate::redis::bloom::Bloom;
+use crate::redis::keyspace::{fill_key, split_version};
 
 /// How often a reader waiting for another instance's refill looks at Redis again.
 const LOCK_POLL: Duration = Duration::from_millis(5);
@@ -133,10 +132,13 @@ pub struct ReadPath {
     pool: mysql_async::Pool,
     mysql_url: String,
     applier: Applier,
-    redis: ConnectionManager,
+    redis: RedisConn,
     /// By `database.table`.
     tables: HashMap<String, Arc<TableReader>>,
+    /// A test's pause between a refill's MySQL read and its fill; `hooked` says whether
+    /// there is one, so a fill without takes no lock.
     fill_hook: Mutex<Option<FillHook>>,
+    hooked: AtomicBool,
 }
 
 /// One table's read plan and in-process state.
@@ -147,8 +149,6 @@ struct TableReader {
     l1: Option<moka::future::Cache<String, Answer>>,
     flights: Flights<std::result::Result<Answer, ReadError>>,
     bloom: Option<Bloom>,
-    /// `select_sql WHERE pk1 = ? AND …`.
-    select_sql: String,
     /// Positions in the row of the primary-key columns, in key order, with their names.
     key_columns: Vec<(usize, String)>,
     /// Encodes answers (`json`, whatever the table's Redis format).
@@ -184,6 +184,7 @@ impl ReadPath {
             applier,
             tables,
             fill_hook: Mutex::new(None),
+            hooked: AtomicBool::new(false),
         })
     }
 
@@ -206,7 +207,9 @@ impl ReadPath {
     /// with the row key). Test-only.
     #[doc(hidden)]
     pub fn set_fill_hook(&self, hook: Option<FillHook>) {
-        *self.fill_hook.lock().unwrap_or_else(|e| e.into_inner()) = hook;
+        let mut slot = self.fill_hook.lock().unwrap_or_else(|e| e.into_inner());
+        self.hooked.store(hook.is_some(), Ordering::Release);
+        *slot = hook;
     }
 
     /// Parses the primary key of a row of `table` from `column → text` pairs (the query
@@ -363,7 +366,7 @@ impl ReadPath {
             .collect();
         let row = match reader.table.config.format {
             Format::Json => match row {
-                redis::Value::BulkString(doc) => Some(strip_version(&doc)),
+                redis::Value::BulkString(doc) => Some(split_version(&doc).1),
                 _ => None,
             },
             Format::Hash => {
@@ -496,12 +499,13 @@ impl ReadPath {
                 return Err(e);
             }
         };
-        let hook = self
-            .fill_hook
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(hook) = hook {
+        let hook = self.hooked.load(Ordering::Acquire).then(|| {
+            self.fill_hook
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        });
+        if let Some(hook) = hook.flatten() {
             hook(key.key.clone()).await;
         }
         let (Some(marker), Some(token)) = (marker, token) else {
@@ -547,7 +551,7 @@ impl ReadPath {
         metrics::counter!(m::READ_DB_QUERIES, "table" => reader.name.clone()).increment(1);
         let mut conn = crate::mysql::get_conn(&self.pool, &self.mysql_url).await?;
         let row: Option<mysql_async::Row> = conn
-            .exec_first(reader.select_sql.as_str(), key.params.clone())
+            .exec_first(reader.table.sql.select_by_key.as_str(), key.params.clone())
             .await
             .map_err(|e| Error::mysql(format!("reading {} of {}", key.key, reader.name), e))?;
         row.map(|row| reader.table.decode_sql_row(&row)).transpose()
@@ -626,23 +630,10 @@ impl TableReader {
         });
         let names = table.encoder.names();
         let key_columns: Vec<(usize, String)> = table
-            .schema
-            .primary_key
+            .key_positions
             .iter()
-            .filter_map(|&column| {
-                let position = table.selected.iter().position(|&c| c == column)?;
-                Some((position, names[position].clone()))
-            })
+            .map(|&position| (position, names[position].clone()))
             .collect();
-        let select_sql = format!(
-            "{} WHERE {}",
-            table.select_sql,
-            key_columns
-                .iter()
-                .map(|(_, name)| format!("{} = ?", quote_ident(name)))
-                .collect::<Vec<_>>()
-                .join(" AND ")
-        );
         TableReader {
             name: table.name(),
             bloom: Bloom::of(&table),
@@ -650,7 +641,6 @@ impl TableReader {
             read,
             l1,
             flights: Flights::default(),
-            select_sql,
             key_columns,
             table,
         }
@@ -770,7 +760,7 @@ fn key_value(ty: &ColumnType, text: &str) -> std::result::Result<(Cell, Value), 
         }
         _ => Json::String(text.to_owned()),
     };
-    let value = crate::api::sql_value(ty, &json)?;
+    let value = crate::model::params::sql_value(ty, &json)?;
     let cell = match (&value, ty) {
         (Value::Int(v), _) => Cell::Int(*v),
         (Value::UInt(v), _) => Cell::UInt(*v),
@@ -791,19 +781,6 @@ fn key_value(ty: &ColumnType, text: &str) -> std::result::Result<(Cell, Value), 
     Ok((cell, value))
 }
 
-/// A JSON row document without the leading `"_cachesync_v":<n>,` member.
-pub fn strip_version(doc: &[u8]) -> Vec<u8> {
-    const PREFIX: &[u8] = b"{\"_cachesync_v\":";
-    let Some(rest) = doc.strip_prefix(PREFIX) else {
-        return doc.to_vec();
-    };
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    match rest.get(digits) {
-        Some(b',') => [b"{".as_slice(), &rest[digits + 1..]].concat(),
-        _ => b"{}".to_vec(),
-    }
-}
-
 /// A fresh lease token.
 fn new_token() -> String {
     format!("lease:{:032x}", rand::random::<u128>())
@@ -812,15 +789,6 @@ fn new_token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strips_the_version_member_only() {
-        assert_eq!(
-            strip_version(br#"{"_cachesync_v":42,"id":1,"name":"a"}"#),
-            br#"{"id":1,"name":"a"}"#
-        );
-        assert_eq!(strip_version(br#"{"id":1}"#), br#"{"id":1}"#);
-    }
 
     #[test]
     fn key_values_follow_the_column_type() {

@@ -1,14 +1,18 @@
-//! The three ways to keep Redis in sync, behind one trait.
+//! The ways to keep Redis in sync, behind one trait.
 //!
 //! A strategy says two things: how the application's write happens
 //! ([`SyncStrategy::write`]) and what background work moves committed changes into Redis
 //! ([`SyncStrategy::run`]). Everything on the Redis side — version-guarded writes,
-//! metrics, retries of a batch — belongs to the shared [`Applier`], and lifecycle
-//! (signals, drain limit) to [`crate::daemon`], so no strategy can forget an ack, a
-//! metric or a drain, and the benchmark drives all three the same way.
+//! metrics, retries of a batch, `invalidate` mode — belongs to the shared [`Applier`],
+//! and lifecycle (signals, drain limit) to [`crate::cmd::run`], so no strategy can
+//! forget an ack, a metric or a drain, and the benchmark drives them all the same way.
 //!
-//! The set is closed and small, so it is an enum ([`Strategy`]) with one module per
-//! variant and exhaustive matches, not a plugin registry.
+//! The set is closed and small, so it is an enum ([`Strategy`], [`StrategyKind`]) with
+//! one folder per variant and exhaustive matches, not a plugin registry. What the rest of
+//! cachesync needs to know about a strategy — does it need a broker, the row binlog, a
+//! running daemon for its writes; what coupling it has — it asks [`StrategyKind`]; no
+//! module outside this folder compares kinds. `docs/adding-a-strategy.md` lists the
+//! touch points of a new one.
 
 pub mod binlog;
 pub mod dual_write;
@@ -18,15 +22,18 @@ use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::applier::{Applied, Op};
-use crate::config::Config;
-use crate::daemon::Services;
+use self::binlog::config::BinlogConfig;
+use self::mq::config::{AmqpConfig, PublishMode};
 use crate::error::{Error, Result};
-use crate::row::Cell;
-use crate::schema::SyncedTable;
+use crate::metrics as m;
+use crate::model::cell::Cell;
+use crate::model::change::{Applied, RowWrite};
+use crate::model::table::SyncedTable;
+use crate::redis::Applier;
 
 pub use binlog::Binlog;
 pub use dual_write::DualWrite;
@@ -56,6 +63,86 @@ impl StrategyKind {
             StrategyKind::DualWrite => "dual-write",
             StrategyKind::Mq => "mq",
             StrategyKind::Binlog => "binlog",
+        }
+    }
+
+    /// Whether change events travel through RabbitMQ (`[amqp]` is required).
+    pub fn needs_broker(self) -> bool {
+        match self {
+            StrategyKind::Mq => true,
+            StrategyKind::DualWrite | StrategyKind::Binlog => false,
+        }
+    }
+
+    /// Whether it reads the server's row binlog as a replica, so the binlog settings and
+    /// replication grants `doctor` checks are requirements rather than notes.
+    pub fn tails_binlog(self) -> bool {
+        match self {
+            StrategyKind::Binlog => true,
+            StrategyKind::DualWrite | StrategyKind::Mq => false,
+        }
+    }
+
+    /// Whether the application's writes go through cachesync (its write API or library
+    /// call), so they stop while the daemon is down; a binlog application writes MySQL
+    /// directly and never needs it.
+    pub fn writes_need_the_daemon(self) -> bool {
+        match self {
+            StrategyKind::DualWrite | StrategyKind::Mq => true,
+            StrategyKind::Binlog => false,
+        }
+    }
+
+    /// Whether every change reaches the applier with a version that follows commit order,
+    /// so the guard keeps each row's changes in order (drops older ones, tells repeats),
+    /// given whether the table has a `version_column` and, for mq, how events are
+    /// published. The binlog position, the outbox id and a version column all do.
+    pub fn keeps_commit_order(self, versioned: bool, publish: PublishMode) -> bool {
+        match self {
+            StrategyKind::Binlog => true,
+            StrategyKind::Mq => versioned || publish == PublishMode::Outbox,
+            StrategyKind::DualWrite => versioned,
+        }
+    }
+
+    /// The textbook's "coupling" column: what the application's writers talk to.
+    pub fn coupling(self) -> &'static str {
+        match self {
+            StrategyKind::DualWrite => "high: every writer talks to Redis",
+            StrategyKind::Mq => "medium: writers talk to the broker",
+            StrategyKind::Binlog => "low: writers know only MySQL",
+        }
+    }
+
+    /// The textbook's "what the application must do" column.
+    pub fn application_duty(self, versioned: bool, publish: PublishMode) -> &'static str {
+        match (self, publish, versioned) {
+            (StrategyKind::DualWrite, _, false) => {
+                "write Redis after every commit, repair failures"
+            }
+            (StrategyKind::DualWrite, _, true) => {
+                "write Redis after every commit with the row's version, repair failures"
+            }
+            (StrategyKind::Mq, PublishMode::Direct, _) => "publish an event after every commit",
+            (StrategyKind::Mq, PublishMode::Outbox, _) => {
+                "insert an outbox row in every write transaction"
+            }
+            (StrategyKind::Binlog, _, _) => "nothing (ROW binlog and a replication grant)",
+        }
+    }
+
+    /// Creates the series this strategy reports, zeroed, so they appear in the first
+    /// scrape: the shared ones, plus its own.
+    pub fn register_series(self, tables: &[String]) {
+        m::register_series(self.name(), tables);
+        match self {
+            StrategyKind::DualWrite => {
+                metrics::gauge!(m::REPAIRS_PENDING, "strategy" => self.name()).set(0.0)
+            }
+            StrategyKind::Mq => {
+                metrics::counter!(m::DEAD_LETTERED, "strategy" => self.name()).increment(0)
+            }
+            StrategyKind::Binlog => {}
         }
     }
 }
@@ -93,14 +180,22 @@ impl FromStr for StrategyKind {
     }
 }
 
-/// A row change the application asks for.
+/// Every strategy's own settings section, validated (each is declared in its folder's
+/// `config.rs`). `None` for a section the config does not have.
 #[derive(Debug, Clone)]
-pub struct RowWrite {
-    pub table: Arc<SyncedTable>,
-    pub op: Op,
-    /// Column name → value. An upsert names the columns it sets (at least the primary
-    /// key); a delete names exactly the primary-key columns.
-    pub values: Vec<(String, mysql_async::Value)>,
+pub struct Sections {
+    pub binlog: BinlogConfig,
+    pub amqp: Option<AmqpConfig>,
+}
+
+/// Everything a strategy runs on, connected and checked (by [`crate::cmd::run`]).
+#[derive(Clone)]
+pub struct Services {
+    pub pool: mysql_async::Pool,
+    /// `mysql.url`, for messages (shown redacted) and the binlog stream.
+    pub mysql_url: String,
+    pub tables: Vec<Arc<SyncedTable>>,
+    pub applier: Applier,
 }
 
 /// What a completed write reports.
@@ -146,7 +241,7 @@ pub trait SyncStrategy: Send + Sync {
     fn run(&self, shutdown: CancellationToken) -> impl Future<Output = Result<()>> + Send;
 }
 
-/// The configured strategy. Each variant lives in its own module.
+/// The configured strategy. Each variant lives in its own folder.
 pub enum Strategy {
     DualWrite(DualWrite),
     Mq(Mq),
@@ -154,32 +249,23 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    /// Builds the configured strategy on connected, checked `services`; it writes rows
-    /// to Redis only through their applier.
-    pub fn build(config: &Config, services: &Services) -> Result<Strategy> {
-        match config.strategy {
+    /// Builds the strategy `kind` with its settings section on connected, checked
+    /// `services`; it writes rows to Redis only through their applier.
+    pub fn build(kind: StrategyKind, sections: &Sections, services: &Services) -> Result<Strategy> {
+        match kind {
             StrategyKind::DualWrite => Ok(Strategy::DualWrite(DualWrite::new(
                 services.pool.clone(),
                 services.applier.clone(),
             ))),
             StrategyKind::Binlog => Ok(Strategy::Binlog(Binlog::new(
-                services.pool.clone(),
-                config.mysql_url.clone(),
-                services.applier.clone(),
-                services.tables.clone(),
-                config.binlog.clone(),
+                services,
+                sections.binlog.clone(),
             ))),
             StrategyKind::Mq => {
-                let amqp = config.amqp.clone().ok_or_else(|| {
+                let amqp = sections.amqp.clone().ok_or_else(|| {
                     Error::Config(vec!["amqp.url: required when strategy = \"mq\"".to_owned()])
                 })?;
-                Ok(Strategy::Mq(Mq::new(
-                    services.pool.clone(),
-                    config.mysql_url.clone(),
-                    services.applier.clone(),
-                    &services.tables,
-                    amqp,
-                )))
+                Ok(Strategy::Mq(Mq::new(services, amqp)))
             }
         }
     }
@@ -194,12 +280,19 @@ impl SyncStrategy for Strategy {
         }
     }
 
+    /// Times every write the same way, whatever the strategy: the application's call,
+    /// from the first statement to the strategy's answer (`write_duration_seconds`).
     async fn write(&self, write: RowWrite) -> Result<WriteReceipt> {
-        match self {
+        let started = Instant::now();
+        let table = write.table.clone();
+        let receipt = match self {
             Strategy::DualWrite(s) => s.write(write).await,
             Strategy::Mq(s) => s.write(write).await,
             Strategy::Binlog(s) => s.write(write).await,
-        }
+        }?;
+        metrics::histogram!(m::WRITE_DURATION, "strategy" => self.kind().name(), "table" => table.name())
+            .record(started.elapsed().as_secs_f64());
+        Ok(receipt)
     }
 
     async fn run(&self, shutdown: CancellationToken) -> Result<()> {

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use cachesync::row::Encoded;
-use cachesync::schema::SyncedTable;
+use cachesync::model::cell::Encoded;
+use cachesync::model::table::SyncedTable;
 use mysql_async::prelude::Queryable;
 use redis::AsyncCommands;
 
@@ -14,7 +14,11 @@ use super::TestDb;
 /// What Redis should hold for each row of `table`: its `SELECT`, encoded, keyed by
 /// Redis key; the `_cachesync_v` member is left out on both sides of the comparison.
 pub async fn expected_from_mysql(db: &mut TestDb, table: &SyncedTable) -> BTreeMap<String, String> {
-    let rows: Vec<mysql_async::Row> = db.conn.exec(table.select_sql.as_str(), ()).await.unwrap();
+    let rows: Vec<mysql_async::Row> = db
+        .conn
+        .exec(table.sql.select_all.as_str(), ())
+        .await
+        .unwrap();
     rows.iter()
         .map(|row| {
             let cells = table.decode_sql_row(row).unwrap();

@@ -167,13 +167,13 @@ pub fn config_with_table(strategy: &str, table: serde_json::Value) -> cachesync:
 pub async fn synced_table(
     db: &mut TestDb,
     config: &cachesync::config::Config,
-) -> cachesync::schema::SyncedTable {
+) -> cachesync::model::table::SyncedTable {
     let table = &config.tables[0];
-    let schema = cachesync::schema::TableSchema::load(&mut db.conn, &table.database, &table.table)
+    let schema = cachesync::mysql::schema::read_table(&mut db.conn, &table.database, &table.table)
         .await
         .unwrap()
         .unwrap_or_else(|| panic!("{} exists", table.qualified_name()));
-    cachesync::schema::SyncedTable::plan(table, schema).unwrap()
+    cachesync::model::table::SyncedTable::plan(table, schema).unwrap()
 }
 
 /// A port nobody listens on right now.

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::error::{Error, Result};
-use crate::schema::quote_ident;
+use crate::model::table::quote_ident;
 
 /// Creates the heartbeat table if it is missing.
 pub async fn ensure_table(
@@ -69,7 +69,7 @@ pub async fn beat(
             && last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60))
         {
             last_warning = Some(tokio::time::Instant::now());
-            warn!(error = %crate::mysql::describe(&e), table = %format!("{db}.{table}"), "heartbeat write failed; lag is coarser until it works");
+            warn!(error = %crate::error::describe_mysql(&e), table = %format!("{db}.{table}"), "heartbeat write failed; lag is coarser until it works");
         }
     }
 }
@@ -79,7 +79,8 @@ pub async fn beat(
 pub fn micros_of(ts: &BinlogValue<'_>) -> Option<u64> {
     match ts {
         BinlogValue::Value(Value::Date(y, m, d, h, mi, s, us)) => {
-            let days = crate::decode::days_from_civil(i64::from(*y), u32::from(*m), u32::from(*d));
+            let days =
+                crate::model::decode::days_from_civil(i64::from(*y), u32::from(*m), u32::from(*d));
             let secs = days * 86_400 + i64::from(*h) * 3600 + i64::from(*mi) * 60 + i64::from(*s);
             u64::try_from(secs)
                 .ok()

@@ -17,8 +17,10 @@
 //! Without a checkpoint the tables are first loaded by a consistent snapshot
 //! ([`snapshot`]) whose binlog position becomes the first checkpoint.
 
+pub mod config;
 pub mod heartbeat;
 pub mod position;
+pub mod server;
 pub mod snapshot;
 pub mod tail;
 
@@ -29,14 +31,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use self::config::BinlogConfig;
 use self::position::{BinlogPosition, Checkpoint};
 use self::tail::{Batch, TailError, Tailer};
-use super::{RedisOutcome, RowWrite, StrategyKind, SyncStrategy, WriteReceipt};
-use crate::applier::{Applier, unix_micros};
-use crate::config::BinlogConfig;
+use super::{RedisOutcome, Services, StrategyKind, SyncStrategy, WriteReceipt};
 use crate::error::{Backoff, Error, Result};
 use crate::metrics as m;
-use crate::schema::SyncedTable;
+use crate::model::change::{RowWrite, unix_micros};
+use crate::model::table::SyncedTable;
+use crate::redis::Applier;
 
 /// Batches in flight between the tailer and the applier. With `batch_size` this bounds
 /// the memory a huge transaction can take.
@@ -52,18 +55,12 @@ pub struct Binlog {
 }
 
 impl Binlog {
-    pub fn new(
-        pool: mysql_async::Pool,
-        mysql_url: String,
-        applier: Applier,
-        tables: Vec<Arc<SyncedTable>>,
-        config: BinlogConfig,
-    ) -> Binlog {
+    pub fn new(services: &Services, config: BinlogConfig) -> Binlog {
         Binlog {
-            pool,
-            mysql_url,
-            applier,
-            tables,
+            pool: services.pool.clone(),
+            mysql_url: services.mysql_url.clone(),
+            applier: services.applier.clone(),
+            tables: services.tables.clone(),
             config,
         }
     }
@@ -105,7 +102,7 @@ impl Binlog {
     /// to change (the same checks as `cachesync doctor`).
     async fn preflight(&self) -> Result<()> {
         let mut conn = crate::mysql::get_conn(&self.pool, &self.mysql_url).await?;
-        let settings = crate::doctor::binlog_settings(&mut conn).await;
+        let settings = server::binlog_settings(&mut conn).await;
         for advice in &settings.advice {
             warn!("{advice}");
         }
@@ -168,11 +165,8 @@ impl SyncStrategy for Binlog {
     }
 
     async fn write(&self, write: RowWrite) -> Result<WriteReceipt> {
-        let started = Instant::now();
-        let image = crate::sqlwrite::commit(&self.pool, &write).await?;
+        let image = crate::mysql::write::commit(&self.pool, &write).await?;
         let committed_at_us = unix_micros(SystemTime::now());
-        metrics::histogram!(m::WRITE_DURATION, "strategy" => self.kind().name(), "table" => write.table.name())
-            .record(started.elapsed().as_secs_f64());
         Ok(WriteReceipt {
             committed_at_us,
             version: image.as_deref().and_then(|row| write.table.version_of(row)),

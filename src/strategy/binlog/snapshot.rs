@@ -14,10 +14,10 @@ use mysql_async::prelude::Queryable;
 use tracing::info;
 
 use super::position::BinlogPosition;
-use crate::applier::Applier;
-use crate::config::Mode;
+use super::server::binary_log_status;
 use crate::error::{Error, Result};
-use crate::schema::SyncedTable;
+use crate::model::table::{Mode, SyncedTable};
+use crate::redis::Applier;
 
 /// Rows per Redis batch while loading.
 const CHUNK: usize = 1_000;
@@ -40,10 +40,9 @@ pub async fn load(
             info!(table = %table.name(), "snapshot skips the table: invalidate mode");
             continue;
         }
-        crate::scan::load_into_redis(&mut conn, table, applier, CHUNK, "snapshot", |_| {
-            Some(version)
-        })
-        .await?;
+        applier
+            .load_table(&mut conn, table, CHUNK, "snapshot", |_| Some(version))
+            .await?;
     }
     conn.query_drop("COMMIT")
         .await
@@ -103,67 +102,4 @@ async fn begin_consistent_snapshot(conn: &mut mysql_async::Conn) -> Result<Binlo
             "the server reports no binary log status: it has no binlog (start it with --log-bin)"
                 .to_owned(),
     })
-}
-
-/// The statement MySQL >= 8.2 reads the current binlog position with; 8.4 removed the
-/// old name.
-const BINARY_LOG_STATUS: &str = "SHOW BINARY LOG STATUS";
-/// The old name: MariaDB (10.11 has no `SHOW BINARY LOG STATUS`) and MySQL < 8.2.
-const MASTER_STATUS: &str = "SHOW MASTER STATUS";
-
-/// The server's current binlog position (`None` when it runs without a binlog), read
-/// with `SHOW BINARY LOG STATUS` or, where the server does not know that statement
-/// (MariaDB, MySQL < 8.2: a syntax error), `SHOW MASTER STATUS`. Both return the file
-/// and position as their first two columns. Needs REPLICATION CLIENT (MySQL) or BINLOG
-/// MONITOR (MariaDB). Every reader of the current position goes through here.
-pub async fn binary_log_status(conn: &mut mysql_async::Conn) -> Result<Option<BinlogPosition>> {
-    let row: Option<mysql_async::Row> = match conn.query_first(BINARY_LOG_STATUS).await {
-        Ok(row) => row,
-        Err(e) if is_syntax_error(&e) => conn.query_first(MASTER_STATUS).await.map_err(|e| {
-            Error::mysql(format!("reading the binlog position: {MASTER_STATUS}"), e)
-        })?,
-        Err(e) => {
-            return Err(Error::mysql(
-                format!("reading the binlog position: {BINARY_LOG_STATUS}"),
-                e,
-            ));
-        }
-    };
-    Ok(row.map(|row| {
-        let file: String = row.get(0).unwrap_or_default();
-        let pos: u64 = row.get(1).unwrap_or_default();
-        BinlogPosition::new(file, pos)
-    }))
-}
-
-/// ER_PARSE_ERROR: the server does not know the statement (not a missing privilege or
-/// a lost connection, which the fallback must not hide).
-fn is_syntax_error(e: &mysql_async::Error) -> bool {
-    matches!(e, mysql_async::Error::Server(s) if s.code == 1064)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn server_error(code: u16) -> mysql_async::Error {
-        mysql_async::Error::Server(mysql_async::ServerError {
-            code,
-            message: "…".to_owned(),
-            state: "42000".to_owned(),
-        })
-    }
-
-    #[test]
-    fn only_a_syntax_error_falls_back_to_show_master_status() {
-        // MariaDB 10.11 and MySQL < 8.2 answer SHOW BINARY LOG STATUS with 1064.
-        assert!(is_syntax_error(&server_error(1064)));
-        // Missing REPLICATION CLIENT (1227), a denied command (1142): the fallback would
-        // only fail the same way and hide the first message.
-        assert!(!is_syntax_error(&server_error(1227)));
-        assert!(!is_syntax_error(&server_error(1142)));
-        assert!(!is_syntax_error(&mysql_async::Error::Driver(
-            mysql_async::DriverError::ConnectionClosed
-        )));
-    }
 }

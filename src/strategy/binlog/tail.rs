@@ -26,11 +26,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::position::{BinlogPosition, Checkpoint, GtidSet};
-use crate::applier::{Change, Op};
-use crate::config::Mode;
 use crate::error::Error;
+use crate::model::cell::Cell;
+use crate::model::change::{Change, Op};
+use crate::model::column::ColumnType;
+use crate::model::table::{SyncedTable, TableSchema};
 use crate::redact::redact_url;
-use crate::schema::{SyncedTable, TableSchema};
 
 /// How long a completed transaction may wait for more to merge with when the stream
 /// goes quiet.
@@ -352,7 +353,7 @@ impl Tailer {
             TailError::Transient(Error::Unreachable {
                 service: "MySQL",
                 url: redact_url(&self.mysql_url),
-                reason: crate::mysql::describe(&e),
+                reason: crate::error::describe_mysql(&e),
             })
         })
     }
@@ -440,7 +441,7 @@ impl Tailer {
             return Ok(current);
         }
         let mut conn = crate::mysql::get_conn(&self.pool, &self.mysql_url).await?;
-        let mut schema = TableSchema::load(&mut conn, &key.0, &key.1)
+        let mut schema = crate::mysql::schema::read_table(&mut conn, &key.0, &key.1)
             .await?
             .ok_or_else(|| {
                 TailError::Fatal(Error::Strategy {
@@ -475,7 +476,6 @@ impl Tailer {
 /// the same ENUM and SET members (a row stores an ENUM as its member's index, so a
 /// reordered member list would otherwise decode to the wrong string).
 fn shape_matches(table: &SyncedTable, tme: &TableMapEvent<'_>) -> bool {
-    use crate::schema::ColumnType;
     if tme.columns_count() as usize != table.schema.columns.len() {
         return false;
     }
@@ -508,7 +508,6 @@ fn shape_matches(table: &SyncedTable, tme: &TableMapEvent<'_>) -> bool {
 /// Replaces the ENUM and SET members of `schema` with those the table map logged, when
 /// it logged them and the column counts agree.
 fn use_logged_members(schema: &mut TableSchema, tme: &TableMapEvent<'_>) {
-    use crate::schema::ColumnType;
     let (enums, sets) = logged_members(tme);
     let mut enums = enums.map(Vec::into_iter);
     let mut sets = sets.map(Vec::into_iter);
@@ -588,22 +587,18 @@ fn column_names(tme: &TableMapEvent<'_>) -> Option<Vec<String>> {
 }
 
 /// Turns one row image pair into changes: insert → upsert, delete → delete, update →
-/// upsert (plus a delete of the old key when the primary key changed). In `invalidate`
-/// mode every change deletes its key.
+/// upsert (plus a delete of the old key when the primary key changed).
 fn push_row_change(
     changes: &mut Vec<Change>,
     table: &Arc<SyncedTable>,
-    before: Option<Vec<crate::row::Cell>>,
-    after: Option<Vec<crate::row::Cell>>,
+    before: Option<Vec<Cell>>,
+    after: Option<Vec<Cell>>,
     version: u64,
     committed_at_us: Option<u64>,
 ) {
-    let change = |op: Op, row: Vec<crate::row::Cell>| Change {
+    let change = |op: Op, row: Vec<Cell>| Change {
         table: table.clone(),
-        op: match table.config.mode {
-            Mode::Write => op,
-            Mode::Invalidate => Op::Delete,
-        },
+        op,
         row,
         version: Some(version),
         // Only with a heartbeat: bare binlog event times have one-second resolution, too

@@ -19,7 +19,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::Mutex;
 
-use crate::config::AmqpConfig;
+use super::config::AmqpConfig;
 use crate::error::{Error, Result};
 use crate::redact::redact_url;
 

@@ -17,12 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::broker;
+use super::config::AmqpConfig;
 use super::message::ChangeEvent;
-use crate::applier::Applier;
-use crate::config::AmqpConfig;
 use crate::error::{Backoff, Error, Result};
 use crate::metrics as m;
-use crate::schema::SyncedTable;
+use crate::model::table::SyncedTable;
+use crate::redis::Applier;
 
 /// Consumes until `shutdown`, reconnecting with backoff when the broker goes away.
 pub async fn consume(

@@ -21,9 +21,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::applier::{Change, Op};
-use crate::row::Cell;
-use crate::schema::SyncedTable;
+use crate::model::cell::Cell;
+use crate::model::change::{Change, Op};
+use crate::model::table::SyncedTable;
 
 /// The `schema` value of this version of the format.
 pub const SCHEMA: &str = "cachesync.change.v1";
@@ -106,7 +106,7 @@ impl ChangeEvent {
         let mut row = Vec::with_capacity(table.types.len());
         for (i, (name, ty)) in table.encoder.names().iter().zip(&table.types).enumerate() {
             let cell = match event.row.get(name) {
-                Some(value) => crate::decode::from_json(ty, value)
+                Some(value) => crate::model::decode::from_json(ty, value)
                     .map_err(|e| format!("{}.{name}: {e}", event.table))?,
                 None if event.op == EventOp::Delete && !table.is_key_position(i) => Cell::Null,
                 None => return Err(format!("{}: the row has no {name}", event.table)),

@@ -17,26 +17,28 @@
 //! duplicates are harmless: events carry versions and the applier keeps the newest.
 
 pub mod broker;
+pub mod config;
 pub mod consumer;
 pub mod message;
 pub mod outbox;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use mysql_async::TxOpts;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use self::broker::Publisher;
+use self::config::{AmqpConfig, PublishMode};
 use self::message::ChangeEvent;
-use super::{RedisOutcome, RowWrite, StrategyKind, SyncStrategy, WriteReceipt};
-use crate::applier::{Applier, Op, unix_micros};
-use crate::config::{AmqpConfig, PublishMode};
+use super::{RedisOutcome, Services, StrategyKind, SyncStrategy, WriteReceipt};
 use crate::error::{Error, Result};
-use crate::metrics as m;
-use crate::schema::SyncedTable;
+use crate::model::cell::Cell;
+use crate::model::change::{Op, RowWrite, unix_micros};
+use crate::model::table::SyncedTable;
+use crate::redis::Applier;
 
 /// How long an outbox write waits for the relay's confirm before returning anyway (the
 /// event is safe in the outbox either way).
@@ -48,7 +50,7 @@ pub struct Committed {
     /// µs since the Unix epoch, right after COMMIT returned (outbox: just before COMMIT).
     pub committed_at_us: u64,
     /// The row as committed; `None` for a delete.
-    pub row: Option<Vec<crate::row::Cell>>,
+    pub row: Option<Vec<Cell>>,
 }
 
 /// The MQ strategy.
@@ -68,18 +70,16 @@ pub struct Mq {
 }
 
 impl Mq {
-    pub fn new(
-        pool: mysql_async::Pool,
-        mysql_url: String,
-        applier: Applier,
-        tables: &[Arc<SyncedTable>],
-        config: AmqpConfig,
-    ) -> Mq {
+    pub fn new(services: &Services, config: AmqpConfig) -> Mq {
         Mq {
-            pool,
-            mysql_url,
-            applier,
-            tables: tables.iter().map(|t| (t.name(), t.clone())).collect(),
+            pool: services.pool.clone(),
+            mysql_url: services.mysql_url.clone(),
+            applier: services.applier.clone(),
+            tables: services
+                .tables
+                .iter()
+                .map(|t| (t.name(), t.clone()))
+                .collect(),
             publisher: Arc::new(Publisher::new(config.clone())),
             config,
             relay_kick: Arc::new(Notify::new()),
@@ -101,7 +101,7 @@ impl Mq {
     /// The first half of a `direct` write: commit the row and build its event. Exposed
     /// so tests can stop here, as a crash would.
     pub async fn commit_direct(&self, write: &RowWrite) -> Result<(ChangeEvent, Committed)> {
-        let image = crate::sqlwrite::commit(&self.pool, write).await?;
+        let image = crate::mysql::write::commit(&self.pool, write).await?;
         let committed_at_us = unix_micros(SystemTime::now());
         Ok((
             self.event(write, image.as_deref(), None, committed_at_us)?,
@@ -121,7 +121,7 @@ impl Mq {
             .start_transaction(TxOpts::default())
             .await
             .map_err(|e| Error::mysql("writing a row: BEGIN", e))?;
-        let image = crate::sqlwrite::write_in(&mut tx, write).await?;
+        let image = crate::mysql::write::write_in(&mut tx, write).await?;
         // The commit time is not known yet; the relay stamps the event's version (the
         // outbox id) and the consumer measures propagation from this moment, just
         // before COMMIT.
@@ -143,7 +143,7 @@ impl Mq {
     fn event(
         &self,
         write: &RowWrite,
-        image: Option<&[crate::row::Cell]>,
+        image: Option<&[Cell]>,
         version: Option<u64>,
         committed_at_us: u64,
     ) -> Result<ChangeEvent> {
@@ -152,7 +152,7 @@ impl Mq {
         let (op, row) = match image {
             Some(row) => (Op::Upsert, row),
             None => {
-                key_only = crate::sqlwrite::key_only_row(table, write)?;
+                key_only = crate::mysql::write::key_only_row(table, write)?;
                 (Op::Delete, key_only.as_slice())
             }
         };
@@ -173,7 +173,6 @@ impl SyncStrategy for Mq {
     }
 
     async fn write(&self, write: RowWrite) -> Result<WriteReceipt> {
-        let started = Instant::now();
         let table = write.table.name();
         let receipt = match self.config.publish {
             PublishMode::Direct => {
@@ -215,8 +214,6 @@ impl SyncStrategy for Mq {
                 }
             }
         };
-        metrics::histogram!(m::WRITE_DURATION, "strategy" => self.kind().name(), "table" => table)
-            .record(started.elapsed().as_secs_f64());
         Ok(receipt)
     }
 

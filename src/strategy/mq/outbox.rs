@@ -19,7 +19,7 @@ use tracing::warn;
 use super::broker::Publisher;
 use super::message::ChangeEvent;
 use crate::error::{Backoff, Error, Result};
-use crate::schema::quote_ident;
+use crate::model::table::quote_ident;
 
 /// Outbox rows published per round.
 const RELAY_BATCH: usize = 500;

@@ -3,7 +3,7 @@
 //!
 //! # Comparing
 //!
-//! For each configured table, `select_sql` is streamed (binary protocol) in batches of
+//! For each configured table, its `SELECT` is streamed (binary protocol) in batches of
 //! [`Options::batch`] rows. Each batch's rows are encoded as the applier would write them
 //! (`encoder.encode(cells, None)`), and the batch's keys are read from Redis in one
 //! pipeline (`GET` for `json`, `HGETALL` for `hash`). cachesync's version bookkeeping
@@ -16,8 +16,8 @@
 //! placeholder), and each candidate that really parses as the template is checked against
 //! the set of keys the rows produced. That set is held in memory (a `HashSet<String>`,
 //! roughly keys × key length bytes per table — some hundred MB for tens of millions of
-//! rows); acceptable for this version. Tombstone keys (`…:cachesync:tombstone`) and the
-//! binlog checkpoint key are skipped. Templates of two tables must not overlap: a key of
+//! rows); acceptable for this version. cachesync's own companion keys (tombstones, read
+//! markers: [`crate::redis::keyspace`]) and the binlog checkpoint key are skipped. Templates of two tables must not overlap: a key of
 //! one table that also fits another table's template counts as extra for that table.
 //!
 //! # Repairing without regressing
@@ -47,20 +47,34 @@
 //! is left after repair when repairing).
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
-use redis::aio::ConnectionManager;
 use tracing::info;
 
-use crate::applier::{Applier, Change, Op, tombstone_key};
-use crate::config::{Format, Mode, VERSION_FIELD};
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::keys::TemplatePart;
-use crate::row::{Cell, Encoded};
-use crate::scan::TableScan;
-use crate::schema::{ColumnType, SyncedTable, quote_ident};
+use crate::model::cell::{Cell, Encoded, Format, VERSION_FIELD};
+use crate::model::change::{Change, Op};
+use crate::model::column::ColumnType;
+use crate::model::key::TemplatePart;
+use crate::model::table::{Mode, SyncedTable};
+use crate::mysql::scan::TableScan;
+use crate::redis::keyspace::{is_companion, split_version, tombstone_key};
+use crate::redis::{Applier, RedisConn};
 use crate::strategy::StrategyKind;
+
+/// `cachesync verify`: connects, compares every configured table and prints the report;
+/// whether Redis is (now) in sync.
+pub async fn run(config: &Config, options: &Options) -> Result<bool> {
+    let services = super::run::connect(config).await?;
+    let report = verify(&services.tables, &services.pool, &services.applier, options).await;
+    services.pool.disconnect().await.ok();
+    let report = report?;
+    print!("{report}");
+    Ok(report.divergent() == 0)
+}
 
 /// Keys per `SCAN` step.
 const SCAN_COUNT: usize = 1000;
@@ -153,6 +167,54 @@ impl Report {
     }
 }
 
+/// The printed report: a line per table, example keys, what a repair left, and the
+/// verdict (`in sync` or `N divergent keys`).
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = self
+            .tables
+            .iter()
+            .map(|t| t.table.len())
+            .chain([5])
+            .max()
+            .unwrap_or(5);
+        writeln!(
+            f,
+            "{:<width$}  {:>10}  {:>8}  {:>8}  {:>9}",
+            "table", "rows", "missing", "extra", "different"
+        )?;
+        for t in &self.tables {
+            writeln!(
+                f,
+                "{:<width$}  {:>10}  {:>8}  {:>8}  {:>9}",
+                t.table, t.rows, t.missing.count, t.extra.count, t.different.count
+            )?;
+        }
+        for t in &self.tables {
+            for (kind, divergence) in [
+                ("missing", &t.missing),
+                ("extra", &t.extra),
+                ("different", &t.different),
+            ] {
+                for key in &divergence.examples {
+                    writeln!(f, "  {} {kind}: {key}", t.table)?;
+                }
+            }
+            if let Some(remaining) = t.remaining {
+                writeln!(
+                    f,
+                    "  {}: repaired {} keys, {remaining} still divergent",
+                    t.table, t.repaired
+                )?;
+            }
+        }
+        match self.divergent() {
+            0 => writeln!(f, "in sync"),
+            n => writeln!(f, "{n} divergent keys"),
+        }
+    }
+}
+
 /// A divergent key and the primary-key cells that name its row.
 struct Divergent {
     key: String,
@@ -232,7 +294,7 @@ pub async fn verify(
 /// produced.
 async fn scan_rows(
     conn: &mut mysql_async::Conn,
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     table: &Arc<SyncedTable>,
     options: &Options,
     report: &mut TableReport,
@@ -254,7 +316,7 @@ async fn scan_rows(
 
 /// Compares one batch of rows with Redis.
 async fn compare_batch(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     table: &SyncedTable,
     batch: &[(String, Vec<Cell>)],
     options: &Options,
@@ -299,7 +361,7 @@ fn judge(table: &SyncedTable, cells: &[Cell], stored: &Stored) -> Verdict {
         Stored::Missing => Verdict::Missing,
         Stored::WrongType => Verdict::Different,
         Stored::Json(doc) => match table.encoder.encode(cells, None) {
-            Encoded::Json(expected) if strip_json_version(doc).1 == expected => Verdict::Same,
+            Encoded::Json(expected) if split_version(doc).1 == expected => Verdict::Same,
             _ => Verdict::Different,
         },
         Stored::Hash(fields) => match table.encoder.encode(cells, None) {
@@ -331,11 +393,7 @@ enum Stored {
 }
 
 /// Reads `keys` of `table` in one pipeline.
-async fn fetch(
-    redis: &mut ConnectionManager,
-    table: &SyncedTable,
-    keys: &[&str],
-) -> Result<Vec<Stored>> {
+async fn fetch(redis: &mut RedisConn, table: &SyncedTable, keys: &[&str]) -> Result<Vec<Stored>> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
@@ -372,22 +430,6 @@ async fn fetch(
             Err(e) => Err(Error::redis(format!("reading key {key}"), e)),
         })
         .collect()
-}
-
-/// Splits `{"_cachesync_v":N,...}` into `N` and `{...}`; other documents come back whole.
-pub fn strip_json_version(doc: &[u8]) -> (Option<u64>, Vec<u8>) {
-    let prefix = format!("{{\"{VERSION_FIELD}\":");
-    let Some(rest) = doc.strip_prefix(prefix.as_bytes()) else {
-        return (None, doc.to_vec());
-    };
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    let version = std::str::from_utf8(&rest[..digits])
-        .ok()
-        .and_then(|d| d.parse().ok());
-    let rest = &rest[digits..];
-    let mut body = vec![b'{'];
-    body.extend_from_slice(rest.strip_prefix(b",").unwrap_or(rest));
-    (version, body)
 }
 
 /// A key template split into literal text and placeholders (by row position).
@@ -470,7 +512,7 @@ fn parse_key<'k>(pieces: &[Piece], key: &'k str) -> Option<Vec<(usize, &'k str)>
 
 /// Finds keys matching the table's template that no row produced.
 async fn scan_extra(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     table: &SyncedTable,
     options: &Options,
     seen: &HashSet<String>,
@@ -495,10 +537,7 @@ async fn scan_extra(
             let Ok(key) = String::from_utf8(key) else {
                 continue;
             };
-            if seen.contains(&key)
-                || key.ends_with(":cachesync:tombstone")
-                || options.skip_keys.contains(&key)
-            {
+            if seen.contains(&key) || is_companion(&key) || options.skip_keys.contains(&key) {
                 continue;
             }
             let Some(parts) = parse_key(&pieces, &key) else {
@@ -525,7 +564,7 @@ async fn scan_extra(
 /// Repairs `chunk` (see the module doc) and returns how many keys still differ.
 async fn repair(
     conn: &mut mysql_async::Conn,
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     applier: &Applier,
     table: &Arc<SyncedTable>,
     chunk: &[Divergent],
@@ -578,7 +617,7 @@ async fn repair(
 
 /// The version each key holds now: its `_cachesync_v`, else its tombstone's.
 async fn current_versions(
-    redis: &mut ConnectionManager,
+    redis: &mut RedisConn,
     table: &SyncedTable,
     chunk: &[Divergent],
 ) -> Result<Vec<Option<u64>>> {
@@ -608,7 +647,7 @@ async fn current_versions(
         .chunks(2)
         .map(|pair| {
             let own = number(&pair[0]).and_then(|bytes| match table.config.format {
-                Format::Json => strip_json_version(&bytes).0,
+                Format::Json => split_version(&bytes).0,
                 Format::Hash => std::str::from_utf8(&bytes).ok()?.parse().ok(),
             });
             own.or_else(|| {
@@ -625,20 +664,16 @@ async fn read_row(
     table: &SyncedTable,
     item: &Divergent,
 ) -> Result<Option<Vec<Cell>>> {
-    let names = table.encoder.names();
-    let mut conditions = Vec::new();
-    let mut params = Vec::new();
-    for i in (0..names.len()).filter(|&i| table.is_key_position(i)) {
+    let mut params = Vec::with_capacity(table.key_positions.len());
+    for &i in &table.key_positions {
         let Some(value) = sql_param(&table.types[i], &item.row[i]) else {
             // A key text that is not a value of the column: no row has this key.
             return Ok(None);
         };
-        conditions.push(format!("{} = ?", quote_ident(&names[i])));
         params.push(value);
     }
-    let sql = format!("{} WHERE {}", table.select_sql, conditions.join(" AND "));
     let row: Option<mysql_async::Row> = conn
-        .exec_first(sql.as_str(), params)
+        .exec_first(table.sql.select_by_key.as_str(), params)
         .await
         .map_err(|e| Error::mysql(format!("re-reading {} of {}", item.key, table.name()), e))?;
     let Some(row) = row else {
@@ -712,18 +747,6 @@ mod tests {
         assert_eq!(parse_key(&pieces, "o:1:x:2:x"), Some(vec![(1, "1:x:2")]));
         assert_eq!(parse_key(&pieces, "o::x"), None);
         assert_eq!(parse_key(&pieces, "p:1:x"), None);
-    }
-
-    #[test]
-    fn verify_strips_the_version_member() {
-        assert_eq!(
-            strip_json_version(br#"{"_cachesync_v":42,"id":1}"#),
-            (Some(42), br#"{"id":1}"#.to_vec())
-        );
-        assert_eq!(
-            strip_json_version(br#"{"id":1}"#),
-            (None, br#"{"id":1}"#.to_vec())
-        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! `read.bloom_fp_rate`. Positions come from FNV-1a and double hashing
 //! (`h1 + i·h2 mod m`), fixed functions so every instance computes the same bits.
 //!
-//! - **Built** from a scan of the table ([`Bloom::build`], via [`crate::scan`]); until the
+//! - **Built** from a scan of the table ([`Bloom::build`], via [`crate::mysql::scan`]); until the
 //!   build has finished (its `…:ready` key exists) readers do not consult the filter.
 //! - **Maintained** by the applier: every synced upsert adds its key before the row is
 //!   written, whatever the strategy (in `invalidate` mode every change adds its key).
@@ -22,11 +22,11 @@
 //!
 //! The keys share the hash tag `{database.table}`, so they live in one cluster slot.
 
-use redis::aio::ConnectionManager;
+use super::connection::RedisConn;
 
 use crate::error::{Error, Result};
-use crate::scan::TableScan;
-use crate::schema::SyncedTable;
+use crate::model::table::SyncedTable;
+use crate::mysql::scan::TableScan;
 
 /// Rows per scan batch and `SETBIT` pipeline while building.
 const BUILD_BATCH: usize = 5_000;
@@ -114,7 +114,7 @@ impl Bloom {
         &self,
         table: &SyncedTable,
         mysql: &mut mysql_async::Conn,
-        redis: &mut ConnectionManager,
+        redis: &mut RedisConn,
     ) -> Result<Option<u64>> {
         let context = || format!("building the Bloom filter of {}", table.name());
         let building = format!("{}:building", self.key);

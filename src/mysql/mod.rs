@@ -1,10 +1,16 @@
-//! MySQL connections with the session settings canonical encoding relies on.
+//! Talking to MySQL: connections with the session settings the canonical encoding relies
+//! on ([`pool`], [`get_conn`]), what the configured tables look like ([`schema`]), the
+//! application's row write ([`write`]) and reading a whole table in batches ([`scan`]).
+
+pub mod scan;
+pub mod schema;
+pub mod write;
 
 use std::time::Duration;
 
 use mysql_async::{Conn, DEFAULT_INACTIVE_CONNECTION_TTL, Opts, OptsBuilder, Pool};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, describe_mysql};
 use crate::redact::redact_url;
 
 /// How long to wait for a connection before calling MySQL unreachable.
@@ -59,23 +65,13 @@ pub async fn get_conn(pool: &Pool, url: &str) -> Result<Conn> {
         Ok(Err(e)) => Err(Error::Unreachable {
             service: "MySQL",
             url: url_shown,
-            reason: describe(&e),
+            reason: describe_mysql(&e),
         }),
         Err(_) => Err(Error::Unreachable {
             service: "MySQL",
             url: url_shown,
             reason: format!("no connection within {}s", CONNECT_TIMEOUT.as_secs()),
         }),
-    }
-}
-
-/// A one-line description of a MySQL client error, without the crate's nested prefixes
-/// ("Input/output error: Input/output error: ...").
-pub fn describe(e: &mysql_async::Error) -> String {
-    match e {
-        mysql_async::Error::Io(mysql_async::IoError::Io(io)) => io.to_string(),
-        mysql_async::Error::Server(s) => format!("{} (MySQL error {})", s.message, s.code),
-        other => other.to_string(),
     }
 }
 

@@ -26,12 +26,17 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-use crate::applier::{Applier, Change, Op};
-use crate::config::{BloomConfig, Config, Format, Mode, ReadConfig, TableConfig};
+use super::report::ReportFiles;
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::keys::KeyTemplate;
+use crate::model::cell::Format;
+use crate::model::change::{Change, Op};
+use crate::model::key::KeyTemplate;
+use crate::model::table::{
+    BloomConfig, Mode, ReadConfig, SyncedTable, TableConfig, TableSchema, quote_ident,
+};
 use crate::read::{Answer, ReadPath};
-use crate::schema::{SyncedTable, TableSchema};
+use crate::redis::Applier;
 
 /// The MySQL user the scenario reads as, so MariaDB counts exactly its queries.
 const STORM_USER: &str = "cachesync_storm";
@@ -182,6 +187,30 @@ impl ReadStormReport {
     }
 }
 
+/// `cachesync bench --scenario read-storm`: serves metrics, runs the storm, prints its
+/// table and writes the files asked for.
+pub async fn run_and_report(
+    config: &Config,
+    options: &ReadStormOptions,
+    files: &ReportFiles,
+) -> Result<()> {
+    options.validate()?;
+    crate::metrics::install(config.metrics_listen)?;
+    eprintln!(
+        "cachesync bench: read storm on {} and {} (database {}); metrics on http://{}/metrics",
+        crate::redact::redact_url(&config.mysql_url),
+        crate::redact::redact_url(&config.redis_url),
+        options.database,
+        config.metrics_listen
+    );
+    let report = run(config, options).await?;
+    let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Io {
+        context: "encoding the report as JSON".to_owned(),
+        source: std::io::Error::other(e),
+    })?;
+    files.print_and_write(&report.to_markdown(), &json)
+}
+
 /// Runs every case with its guards off and on; see the module doc.
 pub async fn run(config: &Config, options: &ReadStormOptions) -> Result<ReadStormReport> {
     let admin = crate::mysql::pool(&config.mysql_url)?;
@@ -198,11 +227,15 @@ pub async fn run(config: &Config, options: &ReadStormOptions) -> Result<ReadStor
             "read storm: filling the table"
         );
         prepare_table(&mut conn, options).await?;
-        let schema = TableSchema::load(&mut conn, &options.database, "items")
+        let schema = crate::mysql::schema::read_table(&mut conn, &options.database, "items")
             .await?
             .ok_or_else(|| storm_error(format!("{}.items vanished", options.database)))?;
-        let applier =
-            Applier::connect(&config.redis_url, config.tombstone_ttl, config.strategy).await?;
+        let applier = Applier::connect(
+            &config.redis_url,
+            config.tombstone_ttl,
+            config.strategy.name(),
+        )
+        .await?;
         let counter = Counter::create(&mut conn, &config.mysql_url, &options.database).await?;
         let storm = Storm {
             options,
@@ -234,7 +267,7 @@ fn storm_error(reason: String) -> Error {
 
 /// (Re)creates `<database>.items` with `expiry_keys` rows.
 async fn prepare_table(conn: &mut mysql_async::Conn, options: &ReadStormOptions) -> Result<()> {
-    let db = crate::schema::quote_ident(&options.database);
+    let db = quote_ident(&options.database);
     let statements = [
         format!("CREATE DATABASE IF NOT EXISTS {db}"),
         format!("DROP TABLE IF EXISTS {db}.items"),
@@ -276,7 +309,7 @@ struct Counter {
 
 impl Counter {
     async fn create(conn: &mut mysql_async::Conn, url: &str, database: &str) -> Result<Counter> {
-        let db = crate::schema::quote_ident(database);
+        let db = quote_ident(database);
         for sql in [
             "SET GLOBAL userstat = 1".to_owned(),
             format!("DROP USER IF EXISTS '{STORM_USER}'@'%'"),
@@ -550,8 +583,12 @@ impl Storm<'_> {
             format!("{{{KEY_PREFIX}*"),
             format!("cachesync:bloom:{{{}.items}}*", self.options.database),
         ] {
-            crate::applier::delete_matching(&mut redis, &pattern, "clearing the storm keys")
-                .await?;
+            crate::redis::connection::delete_matching(
+                &mut redis,
+                &pattern,
+                "clearing the storm keys",
+            )
+            .await?;
         }
         Ok(())
     }
@@ -561,10 +598,7 @@ impl Storm<'_> {
         if let Err(e) = self.clear_redis().await {
             warn!(error = %e, "could not remove the read storm's Redis keys");
         }
-        let table = format!(
-            "{}.items",
-            crate::schema::quote_ident(&self.options.database)
-        );
+        let table = format!("{}.items", quote_ident(&self.options.database));
         if let Err(e) = admin
             .query_drop(format!("DROP TABLE IF EXISTS {table}"))
             .await
@@ -629,7 +663,8 @@ impl Storm<'_> {
             .get_conn()
             .await
             .map_err(|e| Error::mysql("reading the storm table", e))?;
-        let mut scan = crate::scan::TableScan::open(&mut conn, &table, 5_000, "read storm").await?;
+        let mut scan =
+            crate::mysql::scan::TableScan::open(&mut conn, &table, 5_000, "read storm").await?;
         while let Some(batch) = scan.next_batch().await? {
             let changes: Vec<Change> = batch
                 .into_iter()

@@ -5,13 +5,15 @@
 //! do not need a binlog, but a user comparing strategies will want to know).
 
 use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 
 use crate::config::Config;
+use crate::error::Error;
 use crate::redact::redact_url;
-use crate::strategy::StrategyKind;
+use crate::strategy::binlog::server::{BinlogSettings, binary_log_status, binlog_settings};
 
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +67,35 @@ impl Report {
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `cachesync doctor`: runs every check of the config read from `path` and prints the
+/// report; whether the configured strategy can work.
+pub async fn run(config: &Config, path: &Path) -> bool {
+    println!(
+        "cachesync doctor: strategy {} from {}",
+        config.strategy,
+        path.display()
+    );
+    let report = check(config).await;
+    for finding in &report.findings {
+        println!("  {finding}");
+    }
+    match report.problems() {
+        0 => {
+            let notes = report
+                .findings
+                .iter()
+                .filter(|f| f.severity == Severity::Note)
+                .count();
+            println!("all good for strategy {} ({notes} notes)", config.strategy);
+            true
+        }
+        n => {
+            println!("{n} problem(s) stop strategy {}", config.strategy);
+            false
+        }
+    }
+}
+
 /// Runs every check; never fails itself — unreachable services are findings.
 pub async fn check(config: &Config) -> Report {
     let mut report = Report::default();
@@ -82,7 +113,7 @@ async fn check_mysql(config: &Config, report: &mut Report) {
     };
     let mut conn = match crate::mysql::get_conn(&pool, &config.mysql_url).await {
         Ok(conn) => conn,
-        Err(e @ crate::error::Error::Unreachable { .. }) => {
+        Err(e @ Error::Unreachable { .. }) => {
             return report.push(
                 Severity::Problem,
                 format!("{e} (check mysql.url and that the server runs)"),
@@ -98,7 +129,7 @@ async fn check_mysql(config: &Config, report: &mut Report) {
             version.as_deref().unwrap_or("unknown version")
         ),
     );
-    let binlog = if config.strategy == StrategyKind::Binlog {
+    let binlog = if config.strategy.tails_binlog() {
         Severity::Problem
     } else {
         Severity::Note
@@ -115,7 +146,7 @@ async fn check_mysql(config: &Config, report: &mut Report) {
             format!("binlog settings: {}", fine.join(", ")),
         );
     }
-    if config.strategy == StrategyKind::Binlog
+    if config.strategy.tails_binlog()
         && wrong.is_empty()
         && server_id_of(&mut conn).await == Some(config.binlog.server_id)
     {
@@ -137,7 +168,7 @@ async fn check_mysql(config: &Config, report: &mut Report) {
     check_grants(&mut conn, binlog, report).await;
     check_binlog_position(&mut conn, binlog, report).await;
 
-    match crate::schema::load_tables(config, &pool).await {
+    match crate::mysql::schema::load_tables(&config.tables, &pool, &config.mysql_url).await {
         Ok(tables) => report.push(
             Severity::Ok,
             format!(
@@ -149,7 +180,7 @@ async fn check_mysql(config: &Config, report: &mut Report) {
                     .join(", ")
             ),
         ),
-        Err(crate::error::Error::Config(problems)) => {
+        Err(Error::Config(problems)) => {
             for p in problems {
                 report.push(Severity::Problem, p);
             }
@@ -158,96 +189,6 @@ async fn check_mysql(config: &Config, report: &mut Report) {
     }
     drop(conn);
     pool.disconnect().await.ok();
-}
-
-/// The server's binlog settings: what is right (`log_bin=ON`, ...) and, for what is
-/// not, the setting to change.
-pub struct BinlogSettings {
-    pub fine: Vec<String>,
-    /// Settings the binlog strategy cannot work without.
-    pub wrong: Vec<String>,
-    /// Settings it works without, less well (it falls back to `information_schema`).
-    pub advice: Vec<String>,
-}
-
-/// Checks `log_bin`, `binlog_format`, `binlog_row_image`, `binlog_row_metadata` and
-/// `server_id` — what the binlog strategy needs.
-pub async fn binlog_settings(conn: &mut mysql_async::Conn) -> BinlogSettings {
-    let mut fine = Vec::new();
-    let mut wrong: Vec<String> = Vec::new();
-    let mut advice: Vec<String> = Vec::new();
-
-    type BinlogVars = (Option<String>, Option<String>, Option<String>, Option<u64>);
-    let vars: Option<BinlogVars> = conn
-        .query_first("SELECT @@log_bin, @@binlog_format, @@binlog_row_image, @@server_id")
-        .await
-        .ok()
-        .flatten();
-    let Some((log_bin, format, image, server_id)) = vars else {
-        return BinlogSettings {
-            fine,
-            wrong: vec!["cannot read the server's binlog variables".to_owned()],
-            advice,
-        };
-    };
-    if log_bin.as_deref() == Some("1") {
-        fine.push("log_bin=ON".to_owned());
-    } else {
-        wrong.push(
-            "log_bin is OFF: start the server with --log-bin=mysql-bin \
-             (my.cnf: [mysqld] log_bin = mysql-bin) and restart it"
-                .to_owned(),
-        );
-    }
-    let format = format.unwrap_or_default();
-    if format.eq_ignore_ascii_case("ROW") {
-        fine.push("binlog_format=ROW".to_owned());
-    } else {
-        wrong.push(format!(
-            "binlog_format is {format}: set binlog_format = ROW \
-                 (my.cnf: [mysqld] binlog_format = ROW, or SET GLOBAL binlog_format = 'ROW')"
-        ));
-    }
-    let image = image.unwrap_or_default();
-    if image.eq_ignore_ascii_case("FULL") {
-        fine.push("binlog_row_image=FULL".to_owned());
-    } else {
-        wrong.push(format!(
-            "binlog_row_image is {image}: set binlog_row_image = FULL \
-                 (my.cnf: [mysqld] binlog_row_image = FULL) so updates carry whole rows"
-        ));
-    }
-    match conn
-        .query_first::<Option<String>, _>("SELECT @@binlog_row_metadata")
-        .await
-    {
-        Ok(Some(Some(meta))) if meta.eq_ignore_ascii_case("FULL") => {
-            fine.push("binlog_row_metadata=FULL".to_owned())
-        }
-        Ok(Some(meta)) => advice.push(format!(
-            "binlog_row_metadata is {}: set binlog_row_metadata = FULL \
-                 (my.cnf: [mysqld] binlog_row_metadata = FULL) so row events name their columns; \
-                 until then cachesync relies on information_schema and notices renames only by DDL",
-            meta.unwrap_or_default()
-        )),
-        _ => advice.push(
-            "the server has no binlog_row_metadata (it needs MySQL >= 8.0.1 or MariaDB >= 10.5); \
-             cachesync relies on information_schema and notices renames only by DDL"
-                .to_owned(),
-        ),
-    }
-    match server_id {
-        Some(id) if id > 0 => fine.push(format!("server_id={id}")),
-        _ => wrong.push(
-            "server_id is 0: set a unique non-zero server_id (my.cnf: [mysqld] server_id = 1)"
-                .to_owned(),
-        ),
-    }
-    BinlogSettings {
-        fine,
-        wrong,
-        advice,
-    }
 }
 
 async fn server_id_of(conn: &mut mysql_async::Conn) -> Option<u32> {
@@ -302,7 +243,7 @@ async fn check_binlog_position(
     binlog: Severity,
     report: &mut Report,
 ) {
-    match crate::strategy::binlog::snapshot::binary_log_status(conn).await {
+    match binary_log_status(conn).await {
         Ok(Some(position)) => {
             report.push(
                 Severity::Ok,
@@ -320,7 +261,7 @@ async fn check_binlog_position(
 
 async fn check_redis(config: &Config, report: &mut Report) {
     let url = redact_url(&config.redis_url);
-    let mut conn = match crate::applier::connect_redis(&config.redis_url).await {
+    let mut conn = match crate::redis::connection::connect(&config.redis_url).await {
         Ok(conn) => conn,
         Err(e) => {
             return report.push(
@@ -363,12 +304,12 @@ async fn check_redis(config: &Config, report: &mut Report) {
 
 async fn check_amqp(config: &Config, report: &mut Report) {
     let Some(amqp_url) = config.amqp.as_ref().map(|a| &a.url) else {
-        if config.strategy == StrategyKind::Mq {
+        if config.strategy.needs_broker() {
             report.push(Severity::Problem, "amqp.url is not set");
         }
         return;
     };
-    let severity = if config.strategy == StrategyKind::Mq {
+    let severity = if config.strategy.needs_broker() {
         Severity::Problem
     } else {
         Severity::Note

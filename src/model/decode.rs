@@ -17,8 +17,8 @@
 use mysql_async::Value;
 use mysql_async::binlog::value::BinlogValue;
 
-use crate::row::Cell;
-use crate::schema::ColumnType;
+use super::cell::Cell;
+use super::column::ColumnType;
 
 /// Why a value could not be decoded; the caller adds the table and column.
 pub type DecodeError = String;

@@ -1,18 +1,15 @@
 //! Reading a whole synced table from MySQL in batches of decoded rows, with progress
-//! logs — what the snapshot and `verify` both do — and loading it into Redis
-//! ([`load_into_redis`]: the snapshot, the benchmark's warm cache).
+//! logs — what the snapshot, `verify` and the Bloom filter's build all do.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mysql_async::BinaryProtocol;
 use mysql_async::prelude::Queryable;
 use tracing::info;
 
-use crate::applier::{Applier, Change, Op};
 use crate::error::{Error, Result};
-use crate::row::Cell;
-use crate::schema::SyncedTable;
+use crate::model::cell::Cell;
+use crate::model::table::SyncedTable;
 
 /// How often progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -39,9 +36,9 @@ impl<'a> TableScan<'a> {
         batch: usize,
         what: &'static str,
     ) -> Result<TableScan<'a>> {
-        let estimate = table.estimated_rows(conn).await;
+        let estimate = super::schema::estimated_rows(conn, table).await;
         let result = conn
-            .exec_iter(table.select_sql.as_str(), ())
+            .exec_iter(table.sql.select_all.as_str(), ())
             .await
             .map_err(|e| Error::mysql(format!("reading {}", table.name()), e))?;
         let started = Instant::now();
@@ -93,32 +90,4 @@ impl<'a> TableScan<'a> {
             "progress"
         );
     }
-}
-
-/// Writes every row of `table` to Redis through `applier`, `batch` rows per read and
-/// pipeline, each at the version `version_of` gives it (the version guard still keeps a
-/// newer value that is already there).
-pub async fn load_into_redis(
-    conn: &mut mysql_async::Conn,
-    table: &Arc<SyncedTable>,
-    applier: &Applier,
-    batch: usize,
-    what: &'static str,
-    version_of: impl Fn(&[Cell]) -> Option<u64>,
-) -> Result<()> {
-    let mut scan = TableScan::open(conn, table, batch, what).await?;
-    while let Some(rows) = scan.next_batch().await? {
-        let changes: Vec<Change> = rows
-            .into_iter()
-            .map(|row| Change {
-                table: table.clone(),
-                op: Op::Upsert,
-                version: version_of(&row),
-                row,
-                committed_at_us: None,
-            })
-            .collect();
-        applier.apply(&changes).await?;
-    }
-    Ok(())
 }

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::row::Cell;
+use super::cell::Cell;
 
 /// A parsed key template.
 #[derive(Debug, Clone, PartialEq, Eq)]

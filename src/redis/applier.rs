@@ -12,22 +12,27 @@
 //! the delete's version for `redis.tombstone_ttl` seconds, named so it lives in the same
 //! cluster slot as the row key (see [`tombstone_key`]). A later upsert clears it.
 //!
+//! A table in `invalidate` mode gets a delete for every change, whichever strategy sent
+//! it ([`Change::redis_op`]): that is decided here, once, for all of them.
+//!
 //! Strategies never talk to Redis for rows themselves; they hand [`Change`]s to
 //! [`Applier::apply`], which also records the shared metrics (events applied,
 //! propagation latency, errors), so no strategy can forget them.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use rand::Rng;
-use redis::aio::ConnectionManager;
 
+use super::bloom::Bloom;
+use super::connection::{RedisConn, connect};
+use super::keyspace::{fill_key, tombstone_key};
 use crate::error::{Error, Result};
 use crate::metrics as m;
-use crate::redact::redact_url;
-use crate::row::{Cell, Encoded};
-use crate::schema::SyncedTable;
-use crate::strategy::StrategyKind;
+use crate::model::cell::{Cell, Encoded, Format};
+use crate::model::change::{Applied, Change, Op, unix_micros};
+use crate::model::table::{Mode, SyncedTable};
+use crate::mysql::scan::TableScan;
 
 /// The version-guarded write of one or more changes, optionally with a checkpoint.
 ///
@@ -58,108 +63,7 @@ use crate::strategy::StrategyKind;
 /// whose lease was lost). The checkpoint is set last, so it moves only when every change
 /// of the call is in — a script runs atomically, and one that fails part-way has not
 /// reached the checkpoint.
-pub const APPLY_LUA: &str = r#"
--- Versions are u64 in decimal: compare as text (a longer string is larger) because Lua
--- numbers are doubles and lose precision above 2^53.
-local function older(a, b)
-  if #a ~= #b then return #a < #b end
-  return a < b
-end
-
-local function write_row(key, fmt, ttl, first, last)
-  if fmt == 'j' then
-    if ttl > 0 then redis.call('SET', key, ARGV[first], 'PX', ttl) else redis.call('SET', key, ARGV[first]) end
-  else
-    redis.call('DEL', key)
-    redis.call('HSET', key, unpack(ARGV, first, last))
-    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
-  end
-end
-
--- A read-path fill: only while the lease taken before the MySQL read is intact.
-local function fill(key, marker, op, token, fmt, ttl, first, last)
-  if marker == key or redis.call('GET', marker) ~= token then return 0 end
-  if op == 'n' then
-    if redis.call('EXISTS', key) == 1 then redis.call('DEL', marker) return 0 end
-    redis.call('SET', marker, 'absent', 'PX', ttl)
-    return 1
-  end
-  redis.call('DEL', marker)
-  if op == 'f' and redis.call('EXISTS', key) == 1 then return 0 end
-  -- A refresh keeps the version the present value carries: nothing synced has reached
-  -- Redis since the lease, so the row read is at least that new, and a late older change
-  -- must still be refused.
-  local v
-  if op == 'r' then
-    if fmt == 'j' then
-      local doc = redis.pcall('GET', key)
-      if type(doc) == 'string' then v = string.match(doc, '^{"_cachesync_v":(%d+)') end
-    else
-      local hv = redis.pcall('HGET', key, '_cachesync_v')
-      if type(hv) == 'string' then v = hv end
-    end
-  end
-  if v and fmt == 'j' then
-    local doc = '{"_cachesync_v":' .. v .. ',' .. string.sub(ARGV[first], 2)
-    if ttl > 0 then redis.call('SET', key, doc, 'PX', ttl) else redis.call('SET', key, doc) end
-    return 1
-  end
-  write_row(key, fmt, ttl, first, last)
-  if v then redis.call('HSET', key, '_cachesync_v', v) end
-  return 1
-end
-
-local function apply(key, tomb, marker, op, ver, fmt, ttl, tomb_ttl, first, last)
-  if op == 'f' or op == 'r' or op == 'n' then
-    return fill(key, marker, op, ver, fmt, ttl, first, last)
-  end
-  -- Whatever this change does, a fill whose MySQL read began before it must not land.
-  if marker ~= key then redis.call('DEL', marker) end
-  local tombstoned, result = false, 1
-  if ver ~= '' then
-    local current
-    if fmt == 'j' then
-      local doc = redis.pcall('GET', key)
-      if type(doc) == 'string' then current = string.match(doc, '^{"_cachesync_v":(%d+)') end
-    else
-      local v = redis.pcall('HGET', key, '_cachesync_v')
-      if type(v) == 'string' then current = v end
-    end
-    if tomb ~= key then
-      local t = redis.call('GET', tomb)
-      if t then
-        tombstoned = true
-        if not current or older(current, t) then current = t end
-      end
-    end
-    if current then
-      if older(ver, current) then return 0 end
-      if ver == current then result = 2 end
-    end
-  end
-  if op == 'd' then
-    redis.call('DEL', key)
-    if tomb ~= key and ver ~= '' then redis.call('SET', tomb, ver, 'PX', tomb_ttl) end
-    return result
-  end
-  if tombstoned then redis.call('DEL', tomb) end
-  write_row(key, fmt, ttl, first, last)
-  return result
-end
-
-local checkpoint, tomb_ttl = ARGV[1], tonumber(ARGV[2])
-local k, a, results = 1, 3, {}
-if checkpoint ~= '' then k = 2 end
-while a <= #ARGV do
-  local n = tonumber(ARGV[a + 4])
-  results[#results + 1] = apply(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a], ARGV[a + 1],
-    ARGV[a + 2], tonumber(ARGV[a + 3]), tomb_ttl, a + 5, a + 4 + n)
-  k = k + 3
-  a = a + 5 + n
-end
-if checkpoint ~= '' then redis.call('SET', KEYS[1], checkpoint) end
-return results
-"#;
+pub const APPLY_LUA: &str = include_str!("apply.lua");
 
 /// The keys and arguments of one script call.
 #[derive(Default)]
@@ -178,27 +82,28 @@ impl ScriptArgs {
         self.keys.push(key);
         self.keys.push(tomb);
         self.keys.push(marker);
-        let op: &[u8] = match change.op {
+        let op = change.redis_op();
+        let op_code: &[u8] = match op {
             Op::Upsert => b"u",
             Op::Delete => b"d",
         };
         let format: &[u8] = match table.config.format {
-            crate::config::Format::Json => b"j",
-            crate::config::Format::Hash => b"h",
+            Format::Json => b"j",
+            Format::Hash => b"h",
         };
         let version = change
             .version
             .map(|v| itoa::Buffer::new().format(v).as_bytes().to_vec())
             .unwrap_or_default();
         let ttl_ms = row_ttl_ms(table, rng);
-        let payload = match change.op {
+        let payload = match op {
             Op::Delete => Vec::new(),
             Op::Upsert => match table.encoder.encode(&change.row, change.version) {
                 Encoded::Json(doc) => vec![doc],
                 Encoded::Hash(fields) => fields,
             },
         };
-        self.argv.push(op.to_vec());
+        self.argv.push(op_code.to_vec());
         self.argv.push(version);
         self.argv.push(format.to_vec());
         self.argv
@@ -238,52 +143,13 @@ pub enum FillOp {
     Absent(Duration),
 }
 
-/// Suffix of tombstone keys.
-const TOMBSTONE_SUFFIX: &str = ":cachesync:tombstone";
-
-/// Suffix of read-marker keys (the read path's fill lease or "no such row" marker).
-const FILL_SUFFIX: &str = ":cachesync:fill";
-
-/// What a change does to its row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Upsert,
-    Delete,
-}
-
-/// One committed row change on its way to Redis.
-#[derive(Debug, Clone)]
-pub struct Change {
-    pub table: Arc<SyncedTable>,
-    pub op: Op,
-    /// The row's synced cells (`SyncedTable::selected` order). For a delete only the
-    /// primary-key cells matter.
-    pub row: Vec<Cell>,
-    /// Orders changes of one row; `None` writes unconditionally.
-    pub version: Option<u64>,
-    /// When the change was committed in MySQL (µs since the Unix epoch), for the
-    /// propagation-latency histogram.
-    pub committed_at_us: Option<u64>,
-}
-
-/// What a batch did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Applied {
-    /// Changes written: newer than what Redis held (or unversioned).
-    pub written: usize,
-    /// Changes written again at the version Redis already held: a redelivery or a replay
-    /// after a crash. Harmless (same bytes), and counted so it can be seen.
-    pub replayed: usize,
-    /// Changes skipped because Redis already held a newer version of the row.
-    pub stale: usize,
-}
-
 /// Applies change batches to Redis. Cheap to clone; clones share one connection.
 #[derive(Clone)]
 pub struct Applier {
-    conn: ConnectionManager,
+    conn: RedisConn,
     script: Arc<redis::Script>,
-    strategy: StrategyKind,
+    /// The `strategy` label of the metrics this applier records.
+    strategy: &'static str,
     tombstone_ttl_ms: u64,
     /// What every batch of this applier (and its clones) did, for callers that need
     /// their own count rather than the process-wide metric (the benchmark).
@@ -299,13 +165,13 @@ struct AppliedTotals {
 }
 
 impl Applier {
-    /// Connects to Redis at `url` and loads the script.
+    /// Connects to Redis at `url` and loads the script; `strategy` labels its metrics.
     pub async fn connect(
         url: &str,
         tombstone_ttl: Duration,
-        strategy: StrategyKind,
+        strategy: &'static str,
     ) -> Result<Applier> {
-        let conn = connect_redis(url).await?;
+        let conn = connect(url).await?;
         let applier = Applier {
             conn,
             script: Arc::new(redis::Script::new(APPLY_LUA)),
@@ -321,7 +187,7 @@ impl Applier {
     }
 
     /// The connection, for callers that read what the applier wrote (verify, tests).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConn {
         self.conn.clone()
     }
 
@@ -359,7 +225,7 @@ impl Applier {
         const MAX_RELOADS: usize = 3;
         if let Err(e) = self.remember_in_bloom(changes).await {
             for change in changes {
-                metrics::counter!(m::APPLY_ERRORS, "strategy" => self.strategy.name(), "table" => change.table.name())
+                metrics::counter!(m::APPLY_ERRORS, "strategy" => self.strategy, "table" => change.table.name())
                     .increment(1);
             }
             return Err(e);
@@ -404,7 +270,7 @@ impl Applier {
     fn failed(&self, changes: &[Change], results: &[i64], e: redis::RedisError) -> Error {
         self.record(&changes[..results.len()], results);
         for change in &changes[results.len()..] {
-            metrics::counter!(m::APPLY_ERRORS, "strategy" => self.strategy.name(), "table" => change.table.name())
+            metrics::counter!(m::APPLY_ERRORS, "strategy" => self.strategy, "table" => change.table.name())
                 .increment(1);
         }
         let context = match changes.get(results.len()) {
@@ -451,8 +317,8 @@ impl Applier {
             (_, None) => return Ok(false),
         };
         let format = match table.config.format {
-            crate::config::Format::Json => "j",
-            crate::config::Format::Hash => "h",
+            Format::Json => "j",
+            Format::Hash => "h",
         };
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.script.get_hash())
@@ -494,10 +360,10 @@ impl Applier {
         let mut pipe = redis::pipe();
         for change in changes {
             let table = &change.table;
-            let Some(bloom) = crate::read::bloom::Bloom::of(table) else {
+            let Some(bloom) = Bloom::of(table) else {
                 continue;
             };
-            if change.op == Op::Delete && table.config.mode == crate::config::Mode::Write {
+            if change.op == Op::Delete && table.config.mode == Mode::Write {
                 continue;
             }
             bloom.add_to(&mut pipe, &table.key_of(&change.row));
@@ -536,7 +402,7 @@ impl Applier {
     ) -> Result<Applied> {
         if let Err(e) = self.remember_in_bloom(changes).await {
             for change in changes {
-                metrics::counter!(m::APPLY_ERRORS, "strategy" => self.strategy.name(), "table" => change.table.name())
+                metrics::counter!(m::APPLY_ERRORS, "strategy" => self.strategy, "table" => change.table.name())
                     .increment(1);
             }
             return Err(e);
@@ -574,13 +440,41 @@ impl Applier {
         }
     }
 
+    /// Writes every row of `table` (read from MySQL on `conn`, `batch` rows per read and
+    /// pipeline, progress logged as `what`) to Redis, each at the version `version_of`
+    /// gives it: the version guard still keeps a newer value that is already there.
+    pub async fn load_table(
+        &self,
+        conn: &mut mysql_async::Conn,
+        table: &Arc<SyncedTable>,
+        batch: usize,
+        what: &'static str,
+        version_of: impl Fn(&[Cell]) -> Option<u64>,
+    ) -> Result<()> {
+        let mut scan = TableScan::open(conn, table, batch, what).await?;
+        while let Some(rows) = scan.next_batch().await? {
+            let changes: Vec<Change> = rows
+                .into_iter()
+                .map(|row| Change {
+                    table: table.clone(),
+                    op: Op::Upsert,
+                    version: version_of(&row),
+                    row,
+                    committed_at_us: None,
+                })
+                .collect();
+            self.apply(&changes).await?;
+        }
+        Ok(())
+    }
+
     fn record(&self, changes: &[Change], results: &[i64]) -> Applied {
         let now_us = unix_micros(SystemTime::now());
         let mut applied = Applied::default();
         // Batches are mostly one table: count runs instead of allocating a label per change.
         let mut run: Option<(&Arc<SyncedTable>, u64)> = None;
         let flush = |table: &Arc<SyncedTable>, n: u64| {
-            metrics::counter!(m::EVENTS_APPLIED, "strategy" => self.strategy.name(), "table" => table.name())
+            metrics::counter!(m::EVENTS_APPLIED, "strategy" => self.strategy, "table" => table.name())
                 .increment(n);
         };
         for (change, result) in changes.iter().zip(results) {
@@ -591,7 +485,7 @@ impl Applier {
             }
             if let Some(committed) = change.committed_at_us {
                 let seconds = now_us.saturating_sub(committed) as f64 / 1e6;
-                metrics::histogram!(m::PROPAGATION, "strategy" => self.strategy.name(), "table" => change.table.name())
+                metrics::histogram!(m::PROPAGATION, "strategy" => self.strategy, "table" => change.table.name())
                     .record(seconds);
             }
             match &mut run {
@@ -614,115 +508,15 @@ impl Applier {
             self.totals.stale.fetch_add(applied.stale, Relaxed);
         }
         if applied.replayed > 0 {
-            metrics::counter!(m::REPLAYED_CHANGES, "strategy" => self.strategy.name())
+            metrics::counter!(m::REPLAYED_CHANGES, "strategy" => self.strategy)
                 .increment(applied.replayed as u64);
         }
         if applied.stale > 0 {
-            metrics::counter!(m::STALE_CHANGES_SKIPPED, "strategy" => self.strategy.name())
+            metrics::counter!(m::STALE_CHANGES_SKIPPED, "strategy" => self.strategy)
                 .increment(applied.stale as u64);
         }
         applied
     }
-}
-
-/// Deletes every key matching the `SCAN` pattern `pattern` (`UNLINK`, a page at a time);
-/// `what` names the job in errors.
-pub async fn delete_matching(
-    redis: &mut ConnectionManager,
-    pattern: &str,
-    what: &str,
-) -> Result<()> {
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(5_000)
-            .query_async(redis)
-            .await
-            .map_err(|e| Error::redis(what, e))?;
-        if !keys.is_empty() {
-            redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async::<()>(redis)
-                .await
-                .map_err(|e| Error::redis(what, e))?;
-        }
-        cursor = next;
-        if cursor == 0 {
-            return Ok(());
-        }
-    }
-}
-
-/// Connects to Redis with timeouts suited to large pipelines; failures name Redis and
-/// the URL (password redacted).
-pub async fn connect_redis(url: &str) -> Result<ConnectionManager> {
-    let unreachable = |reason: String| Error::Unreachable {
-        service: "Redis",
-        url: redact_url(url),
-        reason,
-    };
-    let client = redis::Client::open(url).map_err(|e| unreachable(e.to_string()))?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_secs(30)))
-        .set_number_of_retries(2);
-    let mut conn = ConnectionManager::new_with_config(client, config)
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    redis::cmd("PING")
-        .query_async::<String>(&mut conn)
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    Ok(conn)
-}
-
-/// Microseconds since the Unix epoch.
-pub fn unix_micros(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// The tombstone key of a row key, in the same Redis Cluster slot.
-///
-/// A key with a hash tag (`{...}`) keeps it when a suffix is appended. A key without one
-/// is hashed whole, so it becomes the tag of the tombstone key: `{user:1}:cachesync:tombstone`.
-/// That is impossible only for a key that contains `}` but no hash tag; such rows get no
-/// tombstone (`None`) and their deletes are unguarded.
-pub fn tombstone_key(key: &str) -> Option<String> {
-    if has_hash_tag(key) {
-        Some(format!("{key}{TOMBSTONE_SUFFIX}"))
-    } else if !key.contains('}') {
-        Some(format!("{{{key}}}{TOMBSTONE_SUFFIX}"))
-    } else {
-        None
-    }
-}
-
-/// The read-marker key of a row key, in the same Redis Cluster slot (named like
-/// [`tombstone_key`]): `{user:1}:cachesync:fill`. It holds the read path's fill lease
-/// (`lease:<token>`) or `absent` for a row known not to exist, and every synced change of
-/// the row deletes it (see [`APPLY_LUA`]). `None` when no key can share the slot; such
-/// rows are read from MySQL without being filled.
-pub fn fill_key(key: &str) -> Option<String> {
-    if has_hash_tag(key) {
-        Some(format!("{key}{FILL_SUFFIX}"))
-    } else if !key.contains('}') {
-        Some(format!("{{{key}}}{FILL_SUFFIX}"))
-    } else {
-        None
-    }
-}
-
-/// Whether Redis Cluster hashes only part of `key`: a `{` followed later by a `}` with
-/// at least one byte between them.
-fn has_hash_tag(key: &str) -> bool {
-    key.find('{')
-        .and_then(|open| key[open + 1..].find('}'))
-        .is_some_and(|len| len > 0)
 }
 
 #[cfg(test)]
@@ -736,13 +530,13 @@ mod tests {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_number_of_retries(0)
             .set_connection_timeout(Some(Duration::from_millis(200)));
-        let Ok(conn) = ConnectionManager::new_lazy_with_config(client, config) else {
+        let Ok(conn) = redis::aio::ConnectionManager::new_lazy_with_config(client, config) else {
             panic!("a lazy connection manager builds without connecting")
         };
         let applier = Applier {
             conn,
             script: Arc::new(redis::Script::new(APPLY_LUA)),
-            strategy: StrategyKind::Binlog,
+            strategy: "binlog",
             tombstone_ttl_ms: 1000,
             totals: Arc::default(),
         };
@@ -750,24 +544,5 @@ mod tests {
             .apply_with_checkpoint(&[], "ckpt", "binlog.000001:4")
             .await;
         assert!(outcome.is_err());
-    }
-
-    #[test]
-    fn tombstones_share_the_row_key_slot() {
-        assert_eq!(
-            tombstone_key("user:1").as_deref(),
-            Some("{user:1}:cachesync:tombstone")
-        );
-        assert_eq!(
-            tombstone_key("{shop}:user:1").as_deref(),
-            Some("{shop}:user:1:cachesync:tombstone")
-        );
-        // An empty tag hashes the whole key; it contains '}' so no tombstone can share it.
-        assert_eq!(tombstone_key("a{}b"), None);
-        assert_eq!(tombstone_key("a}b"), None);
-        assert_eq!(
-            tombstone_key("a{b").as_deref(),
-            Some("{a{b}:cachesync:tombstone")
-        );
     }
 }

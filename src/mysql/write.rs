@@ -9,11 +9,10 @@
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, TxOpts, Value};
 
-use crate::applier::Op;
 use crate::error::{Error, Result};
-use crate::row::Cell;
-use crate::schema::{SyncedTable, quote_ident};
-use crate::strategy::RowWrite;
+use crate::model::cell::Cell;
+use crate::model::change::{Op, RowWrite};
+use crate::model::table::{SyncedTable, quote_ident};
 
 /// Commits `write` to MySQL and returns the committed row image (`None` for a
 /// delete or an upsert whose row is gone).
@@ -48,7 +47,10 @@ pub async fn write_in(
         Op::Delete => Ok(None),
         Op::Upsert => {
             let found: Option<mysql_async::Row> = tx
-                .exec_first(&sql.select_by_key, Params::Positional(sql.key_params))
+                .exec_first(
+                    table.sql.select_for_update.as_str(),
+                    Params::Positional(sql.key_params),
+                )
                 .await
                 .map_err(|e| {
                     Error::mysql(
@@ -76,7 +78,7 @@ pub async fn write_in(
 struct SqlWrite {
     statement: String,
     params: Vec<Value>,
-    select_by_key: String,
+    /// The primary-key values, in primary-key order (for [`crate::model::table::TableSql`]).
     key_params: Vec<Value>,
 }
 
@@ -108,22 +110,9 @@ impl SqlWrite {
                 })?;
             key_params.push(value);
         }
-        let table_sql = format!(
-            "{}.{}",
-            quote_ident(&schema.database),
-            quote_ident(&schema.table)
-        );
-        let key_where = pk_names
-            .iter()
-            .map(|c| format!("{} = ?", quote_ident(c)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let select_by_key = format!("{} WHERE {key_where} FOR UPDATE", table.select_sql);
+        let table_sql = &table.sql.table;
         let (statement, params) = match write.op {
-            Op::Delete => (
-                format!("DELETE FROM {table_sql} WHERE {key_where}"),
-                key_params.clone(),
-            ),
+            Op::Delete => (table.sql.delete_by_key.clone(), key_params.clone()),
             Op::Upsert => {
                 let columns: Vec<String> =
                     write.values.iter().map(|(n, _)| quote_ident(n)).collect();
@@ -162,7 +151,6 @@ impl SqlWrite {
         Ok(SqlWrite {
             statement,
             params,
-            select_by_key,
             key_params,
         })
     }
@@ -174,13 +162,14 @@ pub fn key_only_row(table: &SyncedTable, write: &RowWrite) -> Result<Vec<Cell>> 
     let mut row = vec![Cell::Null; table.types.len()];
     for (name, value) in &write.values {
         if let Some(pos) = table.encoder.names().iter().position(|n| n == name) {
-            row[pos] = crate::decode::from_sql(&table.types[pos], value).map_err(|reason| {
-                Error::Decode {
-                    table: table.name(),
-                    column: name.clone(),
-                    reason,
-                }
-            })?;
+            row[pos] =
+                crate::model::decode::from_sql(&table.types[pos], value).map_err(|reason| {
+                    Error::Decode {
+                        table: table.name(),
+                        column: name.clone(),
+                        reason,
+                    }
+                })?;
         }
     }
     Ok(row)

@@ -1,6 +1,6 @@
 //! The canonical row model and its two Redis encodings.
 //!
-//! Whatever a row came from — a SQL `SELECT` or a binlog row image — [`crate::decode`]
+//! Whatever a row came from — a SQL `SELECT` or a binlog row image — [`super::decode`]
 //! turns each column into a [`Cell`], and the encoders here turn cells into bytes. Because
 //! both sources meet in this one model, the same row encodes to the same bytes whichever
 //! strategy wrote it, which is what lets `verify` compare Redis with MySQL.
@@ -19,7 +19,18 @@
 
 use base64::Engine as _;
 
-use crate::config::{Format, VERSION_FIELD};
+/// The name of the bookkeeping field cachesync keeps in every row's Redis key (the
+/// version that orders writes). No synced column may use it.
+pub const VERSION_FIELD: &str = "_cachesync_v";
+
+/// How a row is stored in Redis (`tables[].format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A string key holding one JSON object per row.
+    Json,
+    /// A hash key with one field per column.
+    Hash,
+}
 
 /// One column value in canonical form.
 ///
@@ -167,8 +178,8 @@ impl RowEncoder {
         let mut out = Vec::with_capacity(16 + row.len() * 24);
         out.push(b'{');
         if let Some(v) = version {
-            // Must stay first and in exactly this shape: the applier's Lua script reads
-            // it with a prefix match (see applier.rs).
+            // Must stay first and in exactly this shape: the apply script reads it with a
+            // prefix match (see `crate::redis::keyspace`).
             out.extend_from_slice(b"\"");
             out.extend_from_slice(VERSION_FIELD.as_bytes());
             out.extend_from_slice(b"\":");

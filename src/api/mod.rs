@@ -1,0 +1,278 @@
+//! The sidecar HTTP API: applications that cannot link the library upsert and delete
+//! rows of the configured tables over HTTP, through the configured strategy's write path
+//! ([`SyncStrategy::write`]), and read them through the cache-aside read path
+//! ([`crate::read`]).
+//!
+//! | method and path | body | answer |
+//! |---|---|---|
+//! | `GET /v1/tables/{db.table}/rows?<pk column>=<value>&…` | — | 200 the row as JSON (the `json` encoding without `_cachesync_v`), 404 no such row |
+//! | `PUT /v1/tables/{db.table}/rows` | JSON object column → value, every primary-key column included | 200 receipt |
+//! | `DELETE /v1/tables/{db.table}/rows` | JSON object of exactly the primary-key columns | 200 receipt |
+//! | `GET /healthz` | — | 200 `{"status":"ok"}` while the process serves (never needs the token) |
+//! | `GET /readyz` | — | 200 or 503 with the state of MySQL, Redis (and RabbitMQ for `mq`) |
+//!
+//! A write answers once the strategy's write path has completed (dual-write: MySQL
+//! committed and Redis written; mq: the broker confirmed; binlog: the commit). It runs
+//! as its own task, so a client that hangs up mid-write cannot cut a dual-write between
+//! the commit and Redis; [`serve`] waits for such writes before it returns.
+//!
+//! Request values are checked against the column's declared type
+//! ([`crate::model::params`]) and reach MySQL only as statement parameters
+//! ([`crate::mysql::write`]). Every error is
+//! `{"error": "<message>"}` with the status [`status_of`] picks; the messages name the
+//! column or table at fault.
+
+pub mod config;
+pub mod error;
+mod read;
+pub mod ready;
+mod write;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use self::error::{ApiError, status_of};
+pub use self::ready::Readiness;
+use crate::error::{Error, Result};
+use crate::model::table::SyncedTable;
+use crate::read::ReadPath;
+use crate::redis::Applier;
+use crate::strategy::{Strategy, SyncStrategy};
+
+/// Largest request body accepted; larger ones get 413.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// How long `/readyz` waits for each dependency.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the API serves from.
+pub struct ApiState {
+    strategy: Arc<Strategy>,
+    /// By `database.table`.
+    tables: HashMap<String, Arc<SyncedTable>>,
+    token: Option<String>,
+    readiness: Readiness,
+    /// Writes in flight, which outlive a client that hangs up.
+    writes: TaskTracker,
+    /// The read path behind `GET`: given, or built on the first read from the readiness
+    /// check's MySQL pool and Redis URL (so a sidecar that is never read connects nothing).
+    reads: tokio::sync::OnceCell<Arc<ReadPath>>,
+}
+
+impl ApiState {
+    /// Writes go through `strategy` to `tables`; when `token` is set every route but
+    /// `/healthz` needs `Authorization: Bearer <token>`.
+    pub fn new(
+        strategy: Arc<Strategy>,
+        tables: Vec<Arc<SyncedTable>>,
+        readiness: Readiness,
+        token: Option<String>,
+    ) -> Arc<ApiState> {
+        Self::build(strategy, tables, readiness, token, None)
+    }
+
+    /// Like [`ApiState::new`], with the read path `reads` behind `GET` (tests and the
+    /// read-storm scenario bring their own, e.g. reading MySQL as a dedicated user).
+    pub fn with_reads(
+        strategy: Arc<Strategy>,
+        tables: Vec<Arc<SyncedTable>>,
+        readiness: Readiness,
+        token: Option<String>,
+        reads: Arc<ReadPath>,
+    ) -> Arc<ApiState> {
+        Self::build(strategy, tables, readiness, token, Some(reads))
+    }
+
+    fn build(
+        strategy: Arc<Strategy>,
+        tables: Vec<Arc<SyncedTable>>,
+        readiness: Readiness,
+        token: Option<String>,
+        reads: Option<Arc<ReadPath>>,
+    ) -> Arc<ApiState> {
+        Arc::new(ApiState {
+            strategy,
+            tables: tables.into_iter().map(|t| (t.name(), t)).collect(),
+            token,
+            readiness,
+            writes: TaskTracker::new(),
+            reads: tokio::sync::OnceCell::new_with(reads),
+        })
+    }
+
+    /// The read path, connected on first use; Bloom filters not built yet are built in
+    /// the background (reads skip a filter until it is ready).
+    async fn reads(&self) -> Result<Arc<ReadPath>> {
+        self.reads
+            .get_or_try_init(|| async {
+                // Fills never delete, so the tombstone TTL of this applier is unused.
+                const UNUSED_TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
+                let applier = Applier::connect(
+                    &self.readiness.redis_url,
+                    UNUSED_TOMBSTONE_TTL,
+                    self.strategy.kind().name(),
+                )
+                .await?;
+                let mut tables: Vec<Arc<SyncedTable>> = self.tables.values().cloned().collect();
+                tables.sort_by_key(|t| t.config.index);
+                let reads = ReadPath::new(
+                    self.readiness.pool.clone(),
+                    &self.readiness.mysql_url,
+                    applier,
+                    &tables,
+                );
+                let builder = reads.clone();
+                tokio::spawn(async move {
+                    match builder.build_bloom_filters().await {
+                        Ok(built) => {
+                            for (table, rows) in built {
+                                info!(table, rows, "bloom filter built");
+                            }
+                        }
+                        Err(e) => warn!(error = %e, "could not build the bloom filters; reads go without them"),
+                    }
+                });
+                Ok(reads)
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// The API's routes on `state`.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route(
+            "/v1/tables/{table}/rows",
+            get(read::read).put(write::upsert).delete(write::delete),
+        )
+        .route("/readyz", get(ready::readyz))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .route("/healthz", get(ready::healthz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Binds the API's listener; the error names `api.listen`.
+pub async fn bind(listen: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(listen).await.map_err(|source| Error::Io {
+        context: format!("api.listen: cannot listen on {listen}"),
+        source,
+    })
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then finishes the
+/// requests in flight and the writes they started, and returns.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ApiState>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let addr = listener.local_addr().ok();
+    if let Some(addr) = addr {
+        info!(
+            listen = %addr,
+            token = state.token.is_some(),
+            "write API listening"
+        );
+        if !addr.ip().is_loopback() && state.token.is_none() {
+            warn!(
+                listen = %addr,
+                "api.listen is not a loopback address and api.token is not set: \
+                 anyone who reaches it can write"
+            );
+        }
+    }
+    let writes = state.writes.clone();
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+    writes.close();
+    writes.wait().await;
+    served.map_err(|source| Error::Io {
+        context: "serving the write API".to_owned(),
+        source,
+    })
+}
+
+/// Requires the bearer token on the routes it wraps, when one is configured.
+async fn authorize(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+    let Some(expected) = &state.token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            let (scheme, token) = h.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    match given {
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing bearer token: send Authorization: Bearer <api.token>",
+        )
+        .into_response(),
+        Some(token) if !same_secret(token.as_bytes(), expected.as_bytes()) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "invalid bearer token").into_response()
+        }
+        Some(_) => next.run(request).await,
+    }
+}
+
+/// Compares secrets in time independent of where they differ (only the length shows).
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    let diff = given
+        .iter()
+        .zip(expected)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    std::hint::black_box(diff) == 0 && given.len() == expected.len()
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route {}; routes: GET, PUT and DELETE /v1/tables/<database.table>/rows, \
+             GET /healthz, GET /readyz",
+            uri.path()
+        ),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3cres", b"s3cret"));
+        assert!(!same_secret(b"s3cre", b"s3cret"));
+        assert!(!same_secret(b"", b"s3cret"));
+        assert!(!same_secret(b"s3cret!", b"s3cret"));
+    }
+}

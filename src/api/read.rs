@@ -1,0 +1,50 @@
+//! `GET /v1/tables/{database.table}/rows?<pk>=<value>&…`: a row through the cache-aside
+//! read path ([`crate::read`]).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::ApiState;
+use super::error::{ApiError, status_of};
+use crate::read::{Answer, ReadError};
+
+/// `GET /v1/tables/{table}/rows?<pk>=<value>&…`: the row through the read path.
+pub(super) async fn read(
+    State(state): State<Arc<ApiState>>,
+    table: std::result::Result<Path<String>, PathRejection>,
+    query: std::result::Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> std::result::Result<Response, ApiError> {
+    let Path(name) = table.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let Query(pairs) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let reads = state.reads().await?;
+    match reads.get(&name, &pairs).await {
+        Ok(Answer::Found(doc)) => Ok((
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            Bytes::copy_from_slice(&doc),
+        )
+            .into_response()),
+        Ok(Answer::Absent) => {
+            let key: Vec<String> = pairs.iter().map(|(c, v)| format!("{c}={v}")).collect();
+            Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no row of {name} with {}", key.join(", ")),
+            ))
+        }
+        Err(ReadError::UnknownTable(message) | ReadError::Disabled(message)) => {
+            Err(ApiError::new(StatusCode::NOT_FOUND, message))
+        }
+        Err(ReadError::BadKey(message)) => Err(ApiError::bad_request(message)),
+        Err(ReadError::Failed(error)) => Err(ApiError::new(
+            status_of(&error),
+            error.to_string().replace('\n', "; "),
+        )),
+    }
+}

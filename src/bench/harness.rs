@@ -1,0 +1,769 @@
+//! One variant's run, phase by phase: [`Stage::prepare`] (table, Redis, broker, the
+//! fault's proxy, the strategy started as the daemon starts it, the observer), [`Load`]
+//! (writers, readers, the progress line), the fault at a third of the run, the drain,
+//! and the figures ([`VariantReport`]).
+
+use std::io::{IsTerminal, Write as _};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::faults::{self, Fault, Proxy};
+use super::observer::{self, Ack, AckSender, Ledger, Observed, Observer, Watch, row_version};
+use super::report::{Divergent, FaultOutcome, Quantiles, Samples, VariantReport};
+use super::setup::{self, Names};
+use super::workload::{KeyPicker, Pacer, Variant, task_rng};
+use super::{Options, READS, STALE_READS};
+use crate::cmd::run::Daemon;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::metrics as m;
+use crate::model::cell::Cell;
+use crate::model::change::{Applied, Op, RowWrite, unix_micros};
+use crate::model::table::SyncedTable;
+use crate::redis::RedisConn;
+use crate::strategy::{Services, Strategy, SyncStrategy};
+
+/// How long a stopping strategy may take to finish what it holds.
+const STOP_LIMIT: Duration = Duration::from_secs(30);
+
+/// The strategy instance writers use, and the token that cuts their calls on a crash.
+#[derive(Clone)]
+struct Epoch {
+    /// `None` while the daemon is down.
+    strategy: Option<Arc<Strategy>>,
+    crash: CancellationToken,
+}
+
+/// Counters the writer and reader tasks share with the progress line.
+#[derive(Default)]
+struct Counters {
+    writes: AtomicU64,
+    write_errors: AtomicU64,
+    interrupted: AtomicU64,
+    rejected: AtomicU64,
+    reads: AtomicU64,
+    misses: AtomicU64,
+    stale: AtomicU64,
+}
+
+/// What one writer task measured.
+#[derive(Default)]
+struct WriterResult {
+    latencies_us: Vec<u64>,
+    first_error: Option<String>,
+}
+
+/// Runs `variant` on the workload of `options` and measures it.
+pub(super) async fn run_variant(
+    config: &Config,
+    options: &Options,
+    variant: Variant,
+    pool: &mysql_async::Pool,
+    picker: &KeyPicker,
+) -> Result<VariantReport> {
+    let (stage, daemon, observer) = Stage::prepare(config, options, variant, pool).await?;
+    info!(strategy = %variant, "bench: running");
+    let mut load = Load::start(&stage, daemon, &observer, options, picker, pool).await?;
+    let fault = load.fault(&stage, options).await?;
+    let measured = load.finish(options, observer).await?;
+    let daemon = measured.daemon;
+    let services = daemon.services().clone();
+    let applied = services.applier.totals();
+    match tokio::time::timeout(STOP_LIMIT, daemon.stop()).await {
+        Ok(stopped) => stopped?,
+        Err(_) => tracing::warn!("bench: the strategy did not stop within {STOP_LIMIT:?}"),
+    }
+    let divergent = divergence(&services, &variant, &stage.names).await;
+    services.pool.disconnect().await.ok();
+    let report = report(&variant, measured.figures, fault, applied, divergent?);
+    stage.clean_up(config).await?;
+    Ok(report)
+}
+
+/// A variant ready to run: its table, its Redis keys, its broker topology, the fault's
+/// proxy and the config its strategy runs with.
+struct Stage {
+    variant: Variant,
+    names: Names,
+    proxy: Option<Proxy>,
+    /// The config the strategy runs with (also for a restart after a crash).
+    config: Config,
+    /// Redis as the bench's own readers reach it: never through the fault's proxy.
+    redis_url: String,
+    table: Arc<SyncedTable>,
+    /// Position of the `v` column in the table's rows.
+    v_position: usize,
+}
+
+impl Stage {
+    /// Prepares the run and starts the strategy (as the daemon would) and the observer.
+    async fn prepare(
+        config: &Config,
+        options: &Options,
+        variant: Variant,
+        pool: &mysql_async::Pool,
+    ) -> Result<(Stage, Daemon, Observer)> {
+        let names = Names::new(options, &variant);
+        setup::prepare_table(pool, &options.database, options.keys).await?;
+        setup::clear_redis(&config.redis_url, &names.redis_prefix).await?;
+        if variant.kind.needs_broker()
+            && let Some(amqp) = &config.amqp
+        {
+            setup::reset_amqp(&amqp.url, &names.amqp).await?;
+        }
+        // The fault proxy sits between the strategy and the service it cuts.
+        let proxy = match options.fault {
+            Fault::RedisRestart => {
+                Some(Proxy::start(faults::service_addr(&config.redis_url, 6379).await?).await?)
+            }
+            Fault::BrokerDrop if variant.kind.needs_broker() => {
+                let url = &config.amqp.as_ref().expect("checked in run").url;
+                Some(Proxy::start(faults::service_addr(url, 5672).await?).await?)
+            }
+            _ => None,
+        };
+        let variant_config =
+            setup::variant_config(config, options, &variant, &names, proxy.as_ref())?;
+        let daemon = Daemon::start(&variant_config).await?;
+        let table = daemon.services().tables[0].clone();
+        let v_position = table
+            .encoder
+            .names()
+            .iter()
+            .position(|n| n == "v")
+            .expect("the bench table has a v column");
+        if variant.kind.tails_binlog() {
+            setup::wait_for_tailing(&daemon, &names.checkpoint_key).await?;
+        } else if !variant.invalidate {
+            setup::warm(daemon.services(), &table).await?;
+        }
+        let observer = Observer::start(Watch {
+            redis_url: config.redis_url.clone(),
+            prefix: names.row_prefix.clone(),
+            invalidate: variant.invalidate,
+        })
+        .await?;
+        let stage = Stage {
+            variant,
+            names,
+            proxy,
+            config: variant_config,
+            redis_url: config.redis_url.clone(),
+            table,
+            v_position,
+        };
+        Ok((stage, daemon, observer))
+    }
+
+    /// Removes the variant's keys and queues.
+    async fn clean_up(&self, config: &Config) -> Result<()> {
+        setup::clear_redis(&config.redis_url, &self.names.redis_prefix).await?;
+        if self.variant.kind.needs_broker()
+            && let Some(amqp) = &config.amqp
+        {
+            setup::reset_amqp(&amqp.url, &self.names.amqp).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The workload running against a started strategy.
+struct Load {
+    variant: Variant,
+    /// The running strategy; swapped for a new one by a daemon crash.
+    daemon: Arc<Mutex<Option<Daemon>>>,
+    epoch: watch::Sender<Epoch>,
+    counters: Arc<Counters>,
+    live: Arc<observer::Live>,
+    stop_writers: CancellationToken,
+    stop_readers: CancellationToken,
+    writers: Vec<JoinHandle<WriterResult>>,
+    readers: Vec<JoinHandle<Result<Vec<u64>>>>,
+    progress: Option<JoinHandle<()>>,
+    began: Instant,
+    /// What crashed instances' appliers did.
+    crashed: Applied,
+}
+
+/// What the workload measured once it stopped and drained.
+struct Measured {
+    daemon: Daemon,
+    figures: Figures,
+}
+
+/// The raw figures of a run, before quantiles.
+struct Figures {
+    samples: Samples,
+    first_error: Option<String>,
+    elapsed: Duration,
+    drain: Duration,
+    drained: bool,
+    observed: Observed,
+    counters: Arc<Counters>,
+    /// What crashed instances' appliers did.
+    crashed: Applied,
+}
+
+impl Load {
+    /// Starts the writers, the readers and the progress line against `daemon`.
+    async fn start(
+        stage: &Stage,
+        daemon: Daemon,
+        observer: &Observer,
+        options: &Options,
+        picker: &KeyPicker,
+        pool: &mysql_async::Pool,
+    ) -> Result<Load> {
+        let variant = stage.variant;
+        let (epoch, epoch_rx) = watch::channel(Epoch {
+            strategy: Some(daemon.strategy().clone()),
+            crash: CancellationToken::new(),
+        });
+        let counters = Arc::new(Counters::default());
+        let ledger = Arc::new(Ledger::new(options.keys));
+        let stop_writers = CancellationToken::new();
+        let stop_readers = CancellationToken::new();
+        let began = Instant::now();
+        let writers = (0..options.writers)
+            .map(|index| {
+                tokio::spawn(writer(
+                    index,
+                    options.clone(),
+                    variant,
+                    stage.table.clone(),
+                    stage.v_position,
+                    picker.clone(),
+                    pool.clone(),
+                    epoch_rx.clone(),
+                    observer.sender(),
+                    ledger.clone(),
+                    counters.clone(),
+                    stop_writers.clone(),
+                ))
+            })
+            .collect();
+        let redis = crate::redis::connection::connect(&stage.redis_url).await?;
+        let readers = (0..options.readers)
+            .map(|index| {
+                tokio::spawn(reader(
+                    index,
+                    options.clone(),
+                    variant.name(),
+                    stage.names.row_prefix.clone(),
+                    picker.clone(),
+                    redis.clone(),
+                    ledger.clone(),
+                    counters.clone(),
+                    stop_readers.clone(),
+                ))
+            })
+            .collect();
+        let progress = options.progress.then(|| {
+            tokio::spawn(progress_line(
+                variant.name(),
+                options.duration,
+                began,
+                counters.clone(),
+                observer.live.clone(),
+                stop_readers.clone(),
+            ))
+        });
+        Ok(Load {
+            variant,
+            daemon: Arc::new(Mutex::new(Some(daemon))),
+            epoch,
+            counters,
+            live: observer.live.clone(),
+            stop_writers,
+            stop_readers,
+            writers,
+            readers,
+            progress,
+            began,
+            crashed: Applied::default(),
+        })
+    }
+
+    /// The fault, if any, at a third of the run; returns once it is over.
+    async fn fault(&mut self, stage: &Stage, options: &Options) -> Result<Option<FaultOutcome>> {
+        let Some(at) = options.fault_at() else {
+            return Ok(None);
+        };
+        tokio::time::sleep_until((self.began + at).into()).await;
+        let applies = fault_applies(options.fault, &self.variant);
+        let at_s = self.began.elapsed().as_secs_f64();
+        if applies {
+            info!(fault = %options.fault, "bench: fault");
+            self.inject(options.fault, options.fault_duration, stage)
+                .await?;
+        }
+        Ok(Some(FaultOutcome {
+            kind: options.fault.to_string(),
+            applies,
+            at_s,
+            duration_s: if applies {
+                options.fault_duration.as_secs_f64()
+            } else {
+                0.0
+            },
+            end_us: unix_micros(SystemTime::now()),
+            recovery_s: None,
+            interrupted_writes: 0,
+            rejected_writes: 0,
+        }))
+    }
+
+    /// Injects `fault` for `duration` and returns once it is over.
+    async fn inject(&mut self, fault: Fault, duration: Duration, stage: &Stage) -> Result<()> {
+        match fault {
+            Fault::None => Ok(()),
+            Fault::RedisRestart | Fault::BrokerDrop => {
+                let proxy = stage
+                    .proxy
+                    .as_ref()
+                    .expect("a proxy is started for network faults");
+                proxy.cut();
+                tokio::time::sleep(duration).await;
+                proxy.restore();
+                Ok(())
+            }
+            Fault::DaemonCrash => {
+                let mut slot = self.daemon.lock().await;
+                let old = self.epoch.send_replace(Epoch {
+                    strategy: None,
+                    crash: CancellationToken::new(),
+                });
+                // Cut the write calls in flight, then the background work: nothing drains.
+                old.crash.cancel();
+                if let Some(instance) = slot.take() {
+                    let applied = instance.services().applier.totals();
+                    instance.abort();
+                    self.crashed.written += applied.written;
+                    self.crashed.replayed += applied.replayed;
+                    self.crashed.stale += applied.stale;
+                }
+                drop(old);
+                tokio::time::sleep(duration).await;
+                let restarted = Daemon::start(&stage.config).await?;
+                self.epoch.send_replace(Epoch {
+                    strategy: Some(restarted.strategy().clone()),
+                    crash: CancellationToken::new(),
+                });
+                *slot = Some(restarted);
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops the writers at the end of the run, drains until every acknowledged change
+    /// was seen (or the drain limit), then stops the readers and the observer.
+    async fn finish(self, options: &Options, observer: Observer) -> Result<Measured> {
+        tokio::time::sleep_until((self.began + options.duration).into()).await;
+        self.stop_writers.cancel();
+        let mut samples = Samples::default();
+        let mut first_error = None;
+        for w in self.writers {
+            let result = w.await.map_err(|e| task_failed("a writer", e))?;
+            samples.write_us.extend(result.latencies_us);
+            first_error = first_error.or(result.first_error);
+        }
+        let elapsed = self.began.elapsed();
+        let drain_began = Instant::now();
+        let drained = loop {
+            if self.live.pending.load(Ordering::Relaxed) == 0 {
+                break true;
+            }
+            if drain_began.elapsed() >= options.drain_timeout {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let drain = drain_began.elapsed();
+        self.stop_readers.cancel();
+        for r in self.readers {
+            let staleness = r.await.map_err(|e| task_failed("a reader", e))??;
+            samples.staleness_us.extend(staleness);
+        }
+        if let Some(p) = self.progress {
+            let _ = p.await;
+        }
+        let observed = observer.finish().await?;
+        let daemon = self
+            .daemon
+            .lock()
+            .await
+            .take()
+            .expect("the strategy is running");
+        Ok(Measured {
+            daemon,
+            figures: Figures {
+                samples,
+                first_error,
+                elapsed,
+                drain,
+                drained,
+                observed,
+                counters: self.counters,
+                crashed: self.crashed,
+            },
+        })
+    }
+}
+
+/// The variant's report from its raw figures.
+fn report(
+    variant: &Variant,
+    figures: Figures,
+    mut fault: Option<FaultOutcome>,
+    applied: Applied,
+    divergent: Divergent,
+) -> VariantReport {
+    let Figures {
+        mut samples,
+        first_error,
+        elapsed,
+        drain,
+        drained,
+        observed,
+        counters,
+        crashed,
+    } = figures;
+    samples.propagation_us = observed.propagated.iter().map(|p| p.micros()).collect();
+    if let Some(f) = &mut fault {
+        f.interrupted_writes = counters.interrupted.load(Ordering::Relaxed);
+        f.rejected_writes = counters.rejected.load(Ordering::Relaxed);
+        f.recovery_s = recovery(&observed, f.end_us);
+    }
+    let writes = samples.write_us.len() as u64;
+    let reads = counters.reads.load(Ordering::Relaxed);
+    let stale_reads = counters.stale.load(Ordering::Relaxed);
+    VariantReport {
+        strategy: variant.name(),
+        coupling: variant.kind.coupling(),
+        application_must: variant.application_duty(),
+        ordered: variant.ordered(),
+        writes,
+        write_errors: counters.write_errors.load(Ordering::Relaxed),
+        first_error,
+        elapsed_s: elapsed.as_secs_f64(),
+        writes_per_s: writes as f64 / elapsed.as_secs_f64(),
+        write_latency_ms: Quantiles::of_micros(&mut samples.write_us),
+        propagation_ms: Quantiles::of_micros(&mut samples.propagation_us),
+        unpropagated: observed.unseen.len() as u64,
+        out_of_order: observed.out_of_order,
+        applied_twice: variant
+            .ordered()
+            .then_some((applied.replayed + crashed.replayed) as u64),
+        guard_drops: variant
+            .ordered()
+            .then_some((applied.stale + crashed.stale) as u64),
+        reads,
+        read_misses: counters.misses.load(Ordering::Relaxed),
+        stale_reads,
+        stale_fraction: if reads == 0 {
+            0.0
+        } else {
+            stale_reads as f64 / reads as f64
+        },
+        staleness_ms: Quantiles::of_micros(&mut samples.staleness_us),
+        drain_s: drain.as_secs_f64(),
+        drained,
+        divergent,
+        fault,
+        observer_notifications: observed.notifications,
+        observer_reads: observed.reads,
+        observer_read_mean_us: if observed.reads == 0 {
+            0.0
+        } else {
+            observed.read_micros as f64 / observed.reads as f64
+        },
+        samples,
+    }
+}
+/// From the fault's end until every change committed before it was seen in Redis;
+/// `None` when some never were.
+fn recovery(observed: &Observed, fault_end_us: u64) -> Option<f64> {
+    if observed
+        .unseen
+        .iter()
+        .any(|a| a.committed_us < fault_end_us)
+    {
+        return None;
+    }
+    let last_seen = observed
+        .propagated
+        .iter()
+        .filter(|p| p.committed_us < fault_end_us)
+        .map(|p| p.seen_us.saturating_sub(fault_end_us))
+        .max()
+        .unwrap_or(0);
+    Some(last_seen as f64 / 1e6)
+}
+
+/// Compares the bench table with Redis the way `verify` does, and exports the count.
+async fn divergence(services: &Services, variant: &Variant, names: &Names) -> Result<Divergent> {
+    let verified = crate::cmd::verify::verify(
+        &services.tables,
+        &services.pool,
+        &services.applier,
+        &crate::cmd::verify::Options {
+            batch: 1000,
+            examples: 5,
+            repair: false,
+            strategy: variant.kind,
+            skip_keys: vec![names.checkpoint_key.clone()],
+        },
+    )
+    .await?;
+    let table = verified.tables.into_iter().next().unwrap_or_default();
+    let mut examples = table.different.examples.clone();
+    examples.extend(table.missing.examples.iter().cloned());
+    examples.extend(table.extra.examples.iter().cloned());
+    examples.truncate(5);
+    let divergent = Divergent {
+        missing: table.missing.count,
+        extra: table.extra.count,
+        different: table.different.count,
+        total: table.found(),
+        examples,
+    };
+    metrics::gauge!(m::DIVERGENT_KEYS, "strategy" => variant.name(), "table" => table.table.clone())
+        .set(divergent.total as f64);
+    Ok(divergent)
+}
+
+fn task_failed(what: &str, e: tokio::task::JoinError) -> Error {
+    Error::Io {
+        context: format!("bench: {what} task"),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// Whether `fault` has something to act on in `variant`.
+fn fault_applies(fault: Fault, variant: &Variant) -> bool {
+    match fault {
+        Fault::None => false,
+        Fault::RedisRestart | Fault::DaemonCrash => true,
+        Fault::BrokerDrop => variant.kind.needs_broker(),
+    }
+}
+
+/// One writer: upserts rows picked from the shared distribution at its share of the
+/// rate until `stop`.
+#[allow(clippy::too_many_arguments)]
+async fn writer(
+    index: usize,
+    options: Options,
+    variant: Variant,
+    table: Arc<SyncedTable>,
+    v_position: usize,
+    picker: KeyPicker,
+    pool: mysql_async::Pool,
+    mut epoch: watch::Receiver<Epoch>,
+    acks: AckSender,
+    ledger: Arc<Ledger>,
+    counters: Arc<Counters>,
+    stop: CancellationToken,
+) -> WriterResult {
+    let mut rng = task_rng(options.seed, 1, index as u64);
+    let mut pacer = Pacer::new(options.rate, options.writers, index);
+    let mut result = WriterResult::default();
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = pacer.wait() => {}
+        }
+        if stop.is_cancelled() {
+            break;
+        }
+        n += 1;
+        let id = picker.pick(&mut rng);
+        let write = RowWrite {
+            table: table.clone(),
+            op: Op::Upsert,
+            values: vec![
+                ("id".to_owned(), mysql_async::Value::UInt(id)),
+                (
+                    "payload".to_owned(),
+                    mysql_async::Value::from(format!("writer {index} write {n}")),
+                ),
+                (
+                    "updated".to_owned(),
+                    mysql_async::Value::Date(
+                        2026,
+                        1,
+                        1,
+                        0,
+                        (n / 60 % 60) as u8,
+                        (n % 60) as u8,
+                        (n % 1_000_000) as u32,
+                    ),
+                ),
+            ],
+        };
+        let current = epoch.borrow_and_update().clone();
+        let started = Instant::now();
+        let outcome = match &current.strategy {
+            Some(strategy) => tokio::select! {
+                outcome = strategy.write(write) => Some(outcome.map(|r| (r.committed_at_us, r.row))),
+                _ = current.crash.cancelled() => {
+                    counters.interrupted.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            },
+            // With the daemon down, a binlog application still writes MySQL (it never
+            // needed the daemon); the others have nowhere to send the write.
+            None if !variant.kind.writes_need_the_daemon() => Some(
+                crate::mysql::write::commit(&pool, &write)
+                    .await
+                    .map(|row| (unix_micros(SystemTime::now()), row)),
+            ),
+            None => {
+                // Every write this writer would have made while the daemon is down is
+                // refused; it waits for the restart instead of spinning on errors.
+                let down = Instant::now();
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = epoch.changed() => {}
+                }
+                counters
+                    .rejected
+                    .fetch_add(pacer.slots_in(down.elapsed()), Ordering::Relaxed);
+                None
+            }
+        };
+        let latency = started.elapsed().as_micros() as u64;
+        match outcome {
+            None => {}
+            Some(Ok((committed_us, row))) => {
+                let v = row.as_deref().and_then(|row| match row.get(v_position) {
+                    Some(Cell::UInt(v)) => Some(*v),
+                    Some(Cell::Int(v)) => u64::try_from(*v).ok(),
+                    _ => None,
+                });
+                let Some(v) = v else {
+                    counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                    result
+                        .first_error
+                        .get_or_insert_with(|| "the write returned no row version".to_owned());
+                    continue;
+                };
+                result.latencies_us.push(latency);
+                counters.writes.fetch_add(1, Ordering::Relaxed);
+                ledger.record(id, v, committed_us);
+                acks.ack(Ack {
+                    id,
+                    v,
+                    committed_us,
+                });
+            }
+            Some(Err(e)) => {
+                counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                result.first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    result
+}
+
+/// One reader: reads rows from Redis at its share of the read rate and judges each
+/// against the newest version acknowledged when the read began. Returns the staleness
+/// (µs) of every stale read.
+#[allow(clippy::too_many_arguments)]
+async fn reader(
+    index: usize,
+    options: Options,
+    strategy: String,
+    row_prefix: String,
+    picker: KeyPicker,
+    mut redis: RedisConn,
+    ledger: Arc<Ledger>,
+    counters: Arc<Counters>,
+    stop: CancellationToken,
+) -> Result<Vec<u64>> {
+    let mut rng = task_rng(options.seed, 2, index as u64);
+    let mut pacer = Pacer::new(options.read_rate, options.readers.max(1), index);
+    let mut staleness = Vec::new();
+    let reads = metrics::counter!(READS, "strategy" => strategy.clone());
+    let stale = metrics::counter!(STALE_READS, "strategy" => strategy);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = pacer.wait() => {}
+        }
+        let id = picker.pick(&mut rng);
+        let newest = ledger.newest(id);
+        let value: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(format!("{row_prefix}{id}"))
+            .query_async(&mut redis)
+            .await
+            .map_err(|e| Error::redis("bench reader: GET", e))?;
+        let now = unix_micros(SystemTime::now());
+        counters.reads.fetch_add(1, Ordering::Relaxed);
+        reads.increment(1);
+        let Some(held) = value.as_deref().and_then(row_version) else {
+            counters.misses.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        if newest.is_some_and(|newest| held < newest) {
+            counters.stale.fetch_add(1, Ordering::Relaxed);
+            stale.increment(1);
+            let since = ledger.stale_since(id, held).unwrap_or(now);
+            staleness.push(now.saturating_sub(since));
+        }
+    }
+    Ok(staleness)
+}
+
+/// The live progress line on stderr: every second on a terminal (rewriting one line),
+/// every 5 s otherwise.
+async fn progress_line(
+    strategy: String,
+    duration: Duration,
+    began: Instant,
+    counters: Arc<Counters>,
+    live: Arc<observer::Live>,
+    stop: CancellationToken,
+) {
+    let terminal = std::io::stderr().is_terminal();
+    let every = Duration::from_secs(if terminal { 1 } else { 5 });
+    let mut last_writes = 0;
+    let mut last = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let writes = counters.writes.load(Ordering::Relaxed);
+        let rate = (writes - last_writes) as f64 / last.elapsed().as_secs_f64();
+        last_writes = writes;
+        last = Instant::now();
+        let reads = counters.reads.load(Ordering::Relaxed).max(1);
+        let line = format!(
+            "[{strategy}] {:>3.0}/{} s  {writes} writes ({rate:.0}/s, {} errors)  not yet in Redis {}  max propagation {:.1} ms  stale reads {:.2}%",
+            began.elapsed().as_secs_f64().min(duration.as_secs_f64()),
+            duration.as_secs(),
+            counters.write_errors.load(Ordering::Relaxed),
+            live.pending.load(Ordering::Relaxed),
+            live.max_recent_us.swap(0, Ordering::Relaxed) as f64 / 1e3,
+            counters.stale.load(Ordering::Relaxed) as f64 * 100.0 / reads as f64,
+        );
+        let mut err = std::io::stderr().lock();
+        if terminal {
+            let _ = write!(err, "\r\x1b[2K{line}");
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
+    if terminal {
+        let _ = writeln!(std::io::stderr());
+    }
+}

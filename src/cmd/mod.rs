@@ -1,0 +1,8 @@
+//! The commands, one module each: `run` (and the [`run::Daemon`] the benchmark starts
+//! the same way), `snapshot`, `doctor` and `verify`. `main.rs` parses arguments and calls
+//! these; `bench` has its own folder.
+
+pub mod doctor;
+pub mod run;
+pub mod snapshot;
+pub mod verify;

@@ -1,0 +1,70 @@
+//! Row changes: what the application asks for ([`RowWrite`]), what is committed and on its
+//! way to Redis ([`Change`]), and what applying a batch did ([`Applied`]).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::cell::Cell;
+use super::table::{Mode, SyncedTable};
+
+/// What a change does to its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Upsert,
+    Delete,
+}
+
+/// One committed row change on its way to Redis.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub table: Arc<SyncedTable>,
+    pub op: Op,
+    /// The row's synced cells (`SyncedTable::selected` order). For a delete only the
+    /// primary-key cells matter.
+    pub row: Vec<Cell>,
+    /// Orders changes of one row; `None` writes unconditionally.
+    pub version: Option<u64>,
+    /// When the change was committed in MySQL (µs since the Unix epoch), for the
+    /// propagation-latency histogram.
+    pub committed_at_us: Option<u64>,
+}
+
+impl Change {
+    /// What the change does to Redis: its own op, or a delete for a table in
+    /// `invalidate` mode (readers refill those keys themselves). The one place that
+    /// decides it, so it holds for every strategy.
+    pub fn redis_op(&self) -> Op {
+        match self.table.config.mode {
+            Mode::Write => self.op,
+            Mode::Invalidate => Op::Delete,
+        }
+    }
+}
+
+/// What a batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Changes written: newer than what Redis held (or unversioned).
+    pub written: usize,
+    /// Changes written again at the version Redis already held: a redelivery or a replay
+    /// after a crash. Harmless (same bytes), and counted so it can be seen.
+    pub replayed: usize,
+    /// Changes skipped because Redis already held a newer version of the row.
+    pub stale: usize,
+}
+
+/// A row change the application asks for.
+#[derive(Debug, Clone)]
+pub struct RowWrite {
+    pub table: Arc<SyncedTable>,
+    pub op: Op,
+    /// Column name → value. An upsert names the columns it sets (at least the primary
+    /// key); a delete names exactly the primary-key columns.
+    pub values: Vec<(String, mysql_async::Value)>,
+}
+
+/// Microseconds since the Unix epoch: the unit of every commit and propagation time.
+pub fn unix_micros(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}

@@ -1,0 +1,412 @@
+//! A configured table: what the user asked for (`[[tables]]`, validated), what MySQL
+//! says it looks like ([`TableSchema`]), and the plan built from both ([`SyncedTable`]):
+//! everything needed to turn a row into a Redis key and value, and the table's SQL,
+//! without further look-ups.
+
+use std::time::Duration;
+
+use mysql_async::binlog::row::BinlogRow;
+
+use super::cell::{Cell, Format, RowEncoder, VERSION_FIELD};
+use super::column::ColumnType;
+use super::key::{BoundKey, KeyTemplate};
+use crate::error::{Error, Result};
+
+/// What a table's changes do to Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Write each row image.
+    Write,
+    /// Delete the key on every change (Meta's memcache approach): readers refill it.
+    Invalidate,
+}
+
+/// One validated `[[tables]]` entry.
+#[derive(Debug, Clone)]
+pub struct TableConfig {
+    /// Position in the file, for messages (`tables[1]`).
+    pub index: usize,
+    pub database: String,
+    pub table: String,
+    pub key: KeyTemplate,
+    pub format: Format,
+    pub columns: Option<Vec<String>>,
+    pub ttl: Option<Duration>,
+    pub ttl_jitter: Duration,
+    pub version_column: Option<String>,
+    pub mode: Mode,
+    pub read: ReadConfig,
+}
+
+/// Validated `[tables.read]` settings (`crate::config::table::RawRead` documents each).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadConfig {
+    pub enabled: bool,
+    /// `None`: no L1 cache.
+    pub l1_ttl: Option<Duration>,
+    pub l1_capacity: u64,
+    /// `None`: misses are not remembered.
+    pub negative_ttl: Option<Duration>,
+    /// `None`: no Bloom filter.
+    pub bloom: Option<BloomConfig>,
+    pub single_flight: bool,
+    pub lock: bool,
+    pub lock_ttl: Duration,
+    pub lock_wait: Duration,
+    /// `None`: no early refresh.
+    pub refresh_ahead: Option<Duration>,
+}
+
+/// How a table's Bloom filter is sized.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BloomConfig {
+    pub expected_rows: u64,
+    pub fp_rate: f64,
+}
+
+impl TableConfig {
+    /// `database.table`, as written in the config.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.database, self.table)
+    }
+}
+
+/// Splits `database.table`, or records a problem for `key`.
+pub fn parse_qualified_name(
+    key: &str,
+    name: &str,
+    problems: &mut Vec<String>,
+) -> Option<(String, String)> {
+    match name.split_once('.') {
+        Some((db, table)) if !db.is_empty() && !table.is_empty() && !table.contains('.') => {
+            Some((db.to_owned(), table.to_owned()))
+        }
+        _ => {
+            problems.push(format!("{key}: expected \"database.table\", got {name:?}"));
+            None
+        }
+    }
+}
+
+/// A column of a table.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    /// `Err` holds the declared type when cachesync cannot encode it; such a column may
+    /// exist in the table as long as it is not synced.
+    pub ty: std::result::Result<ColumnType, String>,
+}
+
+/// A table as `information_schema` describes it.
+#[derive(Debug, Clone)]
+pub struct TableSchema {
+    pub database: String,
+    pub table: String,
+    /// All columns, in table order.
+    pub columns: Vec<Column>,
+    /// Indices into `columns`, in key order.
+    pub primary_key: Vec<usize>,
+}
+
+impl TableSchema {
+    /// The primary-key column names, in key order.
+    pub fn primary_key_names(&self) -> Vec<&str> {
+        self.primary_key
+            .iter()
+            .map(|&i| self.columns[i].name.as_str())
+            .collect()
+    }
+
+    pub fn position(&self, column: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == column)
+    }
+}
+
+/// Everything needed to move one configured table's rows into Redis.
+#[derive(Debug)]
+pub struct SyncedTable {
+    pub config: TableConfig,
+    pub schema: TableSchema,
+    /// Indices into `schema.columns` of the synced columns, in table order. Rows passed
+    /// around cachesync hold exactly these cells, in this order.
+    pub selected: Vec<usize>,
+    /// The synced columns' types, in row order.
+    pub types: Vec<ColumnType>,
+    pub key: BoundKey,
+    pub encoder: RowEncoder,
+    /// Position in the row of the configured version column.
+    pub version_column: Option<usize>,
+    /// Positions in the row of the primary-key columns, in primary-key order (the order
+    /// of the `?` in [`TableSql`]'s statements).
+    pub key_positions: Vec<usize>,
+    /// The table's statements, built once here.
+    pub sql: TableSql,
+}
+
+/// Every statement cachesync runs against a synced table, built once when the table is
+/// planned: identifiers quoted, values only ever as parameters. `?` in a `WHERE` stands
+/// for the primary-key values in primary-key order.
+#[derive(Debug, Clone)]
+pub struct TableSql {
+    /// `` `db`.`table` ``.
+    pub table: String,
+    /// `SELECT <synced columns> FROM <table>` (a scan; its rows are what
+    /// [`SyncedTable::decode_sql_row`] reads).
+    pub select_all: String,
+    /// `select_all WHERE <pk> = ?`: one row by primary key (the read path, verify).
+    pub select_by_key: String,
+    /// `select_by_key FOR UPDATE`: a writer reads back the row it is about to commit.
+    pub select_for_update: String,
+    /// `select_by_key LOCK IN SHARE MODE`: a repair keeps writers of the row waiting until
+    /// Redis has answered (`LOCK IN SHARE MODE` works on MariaDB and MySQL alike).
+    pub select_shared: String,
+    /// `DELETE FROM <table> WHERE <pk> = ?`.
+    pub delete_by_key: String,
+}
+
+impl TableSql {
+    fn new(schema: &TableSchema, names: &[String]) -> TableSql {
+        let table = format!(
+            "{}.{}",
+            quote_ident(&schema.database),
+            quote_ident(&schema.table)
+        );
+        let columns: Vec<String> = names.iter().map(|n| quote_ident(n)).collect();
+        let select_all = format!("SELECT {} FROM {table}", columns.join(", "));
+        let key_where = schema
+            .primary_key_names()
+            .iter()
+            .map(|c| format!("{} = ?", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let select_by_key = format!("{select_all} WHERE {key_where}");
+        TableSql {
+            select_for_update: format!("{select_by_key} FOR UPDATE"),
+            select_shared: format!("{select_by_key} LOCK IN SHARE MODE"),
+            delete_by_key: format!("DELETE FROM {table} WHERE {key_where}"),
+            select_by_key,
+            select_all,
+            table,
+        }
+    }
+}
+
+impl SyncedTable {
+    /// `database.table`.
+    pub fn name(&self) -> String {
+        self.config.qualified_name()
+    }
+
+    /// The Redis key of a row.
+    pub fn key_of(&self, row: &[Cell]) -> String {
+        self.key.render(row)
+    }
+
+    /// Whether position `i` of a row is a primary-key column.
+    pub fn is_key_position(&self, i: usize) -> bool {
+        self.selected
+            .get(i)
+            .is_some_and(|column| self.schema.primary_key.contains(column))
+    }
+
+    /// The row's version from the configured version column, if there is one.
+    pub fn version_of(&self, row: &[Cell]) -> Option<u64> {
+        match row.get(self.version_column?)? {
+            Cell::UInt(v) => Some(*v),
+            Cell::Int(v) => u64::try_from(*v).ok(),
+            _ => None,
+        }
+    }
+
+    /// Decodes a SQL result row holding the synced columns (as [`TableSql`]'s selects
+    /// return them).
+    pub fn decode_sql_row(&self, row: &mysql_async::Row) -> Result<Vec<Cell>> {
+        (0..self.types.len())
+            .map(|i| {
+                let value = row.as_ref(i).unwrap_or(&mysql_async::Value::NULL);
+                super::decode::from_sql(&self.types[i], value).map_err(|reason| Error::Decode {
+                    table: self.name(),
+                    column: self.encoder.names()[i].clone(),
+                    reason,
+                })
+            })
+            .collect()
+    }
+
+    /// Decodes a binlog row image (all table columns, table order) into the synced cells.
+    pub fn decode_binlog_row(&self, row: &BinlogRow) -> Result<Vec<Cell>> {
+        if row.len() != self.schema.columns.len() {
+            return Err(Error::Decode {
+                table: self.name(),
+                column: "*".to_owned(),
+                reason: format!(
+                    "the binlog row has {} columns but the table had {} when cachesync read its schema",
+                    row.len(),
+                    self.schema.columns.len()
+                ),
+            });
+        }
+        self.selected
+            .iter()
+            .zip(&self.types)
+            .enumerate()
+            .map(|(i, (&column, ty))| {
+                let value = row.as_ref(column).ok_or_else(|| Error::Decode {
+                    table: self.name(),
+                    column: self.encoder.names()[i].clone(),
+                    reason: "missing from the binlog row image (binlog_row_image must be FULL)"
+                        .to_owned(),
+                })?;
+                super::decode::from_binlog(ty, value).map_err(|reason| Error::Decode {
+                    table: self.name(),
+                    column: self.encoder.names()[i].clone(),
+                    reason,
+                })
+            })
+            .collect()
+    }
+
+    /// Builds the plan for `config` from `schema`, or lists what does not fit.
+    pub fn plan(
+        config: &TableConfig,
+        schema: TableSchema,
+    ) -> std::result::Result<SyncedTable, Vec<String>> {
+        let at = |key: &str| format!("tables[{}].{key}", config.index);
+        let name = config.qualified_name();
+        let mut problems = Vec::new();
+
+        if schema.primary_key.is_empty() {
+            problems.push(format!(
+                "{}: {name} has no primary key; cachesync needs one to name each row's key",
+                at("name")
+            ));
+        }
+        let pk_names = schema.primary_key_names();
+        let placeholders: Vec<&str> = config.key.columns().collect();
+        for placeholder in &placeholders {
+            if schema.position(placeholder).is_none() {
+                problems.push(format!(
+                    "{}: placeholder {{{placeholder}}} is not a column of {name}",
+                    at("key")
+                ));
+            } else if !pk_names.is_empty() && !pk_names.contains(placeholder) {
+                problems.push(format!(
+                    "{}: placeholder {{{placeholder}}} is not a primary-key column of {name} (primary key: {})",
+                    at("key"),
+                    pk_names.join(", ")
+                ));
+            }
+        }
+        for pk in &pk_names {
+            if !placeholders.contains(pk) {
+                problems.push(format!(
+                    "{}: must use every primary-key column of {name} so rows get distinct keys; add {{{pk}}}",
+                    at("key")
+                ));
+            }
+        }
+
+        // Synced columns: the listed ones plus the primary key, in table order.
+        let mut wanted = vec![config.columns.is_none(); schema.columns.len()];
+        for &pk in &schema.primary_key {
+            wanted[pk] = true;
+        }
+        for column in config.columns.iter().flatten() {
+            match schema.position(column) {
+                Some(i) => wanted[i] = true,
+                None => problems.push(format!(
+                    "{}: {column} is not a column of {name}",
+                    at("columns")
+                )),
+            }
+        }
+        if let Some(version_column) = &config.version_column {
+            match schema.position(version_column) {
+                Some(i) => {
+                    wanted[i] = true;
+                    if let Ok(ty) = &schema.columns[i].ty
+                        && !ty.is_integer()
+                    {
+                        problems.push(format!(
+                            "{}: {version_column} of {name} must be an integer column",
+                            at("version_column")
+                        ));
+                    }
+                }
+                None => problems.push(format!(
+                    "{}: {version_column} is not a column of {name}",
+                    at("version_column")
+                )),
+            }
+        }
+        let selected: Vec<usize> = (0..schema.columns.len()).filter(|&i| wanted[i]).collect();
+        let mut types = Vec::with_capacity(selected.len());
+        for &i in &selected {
+            let column = &schema.columns[i];
+            if column.name == VERSION_FIELD {
+                problems.push(format!(
+                    "{}: column {VERSION_FIELD} of {name} clashes with cachesync's version field; leave it out with tables[{}].columns",
+                    at("columns"),
+                    config.index
+                ));
+            }
+            match &column.ty {
+                Ok(ty) => types.push(ty.clone()),
+                Err(declared) => problems.push(format!(
+                    "{}: column {} of {name} has type {declared}, which cachesync cannot encode; list the columns to sync in tables[{}].columns",
+                    at("columns"),
+                    column.name,
+                    config.index
+                )),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+
+        let names: Vec<String> = selected
+            .iter()
+            .map(|&i| schema.columns[i].name.clone())
+            .collect();
+        let key = config
+            .key
+            .bind(|c| names.iter().position(|n| n == c))
+            .map_err(|c| vec![format!("{}: placeholder {{{c}}} is not synced", at("key"))])?;
+        let version_column = config
+            .version_column
+            .as_ref()
+            .and_then(|v| names.iter().position(|n| n == v));
+        let key_positions = schema
+            .primary_key
+            .iter()
+            .filter_map(|pk| selected.iter().position(|c| c == pk))
+            .collect();
+        let sql = TableSql::new(&schema, &names);
+        Ok(SyncedTable {
+            encoder: RowEncoder::new(config.format, names),
+            config: config.clone(),
+            schema,
+            selected,
+            types,
+            key,
+            version_column,
+            key_positions,
+            sql,
+        })
+    }
+}
+
+/// Quotes a MySQL identifier with backticks.
+pub fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_identifiers() {
+        assert_eq!(quote_ident("we`ird"), "`we``ird`");
+    }
+}

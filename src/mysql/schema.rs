@@ -1,0 +1,159 @@
+//! Reading what the configured tables look like from `information_schema`, and
+//! checking every configured table against it.
+//!
+//! [`load_tables`] reads `information_schema` once at start-up, checks every configured
+//! table against it (exists, has a primary key, key placeholders are primary-key columns,
+//! listed columns exist and have types cachesync can encode) and reports *all* problems in
+//! the config's style (`tables[1].key: placeholder {idd} is not a column of shop.users`).
+
+use std::sync::Arc;
+
+use mysql_async::prelude::Queryable;
+
+use crate::error::{Error, Result};
+use crate::model::column::{ColumnFacts, ColumnType};
+use crate::model::table::{Column, SyncedTable, TableConfig, TableSchema};
+
+/// One row of the `information_schema.COLUMNS` query in [`read_table`].
+type ColumnRow = (
+    String,
+    String,
+    String,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    String,
+);
+
+/// Reads one table's description; `Ok(None)` when it does not exist.
+pub async fn read_table(
+    conn: &mut mysql_async::Conn,
+    database: &str,
+    table: &str,
+) -> Result<Option<TableSchema>> {
+    let context = || format!("reading the columns of {database}.{table}");
+    let rows: Vec<ColumnRow> = conn
+        .exec(
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, NUMERIC_SCALE, DATETIME_PRECISION, \
+                    CHARACTER_OCTET_LENGTH, COLUMN_KEY \
+             FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            (database, table),
+        )
+        .await
+        .map_err(|e| Error::mysql(context(), e))?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let json_checked = if rows.iter().any(|r| r.1 == "longtext") {
+        mariadb_json_columns(conn, database, table).await
+    } else {
+        Vec::new()
+    };
+    let columns = rows
+        .iter()
+        .map(
+            |(name, data_type, column_type, scale, precision, octets, _)| {
+                let facts = ColumnFacts {
+                    data_type: data_type.to_ascii_lowercase(),
+                    column_type: column_type.to_ascii_lowercase(),
+                    numeric_scale: *scale,
+                    datetime_precision: *precision,
+                    octet_length: *octets,
+                    has_json_check: json_checked.contains(name),
+                };
+                Column {
+                    name: name.clone(),
+                    ty: ColumnType::from_facts(&facts),
+                }
+            },
+        )
+        .collect::<Vec<_>>();
+    let pk_names: Vec<String> = conn
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' \
+             ORDER BY ORDINAL_POSITION",
+            (database, table),
+        )
+        .await
+        .map_err(|e| Error::mysql(context(), e))?;
+    let primary_key = pk_names
+        .iter()
+        .filter_map(|n| columns.iter().position(|c| &c.name == n))
+        .collect();
+    Ok(Some(TableSchema {
+        database: database.to_owned(),
+        table: table.to_owned(),
+        columns,
+        primary_key,
+    }))
+}
+
+/// Columns of `database.table` that MariaDB declared with its JSON alias. MySQL has a
+/// real JSON type and a differently shaped CHECK_CONSTRAINTS table, so a failing query
+/// simply means "none".
+async fn mariadb_json_columns(
+    conn: &mut mysql_async::Conn,
+    database: &str,
+    table: &str,
+) -> Vec<String> {
+    let clauses: Vec<String> = conn
+        .exec(
+            "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
+             WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?",
+            (database, table),
+        )
+        .await
+        .unwrap_or_default();
+    clauses
+        .iter()
+        .filter_map(|clause| {
+            let inner = clause.trim().strip_prefix("json_valid(`")?;
+            let name = inner.strip_suffix("`)")?;
+            Some(name.replace("``", "`"))
+        })
+        .collect()
+}
+
+/// MySQL's estimate of `table`'s row count (for progress logs), if it has one.
+pub async fn estimated_rows(conn: &mut mysql_async::Conn, table: &SyncedTable) -> Option<u64> {
+    conn.exec_first(
+        "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+        (&table.schema.database, &table.schema.table),
+    )
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Checks every configured table against MySQL and plans it. All problems of all tables
+/// come back together.
+pub async fn load_tables(
+    configured: &[TableConfig],
+    pool: &mysql_async::Pool,
+    mysql_url: &str,
+) -> Result<Vec<Arc<SyncedTable>>> {
+    let mut conn = super::get_conn(pool, mysql_url).await?;
+    let mut problems = Vec::new();
+    let mut tables = Vec::new();
+    for table in configured {
+        match read_table(&mut conn, &table.database, &table.table).await? {
+            None => problems.push(format!(
+                "tables[{}].name: table {} does not exist in MySQL at {}",
+                table.index,
+                table.qualified_name(),
+                crate::redact::redact_url(mysql_url)
+            )),
+            Some(schema) => match SyncedTable::plan(table, schema) {
+                Ok(planned) => tables.push(Arc::new(planned)),
+                Err(mut p) => problems.append(&mut p),
+            },
+        }
+    }
+    if problems.is_empty() {
+        Ok(tables)
+    } else {
+        Err(Error::Config(problems))
+    }
+}

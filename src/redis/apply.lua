@@ -1,0 +1,100 @@
+-- Versions are u64 in decimal: compare as text (a longer string is larger) because Lua
+-- numbers are doubles and lose precision above 2^53.
+local function older(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+
+local function write_row(key, fmt, ttl, first, last)
+  if fmt == 'j' then
+    if ttl > 0 then redis.call('SET', key, ARGV[first], 'PX', ttl) else redis.call('SET', key, ARGV[first]) end
+  else
+    redis.call('DEL', key)
+    redis.call('HSET', key, unpack(ARGV, first, last))
+    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+  end
+end
+
+-- A read-path fill: only while the lease taken before the MySQL read is intact.
+local function fill(key, marker, op, token, fmt, ttl, first, last)
+  if marker == key or redis.call('GET', marker) ~= token then return 0 end
+  if op == 'n' then
+    if redis.call('EXISTS', key) == 1 then redis.call('DEL', marker) return 0 end
+    redis.call('SET', marker, 'absent', 'PX', ttl)
+    return 1
+  end
+  redis.call('DEL', marker)
+  if op == 'f' and redis.call('EXISTS', key) == 1 then return 0 end
+  -- A refresh keeps the version the present value carries: nothing synced has reached
+  -- Redis since the lease, so the row read is at least that new, and a late older change
+  -- must still be refused.
+  local v
+  if op == 'r' then
+    if fmt == 'j' then
+      local doc = redis.pcall('GET', key)
+      if type(doc) == 'string' then v = string.match(doc, '^{"_cachesync_v":(%d+)') end
+    else
+      local hv = redis.pcall('HGET', key, '_cachesync_v')
+      if type(hv) == 'string' then v = hv end
+    end
+  end
+  if v and fmt == 'j' then
+    local doc = '{"_cachesync_v":' .. v .. ',' .. string.sub(ARGV[first], 2)
+    if ttl > 0 then redis.call('SET', key, doc, 'PX', ttl) else redis.call('SET', key, doc) end
+    return 1
+  end
+  write_row(key, fmt, ttl, first, last)
+  if v then redis.call('HSET', key, '_cachesync_v', v) end
+  return 1
+end
+
+local function apply(key, tomb, marker, op, ver, fmt, ttl, tomb_ttl, first, last)
+  if op == 'f' or op == 'r' or op == 'n' then
+    return fill(key, marker, op, ver, fmt, ttl, first, last)
+  end
+  -- Whatever this change does, a fill whose MySQL read began before it must not land.
+  if marker ~= key then redis.call('DEL', marker) end
+  local tombstoned, result = false, 1
+  if ver ~= '' then
+    local current
+    if fmt == 'j' then
+      local doc = redis.pcall('GET', key)
+      if type(doc) == 'string' then current = string.match(doc, '^{"_cachesync_v":(%d+)') end
+    else
+      local v = redis.pcall('HGET', key, '_cachesync_v')
+      if type(v) == 'string' then current = v end
+    end
+    if tomb ~= key then
+      local t = redis.call('GET', tomb)
+      if t then
+        tombstoned = true
+        if not current or older(current, t) then current = t end
+      end
+    end
+    if current then
+      if older(ver, current) then return 0 end
+      if ver == current then result = 2 end
+    end
+  end
+  if op == 'd' then
+    redis.call('DEL', key)
+    if tomb ~= key and ver ~= '' then redis.call('SET', tomb, ver, 'PX', tomb_ttl) end
+    return result
+  end
+  if tombstoned then redis.call('DEL', tomb) end
+  write_row(key, fmt, ttl, first, last)
+  return result
+end
+
+local checkpoint, tomb_ttl = ARGV[1], tonumber(ARGV[2])
+local k, a, results = 1, 3, {}
+if checkpoint ~= '' then k = 2 end
+while a <= #ARGV do
+  local n = tonumber(ARGV[a + 4])
+  results[#results + 1] = apply(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a], ARGV[a + 1],
+    ARGV[a + 2], tonumber(ARGV[a + 3]), tomb_ttl, a + 5, a + 4 + n)
+  k = k + 3
+  a = a + 5 + n
+end
+if checkpoint ~= '' then redis.call('SET', KEYS[1], checkpoint) end
+return results

@@ -1,0 +1,12 @@
+//! Talking to Redis: the one connection type ([`connection`]), every key layout
+//! cachesync writes ([`keyspace`]), the version-guarded applier with its Lua script
+//! ([`applier`], `apply.lua`) and the Bloom filter the applier and the read path share
+//! ([`bloom`]).
+
+pub mod applier;
+pub mod bloom;
+pub mod connection;
+pub mod keyspace;
+
+pub use applier::Applier;
+pub use connection::RedisConn;

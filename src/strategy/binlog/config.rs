@@ -1,0 +1,100 @@
+//! `[binlog]`: how the binlog strategy reads the replication stream (its keys are
+//! documented in `docs/configuration.md`).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::model::table::parse_qualified_name;
+
+/// `[binlog]`: how the binlog strategy reads the replication stream.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawBinlog {
+    /// The replica id cachesync announces; unique among the server's replicas.
+    #[serde(default = "default_server_id")]
+    pub server_id: u32,
+    /// Redis key holding the position up to which changes are in Redis.
+    #[serde(default = "default_checkpoint_key")]
+    pub checkpoint_key: String,
+    /// Most row changes per Redis call; also bounds memory for huge transactions.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// `database.table` cachesync writes `NOW(6)` into and reads back off the stream,
+    /// for sub-second lag and propagation (created if missing; needs INSERT/CREATE).
+    #[serde(default)]
+    pub heartbeat_table: Option<String>,
+    /// Milliseconds between heartbeat writes; also the bound on how much
+    /// `propagation_seconds` can overstate a change's latency.
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+}
+
+fn default_heartbeat_interval_ms() -> u64 {
+    100
+}
+
+impl Default for RawBinlog {
+    fn default() -> Self {
+        RawBinlog {
+            server_id: default_server_id(),
+            checkpoint_key: default_checkpoint_key(),
+            batch_size: default_batch_size(),
+            heartbeat_table: None,
+            heartbeat_interval_ms: default_heartbeat_interval_ms(),
+        }
+    }
+}
+
+fn default_server_id() -> u32 {
+    4_242
+}
+
+fn default_checkpoint_key() -> String {
+    "cachesync:checkpoint:binlog".to_owned()
+}
+
+fn default_batch_size() -> usize {
+    1_000
+}
+
+/// Validated `[binlog]` settings.
+#[derive(Debug, Clone)]
+pub struct BinlogConfig {
+    pub server_id: u32,
+    pub checkpoint_key: String,
+    pub batch_size: usize,
+    /// `(database, table)` of the heartbeat table, when configured.
+    pub heartbeat_table: Option<(String, String)>,
+    pub heartbeat_interval: Duration,
+}
+
+impl RawBinlog {
+    /// Records the problems of `[binlog]`; the settings when there are none.
+    pub fn validate(&self, problems: &mut Vec<String>) -> Option<BinlogConfig> {
+        let before = problems.len();
+        if self.server_id == 0 {
+            problems
+                .push("binlog.server_id: must not be 0 (replicas need a non-zero id)".to_owned());
+        }
+        if self.checkpoint_key.is_empty() {
+            problems.push("binlog.checkpoint_key: must not be empty".to_owned());
+        }
+        if self.batch_size == 0 {
+            problems.push("binlog.batch_size: must be at least 1".to_owned());
+        }
+        let heartbeat_table = self
+            .heartbeat_table
+            .as_deref()
+            .and_then(|name| parse_qualified_name("binlog.heartbeat_table", name, problems));
+        if self.heartbeat_interval_ms == 0 {
+            problems.push("binlog.heartbeat_interval_ms: must be at least 1".to_owned());
+        }
+        (problems.len() == before).then(|| BinlogConfig {
+            server_id: self.server_id,
+            checkpoint_key: self.checkpoint_key.clone(),
+            batch_size: self.batch_size,
+            heartbeat_table,
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+        })
+    }
+}
