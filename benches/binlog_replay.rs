@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use cachesync::cmd::run::{Daemon, connect};
 use cachesync::config::{Config, RawConfig};
 use cachesync::strategy::binlog::position::{BinlogPosition, Checkpoint};
-use cachesync::strategy::binlog::tail::{Batch, TailError, Tailer};
+use cachesync::strategy::binlog::tail::{Batch, Tailer};
 use mysql_async::prelude::Queryable;
 use tokio_util::sync::CancellationToken;
 
@@ -114,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
         Checkpoint::at(start.clone()),
     );
     let began = Instant::now();
-    if let Err(TailError::Fatal(e) | TailError::Transient(e)) = tailer.run(&out, &shutdown).await {
+    if let Err(e) = tailer.run(&out, &shutdown).await {
         anyhow::bail!("tailing failed: {e}");
     }
     let decode_secs = began.elapsed().as_secs_f64();

@@ -5,7 +5,10 @@
 //! password redacted (see [`crate::redact`]).
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 /// The library's error.
 #[derive(Debug, thiserror::Error)]
@@ -213,9 +216,88 @@ impl Default for Backoff {
     }
 }
 
+/// The one retry policy: after a failed attempt, [`Retry::again`] says whether to try
+/// again — only for a transient error ([`Error::is_transient`]), after a [`Backoff`] wait,
+/// each failure logged at warn as `what` — or hands back the error retrying cannot fix.
+/// Every loop that retries (the binlog stream, the batch apply, the mq consumer) uses it:
+///
+/// ```ignore
+/// let mut retry = Retry::new("binlog stream lost; reconnecting", &shutdown);
+/// loop {
+///     match attempt().await {
+///         Ok(value) => break value,
+///         // Stop when shutdown came during the wait.
+///         Err(e) => if !retry.again(e).await? { return Ok(()) },
+///     }
+/// }
+/// ```
+pub struct Retry<'a> {
+    what: &'a str,
+    shutdown: &'a CancellationToken,
+    backoff: Backoff,
+    /// When the current attempt began: one that ran for a while before it failed (a
+    /// stream that broke after an hour) starts over from the shortest wait.
+    attempt_began: Instant,
+}
+
+impl<'a> Retry<'a> {
+    pub fn new(what: &'a str, shutdown: &'a CancellationToken) -> Retry<'a> {
+        Retry {
+            what,
+            shutdown,
+            backoff: Backoff::new(),
+            attempt_began: Instant::now(),
+        }
+    }
+
+    /// After `error`: `Err(error)` when retrying cannot fix it; otherwise waits and
+    /// returns `Ok(true)` to try again, or `Ok(false)` when `shutdown` was cancelled
+    /// during the wait (an attempt running when shutdown comes is not cut: callers that
+    /// drain still finish it).
+    pub async fn again(&mut self, error: Error) -> Result<bool> {
+        if !error.is_transient() {
+            return Err(error);
+        }
+        if self.attempt_began.elapsed() > Backoff::MAX {
+            self.backoff.reset();
+        }
+        let wait = self.backoff.next_wait();
+        warn!(error = %error, retry_in_ms = wait.as_millis() as u64, "{}", self.what);
+        let again = tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
+        };
+        self.attempt_began = Instant::now();
+        Ok(again)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn retries_transient_failures_only_until_shutdown() {
+        let io = || Error::Io {
+            context: "x".into(),
+            source: std::io::Error::other("down"),
+        };
+        let shutdown = CancellationToken::new();
+        let mut retry = Retry::new("flaky", &shutdown);
+        assert!(
+            retry.again(io()).await.unwrap(),
+            "a transient error is retried"
+        );
+        assert!(matches!(
+            retry.again(Error::InvalidWrite("no".into())).await,
+            Err(Error::InvalidWrite(_))
+        ));
+        shutdown.cancel();
+        assert!(
+            !retry.again(io()).await.unwrap(),
+            "shutdown ends the retries"
+        );
+    }
 
     #[test]
     fn backoff_doubles_to_the_cap_and_resets() {

@@ -118,11 +118,20 @@ impl Daemon {
         })
     }
 
-    /// Stops the way SIGTERM does: the strategy finishes what it holds, then returns.
-    /// The caller bounds how long that may take.
+    /// Stops the way SIGTERM does: the strategy finishes what it holds, then returns,
+    /// logging what it applied to Redis since it started. The caller bounds how long
+    /// that may take.
     pub async fn stop(mut self) -> Result<()> {
         self.stop.cancel();
-        self.finished().await
+        let outcome = self.finished().await;
+        let applied = self.services.applier.totals();
+        info!(
+            written = applied.written,
+            replayed = applied.replayed,
+            stale = applied.stale,
+            "strategy stopped; changes applied to Redis since the start"
+        );
+        outcome
     }
 
     /// Stops the way `kill -9` does: no drain; the background work stops at its next

@@ -271,99 +271,18 @@ impl SyncedTable {
         config: &TableConfig,
         schema: TableSchema,
     ) -> std::result::Result<SyncedTable, Vec<String>> {
-        let at = |key: &str| format!("tables[{}].{key}", config.index);
-        let name = config.qualified_name();
+        let check = PlanCheck {
+            config,
+            schema: &schema,
+            name: config.qualified_name(),
+        };
         let mut problems = Vec::new();
-
-        if schema.primary_key.is_empty() {
-            problems.push(format!(
-                "{}: {name} has no primary key; cachesync needs one to name each row's key",
-                at("name")
-            ));
-        }
-        let pk_names = schema.primary_key_names();
-        let placeholders: Vec<&str> = config.key.columns().collect();
-        for placeholder in &placeholders {
-            if schema.position(placeholder).is_none() {
-                problems.push(format!(
-                    "{}: placeholder {{{placeholder}}} is not a column of {name}",
-                    at("key")
-                ));
-            } else if !pk_names.is_empty() && !pk_names.contains(placeholder) {
-                problems.push(format!(
-                    "{}: placeholder {{{placeholder}}} is not a primary-key column of {name} (primary key: {})",
-                    at("key"),
-                    pk_names.join(", ")
-                ));
-            }
-        }
-        for pk in &pk_names {
-            if !placeholders.contains(pk) {
-                problems.push(format!(
-                    "{}: must use every primary-key column of {name} so rows get distinct keys; add {{{pk}}}",
-                    at("key")
-                ));
-            }
-        }
-
-        // Synced columns: the listed ones plus the primary key, in table order.
-        let mut wanted = vec![config.columns.is_none(); schema.columns.len()];
-        for &pk in &schema.primary_key {
-            wanted[pk] = true;
-        }
-        for column in config.columns.iter().flatten() {
-            match schema.position(column) {
-                Some(i) => wanted[i] = true,
-                None => problems.push(format!(
-                    "{}: {column} is not a column of {name}",
-                    at("columns")
-                )),
-            }
-        }
-        if let Some(version_column) = &config.version_column {
-            match schema.position(version_column) {
-                Some(i) => {
-                    wanted[i] = true;
-                    if let Ok(ty) = &schema.columns[i].ty
-                        && !ty.is_integer()
-                    {
-                        problems.push(format!(
-                            "{}: {version_column} of {name} must be an integer column",
-                            at("version_column")
-                        ));
-                    }
-                }
-                None => problems.push(format!(
-                    "{}: {version_column} is not a column of {name}",
-                    at("version_column")
-                )),
-            }
-        }
-        let selected: Vec<usize> = (0..schema.columns.len()).filter(|&i| wanted[i]).collect();
-        let mut types = Vec::with_capacity(selected.len());
-        for &i in &selected {
-            let column = &schema.columns[i];
-            if column.name == VERSION_FIELD {
-                problems.push(format!(
-                    "{}: column {VERSION_FIELD} of {name} clashes with cachesync's version field; leave it out with tables[{}].columns",
-                    at("columns"),
-                    config.index
-                ));
-            }
-            match &column.ty {
-                Ok(ty) => types.push(ty.clone()),
-                Err(declared) => problems.push(format!(
-                    "{}: column {} of {name} has type {declared}, which cachesync cannot encode; list the columns to sync in tables[{}].columns",
-                    at("columns"),
-                    column.name,
-                    config.index
-                )),
-            }
-        }
+        check.key(&mut problems);
+        let selected = check.synced_columns(&mut problems);
+        let types = check.types_of(&selected, &mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }
-
         let names: Vec<String> = selected
             .iter()
             .map(|&i| schema.columns[i].name.clone())
@@ -371,7 +290,12 @@ impl SyncedTable {
         let key = config
             .key
             .bind(|c| names.iter().position(|n| n == c))
-            .map_err(|c| vec![format!("{}: placeholder {{{c}}} is not synced", at("key"))])?;
+            .map_err(|c| {
+                vec![format!(
+                    "{}: placeholder {{{c}}} is not synced",
+                    check.at("key")
+                )]
+            })?;
         let version_column = config
             .version_column
             .as_ref()
@@ -393,6 +317,123 @@ impl SyncedTable {
             key_positions,
             sql,
         })
+    }
+}
+
+/// The checks of [`SyncedTable::plan`], each recording its problems in the config's
+/// style (`tables[1].key: ...`).
+struct PlanCheck<'a> {
+    config: &'a TableConfig,
+    schema: &'a TableSchema,
+    /// `database.table`.
+    name: String,
+}
+
+impl PlanCheck<'_> {
+    fn at(&self, key: &str) -> String {
+        format!("tables[{}].{key}", self.config.index)
+    }
+
+    /// The table has a primary key, and the key template uses exactly its columns.
+    fn key(&self, problems: &mut Vec<String>) {
+        let (schema, name) = (self.schema, &self.name);
+        if schema.primary_key.is_empty() {
+            problems.push(format!(
+                "{}: {name} has no primary key; cachesync needs one to name each row's key",
+                self.at("name")
+            ));
+        }
+        let pk_names = schema.primary_key_names();
+        let placeholders: Vec<&str> = self.config.key.columns().collect();
+        for placeholder in &placeholders {
+            if schema.position(placeholder).is_none() {
+                problems.push(format!(
+                    "{}: placeholder {{{placeholder}}} is not a column of {name}",
+                    self.at("key")
+                ));
+            } else if !pk_names.is_empty() && !pk_names.contains(placeholder) {
+                problems.push(format!(
+                    "{}: placeholder {{{placeholder}}} is not a primary-key column of {name} (primary key: {})",
+                    self.at("key"),
+                    pk_names.join(", ")
+                ));
+            }
+        }
+        for pk in &pk_names {
+            if !placeholders.contains(pk) {
+                problems.push(format!(
+                    "{}: must use every primary-key column of {name} so rows get distinct keys; add {{{pk}}}",
+                    self.at("key")
+                ));
+            }
+        }
+    }
+
+    /// The synced columns — the listed ones plus the primary key and the version column —
+    /// as indices into the schema, in table order.
+    fn synced_columns(&self, problems: &mut Vec<String>) -> Vec<usize> {
+        let (config, schema, name) = (self.config, self.schema, &self.name);
+        // Synced columns: the listed ones plus the primary key, in table order.
+        let mut wanted = vec![config.columns.is_none(); schema.columns.len()];
+        for &pk in &schema.primary_key {
+            wanted[pk] = true;
+        }
+        for column in config.columns.iter().flatten() {
+            match schema.position(column) {
+                Some(i) => wanted[i] = true,
+                None => problems.push(format!(
+                    "{}: {column} is not a column of {name}",
+                    self.at("columns")
+                )),
+            }
+        }
+        if let Some(version_column) = &config.version_column {
+            match schema.position(version_column) {
+                Some(i) => {
+                    wanted[i] = true;
+                    if let Ok(ty) = &schema.columns[i].ty
+                        && !ty.is_integer()
+                    {
+                        problems.push(format!(
+                            "{}: {version_column} of {name} must be an integer column",
+                            self.at("version_column")
+                        ));
+                    }
+                }
+                None => problems.push(format!(
+                    "{}: {version_column} is not a column of {name}",
+                    self.at("version_column")
+                )),
+            }
+        }
+        (0..schema.columns.len()).filter(|&i| wanted[i]).collect()
+    }
+
+    /// The types of the `selected` columns, which must be encodable and must not clash
+    /// with cachesync's version field.
+    fn types_of(&self, selected: &[usize], problems: &mut Vec<String>) -> Vec<ColumnType> {
+        let (config, schema, name) = (self.config, self.schema, &self.name);
+        let mut types = Vec::with_capacity(selected.len());
+        for &i in selected {
+            let column = &schema.columns[i];
+            if column.name == VERSION_FIELD {
+                problems.push(format!(
+                        "{}: column {VERSION_FIELD} of {name} clashes with cachesync's version field; leave it out with tables[{}].columns",
+                        self.at("columns"),
+                        config.index
+                    ));
+            }
+            match &column.ty {
+                    Ok(ty) => types.push(ty.clone()),
+                    Err(declared) => problems.push(format!(
+                        "{}: column {} of {name} has type {declared}, which cachesync cannot encode; list the columns to sync in tables[{}].columns",
+                        self.at("columns"),
+                        column.name,
+                        config.index
+                    )),
+                }
+        }
+        types
     }
 }
 

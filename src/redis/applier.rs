@@ -151,8 +151,9 @@ pub struct Applier {
     /// The `strategy` label of the metrics this applier records.
     strategy: &'static str,
     tombstone_ttl_ms: u64,
-    /// What every batch of this applier (and its clones) did, for callers that need
-    /// their own count rather than the process-wide metric (the benchmark).
+    /// What every batch of this applier (and its clones) did: the daemon's summary at
+    /// stop, and a count of its own for a caller that runs several appliers in one
+    /// process, where the process-wide metrics mix them (the benchmark).
     totals: Arc<AppliedTotals>,
 }
 

@@ -25,7 +25,7 @@ pub mod snapshot;
 pub mod tail;
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -33,9 +33,9 @@ use tracing::{info, warn};
 
 use self::config::BinlogConfig;
 use self::position::{BinlogPosition, Checkpoint};
-use self::tail::{Batch, TailError, Tailer};
+use self::tail::{Batch, Tailer};
 use super::{RedisOutcome, Services, StrategyKind, SyncStrategy, WriteReceipt};
-use crate::error::{Backoff, Error, Result};
+use crate::error::{Error, Result, Retry};
 use crate::metrics as m;
 use crate::model::change::{RowWrite, unix_micros};
 use crate::model::table::SyncedTable;
@@ -135,23 +135,14 @@ impl Binlog {
             self.config.heartbeat_table.clone(),
             from,
         );
-        let mut backoff = Backoff::new();
+        // A reconnect resumes from the last batch handed over (`tailer.last_sent`).
+        let mut retry = Retry::new("binlog stream lost; reconnecting", shutdown);
         loop {
-            let started = Instant::now();
             match tailer.run(&out, shutdown).await {
                 Ok(()) => return Ok(()),
-                Err(TailError::Fatal(e)) => return Err(e),
-                Err(TailError::Transient(e)) => {
-                    // A stream that ran a while before it broke starts over from the
-                    // shortest wait.
-                    if started.elapsed() > Backoff::MAX {
-                        backoff.reset();
-                    }
-                    let wait = backoff.next_wait();
-                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64, resume = %tailer.last_sent, "binlog stream lost; reconnecting");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(wait) => {}
+                Err(e) => {
+                    if !retry.again(e).await? {
+                        return Ok(());
                     }
                 }
             }
@@ -225,7 +216,7 @@ pub async fn apply_batches(
 ) -> Result<()> {
     let strategy = StrategyKind::Binlog.name();
     while let Some(batch) = batches.recv().await {
-        let mut backoff = Backoff::new();
+        let mut retry = Retry::new("Redis write failed; retrying the batch", &shutdown);
         loop {
             let outcome = match &batch.checkpoint {
                 Some(checkpoint) => {
@@ -241,12 +232,16 @@ pub async fn apply_batches(
             };
             match outcome {
                 Ok(_) => break,
-                Err(e) if e.is_transient() && !shutdown.is_cancelled() => {
-                    let wait = backoff.next_wait();
-                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "Redis write failed; retrying the batch");
-                    tokio::time::sleep(wait).await;
+                Err(e) => {
+                    if !retry.again(e).await? {
+                        return Err(Error::Strategy {
+                            strategy,
+                            reason: "stopped while Redis refused a batch; the next start \
+                                     replays it from the checkpoint"
+                                .to_owned(),
+                        });
+                    }
                 }
-                Err(e) => return Err(e),
             }
         }
         let lag = if batch.caught_up && batch.changes.is_empty() {

@@ -18,15 +18,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use mysql_async::binlog::events::{EventData, OptionalMetadataField, TableMapEvent};
+use mysql_async::binlog::events::{
+    Event, EventData, OptionalMetadataField, RowsEventData, TableMapEvent,
+};
 use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStreamRequest, Conn};
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::position::{BinlogPosition, Checkpoint, GtidSet};
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::model::cell::Cell;
 use crate::model::change::{Change, Op};
 use crate::model::column::ColumnType;
@@ -62,24 +64,6 @@ enum OpenGtid {
     MySql { uuid: String, gno: u64 },
 }
 
-/// Why tailing stopped with an error.
-pub enum TailError {
-    /// Worth reconnecting (lost connection, server restart).
-    Transient(Error),
-    /// Needs a person (purged binlog, undecodable row, applier gone).
-    Fatal(Error),
-}
-
-impl From<Error> for TailError {
-    fn from(e: Error) -> Self {
-        if e.is_transient() {
-            TailError::Transient(e)
-        } else {
-            TailError::Fatal(e)
-        }
-    }
-}
-
 /// Decodes the replication stream of the configured tables.
 pub struct Tailer {
     pub mysql_url: String,
@@ -101,6 +85,41 @@ pub struct Tailer {
     heartbeat: Option<(String, String)>,
     /// The newest heartbeat time read off the stream, µs since the Unix epoch.
     last_heartbeat_us: u64,
+}
+
+/// What one connection's stream has read so far; a reconnect starts a new one.
+struct Read {
+    /// The binlog file events are read from now.
+    file: String,
+    /// Synced tables by the table id of their latest table map.
+    by_id: HashMap<u64, Arc<SyncedTable>>,
+    /// Table ids of the heartbeat table.
+    heartbeat_ids: Vec<u64>,
+    /// Changes read and not yet handed to the applier.
+    pending: Batch,
+    /// Inside a transaction: no checkpoint may be placed.
+    in_tx: bool,
+    /// Where a checkpoint placed now would resume (only valid between transactions).
+    boundary: BinlogPosition,
+}
+
+impl Read {
+    fn from(position: &BinlogPosition) -> Read {
+        Read {
+            file: position.file.clone(),
+            by_id: HashMap::new(),
+            heartbeat_ids: Vec::new(),
+            pending: Batch::default(),
+            in_tx: false,
+            boundary: position.clone(),
+        }
+    }
+
+    /// Whether something read (changes, or a boundary past the last checkpoint) has not
+    /// been handed over.
+    fn has_unsent(&self, last_sent: &BinlogPosition) -> bool {
+        !self.pending.changes.is_empty() || &self.boundary != last_sent
+    }
 }
 
 impl Tailer {
@@ -141,10 +160,46 @@ impl Tailer {
         &mut self,
         out: &mpsc::Sender<Batch>,
         shutdown: &CancellationToken,
-    ) -> std::result::Result<(), TailError> {
+    ) -> Result<()> {
         let from = self.last_sent.position.clone();
         self.gtids = self.last_sent.gtids.clone();
         self.open_gtid = None;
+        let mut stream = self.open_stream(&from).await?;
+        let mut read = Read::from(&from);
+        loop {
+            let unsent = !read.in_tx && read.has_unsent(&self.last_sent.position);
+            let event = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    // Hand over what is committed; an open transaction is re-read later.
+                    if unsent {
+                        self.flush(out, &mut read.pending, Some(read.boundary.clone())).await?;
+                    }
+                    return Ok(());
+                }
+                event = stream.next() => event,
+                _ = tokio::time::sleep(IDLE_FLUSH), if unsent => {
+                    self.flush(out, &mut read.pending, Some(read.boundary.clone())).await?;
+                    continue;
+                }
+            };
+            match event {
+                Some(Ok(event)) => self.on_event(&event, &stream, &mut read, out).await?,
+                Some(Err(e)) => return Err(stream_error(e, &self.last_sent.position)),
+                None => {
+                    // Worth reconnecting, as after any lost connection.
+                    return Err(Error::Unreachable {
+                        service: "MySQL",
+                        url: redact_url(&self.mysql_url),
+                        reason: "the server closed the replication stream".to_owned(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Connects as a replica and asks for the stream from `from`.
+    async fn open_stream(&self, from: &BinlogPosition) -> Result<BinlogStream> {
         let mut conn = self.connect().await?;
         // MariaDB then sends its GTID events (instead of BEGIN), so checkpoints can name
         // the GTID they stand at. Other servers ignore the variable.
@@ -159,202 +214,206 @@ impl Tailer {
         let request = BinlogStreamRequest::new(self.server_id)
             .with_filename(from.file.as_bytes())
             .with_pos(from.pos);
-        let mut stream = conn
+        let stream = conn
             .get_binlog_stream(request)
             .await
-            .map_err(|e| stream_error(e, &from))?;
+            .map_err(|e| stream_error(e, from))?;
         info!(from = %from, server_id = self.server_id, "tailing the binlog");
+        Ok(stream)
+    }
 
-        let mut file = from.file.clone();
-        let mut by_id: HashMap<u64, Arc<SyncedTable>> = HashMap::new();
-        let mut heartbeat_ids: Vec<u64> = Vec::new();
-        let mut pending = Batch::default();
-        let mut in_tx = false;
-        // Where a checkpoint placed now would resume (only valid between transactions).
-        let mut boundary = from.clone();
-        loop {
-            let quiet =
-                !in_tx && (!pending.changes.is_empty() || boundary != self.last_sent.position);
-            let event = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => {
-                    // Hand over what is committed; an open transaction is re-read later.
-                    if !in_tx
-                        && (!pending.changes.is_empty() || boundary != self.last_sent.position)
-                    {
-                        self.flush(out, &mut pending, Some(boundary.clone())).await?;
-                    }
-                    return Ok(());
-                }
-                event = stream.next() => event,
-                _ = tokio::time::sleep(IDLE_FLUSH), if quiet => {
-                    self.flush(out, &mut pending, Some(boundary.clone())).await?;
-                    continue;
-                }
-            };
-            let event = match event {
-                Some(Ok(event)) => event,
-                Some(Err(e)) => return Err(stream_error(e, &self.last_sent.position)),
-                None => {
-                    return Err(TailError::Transient(Error::Strategy {
-                        strategy: "binlog",
-                        reason: "the server closed the replication stream".to_owned(),
-                    }));
-                }
-            };
-            let header = event.header();
-            if header.event_type_raw() == HEARTBEAT_EVENT {
-                if !in_tx {
-                    pending.caught_up = true;
-                    if boundary != self.last_sent.position || !pending.changes.is_empty() {
-                        self.flush(out, &mut pending, Some(boundary.clone()))
-                            .await?;
-                    } else {
-                        // Tell the applier we are idle so lag drops to zero.
-                        self.flush(out, &mut pending, None).await?;
-                    }
-                }
-                continue;
+    /// One event of the stream, by kind.
+    async fn on_event(
+        &mut self,
+        event: &Event,
+        stream: &BinlogStream,
+        read: &mut Read,
+        out: &mpsc::Sender<Batch>,
+    ) -> Result<()> {
+        let header = event.header();
+        match header.event_type_raw() {
+            HEARTBEAT_EVENT => return self.on_heartbeat(read, out).await,
+            MARIADB_GTID_EVENT => {
+                self.on_mariadb_gtid(event, read);
+                return Ok(());
             }
-            if header.event_type_raw() == MARIADB_GTID_EVENT {
-                let data = event.data();
-                if data.len() >= 13 {
-                    let seq = u64::from_le_bytes(data[0..8].try_into().unwrap_or_default());
-                    let domain = u32::from_le_bytes(data[8..12].try_into().unwrap_or_default());
-                    self.open_gtid = Some(OpenGtid::MariaDb {
-                        domain,
-                        server: header.server_id(),
-                        seq,
-                    });
-                    const FL_STANDALONE: u8 = 1;
-                    in_tx = data[12] & FL_STANDALONE == 0;
+            _ => {}
+        }
+        let end = BinlogPosition::new(read.file.clone(), u64::from(header.log_pos()));
+        let data = event.read_data().map_err(|e| Error::Strategy {
+            strategy: "binlog",
+            reason: format!("cannot decode the event ending at {end}: {e}"),
+        })?;
+        let commit_us = self.commit_us(header.timestamp());
+        match data {
+            Some(EventData::RotateEvent(rotate)) => {
+                read.file = rotated_file_name(&rotate.name(), &read.file);
+                if !read.in_tx {
+                    read.boundary = BinlogPosition::new(read.file.clone(), rotate.position());
                 }
-                continue;
             }
-            let end = BinlogPosition::new(file.clone(), u64::from(header.log_pos()));
-            let data = event.read_data().map_err(|e| {
-                TailError::Fatal(Error::Strategy {
-                    strategy: "binlog",
-                    reason: format!("cannot decode the event ending at {end}: {e}"),
-                })
-            })?;
-            match data {
-                Some(EventData::RotateEvent(rotate)) => {
-                    file = rotated_file_name(&rotate.name(), &file);
-                    if !in_tx {
-                        boundary = BinlogPosition::new(file.clone(), rotate.position());
+            Some(EventData::QueryEvent(query)) => {
+                let text = query.query();
+                let statement = text.trim();
+                if statement.eq_ignore_ascii_case("BEGIN") {
+                    read.in_tx = true;
+                } else {
+                    if !statement.eq_ignore_ascii_case("COMMIT") {
+                        self.note_ddl(&query.schema(), statement);
+                        read.by_id.clear();
                     }
+                    self.on_commit(end, commit_us, read, out).await?;
                 }
-                Some(EventData::QueryEvent(query)) => {
-                    let text = query.query();
-                    let statement = text.trim();
-                    if statement.eq_ignore_ascii_case("BEGIN") {
-                        in_tx = true;
-                    } else {
-                        if !statement.eq_ignore_ascii_case("COMMIT") {
-                            self.note_ddl(&query.schema(), statement);
-                            by_id.clear();
-                        }
-                        in_tx = false;
-                        boundary = end;
-                        self.close_gtid();
-                        pending.commit_us = self.commit_us(header.timestamp());
-                        self.maybe_flush(out, &mut pending, &boundary).await?;
-                    }
-                }
-                Some(EventData::GtidEvent(gtid)) => {
-                    self.open_gtid = Some(OpenGtid::MySql {
-                        uuid: uuid_text(&gtid.sid()),
-                        gno: gtid.gno(),
-                    });
-                }
-                Some(EventData::XidEvent(_)) => {
-                    in_tx = false;
-                    boundary = end;
-                    self.close_gtid();
-                    pending.commit_us = self.commit_us(header.timestamp());
-                    self.maybe_flush(out, &mut pending, &boundary).await?;
-                }
-                Some(EventData::TableMapEvent(tme)) => {
-                    let key = (
-                        tme.database_name().into_owned(),
-                        tme.table_name().into_owned(),
-                    );
-                    if self.tables.contains_key(&key) {
-                        let table = self.table_for(&key, &tme).await?;
-                        by_id.insert(tme.table_id(), table);
-                    } else if self.heartbeat.as_ref() == Some(&key) {
-                        heartbeat_ids.push(tme.table_id());
-                    }
-                }
-                Some(EventData::RowsEvent(rows_event)) => {
-                    if heartbeat_ids.contains(&rows_event.table_id()) {
-                        if let Some(tme) = stream.get_tme(rows_event.table_id()) {
-                            for (_, after) in rows_event.rows(tme).flatten() {
-                                if let Some(us) = after
-                                    .as_ref()
-                                    .and_then(|r| r.as_ref(1))
-                                    .and_then(super::heartbeat::micros_of)
-                                {
-                                    self.last_heartbeat_us = self.last_heartbeat_us.max(us);
-                                }
-                            }
-                        }
-                        continue;
-                    }
-                    let Some(table) = by_id.get(&rows_event.table_id()).cloned() else {
-                        continue;
-                    };
-                    let tme = stream.get_tme(rows_event.table_id()).ok_or_else(|| {
-                        TailError::Fatal(Error::Strategy {
-                            strategy: "binlog",
-                            reason: format!("rows event at {end} without its table map"),
-                        })
-                    })?;
-                    let version = end.version();
-                    let committed_at_us = self
-                        .heartbeat
-                        .is_some()
-                        .then(|| self.commit_us(header.timestamp()));
-                    for row in rows_event.rows(tme) {
-                        let (before, after) = row.map_err(|e| {
-                            TailError::Fatal(Error::Decode {
-                                table: table.name(),
-                                column: "*".to_owned(),
-                                reason: format!("row event ending at {end}: {e}"),
-                            })
-                        })?;
-                        let before = before.map(|r| table.decode_binlog_row(&r)).transpose()?;
-                        let after = after.map(|r| table.decode_binlog_row(&r)).transpose()?;
-                        push_row_change(
-                            &mut pending.changes,
-                            &table,
-                            before,
-                            after,
-                            version,
-                            committed_at_us,
-                        );
-                    }
-                    pending.commit_us = self.commit_us(header.timestamp());
-                    if pending.changes.len() >= self.batch_size {
-                        // A huge transaction: hand over a piece, without a checkpoint.
-                        self.flush(out, &mut pending, None).await?;
-                    }
-                }
-                _ => {}
             }
+            Some(EventData::GtidEvent(gtid)) => {
+                self.open_gtid = Some(OpenGtid::MySql {
+                    uuid: uuid_text(&gtid.sid()),
+                    gno: gtid.gno(),
+                });
+            }
+            Some(EventData::XidEvent(_)) => self.on_commit(end, commit_us, read, out).await?,
+            Some(EventData::TableMapEvent(tme)) => self.on_table_map(&tme, read).await?,
+            Some(EventData::RowsEvent(rows)) => {
+                self.on_rows(&rows, stream, end, commit_us, read, out)
+                    .await?
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The server has nothing newer: hand over what is committed, or tell the applier
+    /// the stream is idle so lag drops to zero.
+    async fn on_heartbeat(&mut self, read: &mut Read, out: &mpsc::Sender<Batch>) -> Result<()> {
+        if read.in_tx {
+            return Ok(());
+        }
+        read.pending.caught_up = true;
+        let checkpoint = read
+            .has_unsent(&self.last_sent.position)
+            .then(|| read.boundary.clone());
+        self.flush(out, &mut read.pending, checkpoint).await
+    }
+
+    /// MariaDB's GTID event opens a transaction, unless its FL_STANDALONE flag says a
+    /// single statement follows.
+    fn on_mariadb_gtid(&mut self, event: &Event, read: &mut Read) {
+        const FL_STANDALONE: u8 = 1;
+        let data = event.data();
+        if data.len() >= 13 {
+            let seq = u64::from_le_bytes(data[0..8].try_into().unwrap_or_default());
+            let domain = u32::from_le_bytes(data[8..12].try_into().unwrap_or_default());
+            self.open_gtid = Some(OpenGtid::MariaDb {
+                domain,
+                server: event.header().server_id(),
+                seq,
+            });
+            read.in_tx = data[12] & FL_STANDALONE == 0;
         }
     }
 
-    async fn connect(&self) -> std::result::Result<Conn, TailError> {
+    /// A transaction (or a DDL statement) ended at `end`: a checkpoint may go there.
+    async fn on_commit(
+        &mut self,
+        end: BinlogPosition,
+        commit_us: u64,
+        read: &mut Read,
+        out: &mpsc::Sender<Batch>,
+    ) -> Result<()> {
+        read.in_tx = false;
+        read.boundary = end;
+        self.close_gtid();
+        read.pending.commit_us = commit_us;
+        self.maybe_flush(out, &mut read.pending, &read.boundary)
+            .await
+    }
+
+    /// Remembers which table an id stands for, re-planning a synced table whose shape
+    /// changed.
+    async fn on_table_map(&mut self, tme: &TableMapEvent<'_>, read: &mut Read) -> Result<()> {
+        let key = (
+            tme.database_name().into_owned(),
+            tme.table_name().into_owned(),
+        );
+        if self.tables.contains_key(&key) {
+            let table = self.table_for(&key, tme).await?;
+            read.by_id.insert(tme.table_id(), table);
+        } else if self.heartbeat.as_ref() == Some(&key) {
+            read.heartbeat_ids.push(tme.table_id());
+        }
+        Ok(())
+    }
+
+    /// Row images of a synced table become changes (a heartbeat row moves the commit-time
+    /// bound); a transaction larger than `batch_size` is handed over in pieces.
+    async fn on_rows(
+        &mut self,
+        rows: &RowsEventData<'_>,
+        stream: &BinlogStream,
+        end: BinlogPosition,
+        commit_us: u64,
+        read: &mut Read,
+        out: &mpsc::Sender<Batch>,
+    ) -> Result<()> {
+        if read.heartbeat_ids.contains(&rows.table_id()) {
+            if let Some(tme) = stream.get_tme(rows.table_id()) {
+                for (_, after) in rows.rows(tme).flatten() {
+                    if let Some(us) = after
+                        .as_ref()
+                        .and_then(|r| r.as_ref(1))
+                        .and_then(super::heartbeat::micros_of)
+                    {
+                        self.last_heartbeat_us = self.last_heartbeat_us.max(us);
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let Some(table) = read.by_id.get(&rows.table_id()).cloned() else {
+            return Ok(());
+        };
+        let tme = stream
+            .get_tme(rows.table_id())
+            .ok_or_else(|| Error::Strategy {
+                strategy: "binlog",
+                reason: format!("rows event at {end} without its table map"),
+            })?;
+        let version = end.version();
+        // Only with a heartbeat: bare binlog event times have one-second resolution, too
+        // coarse for a per-change latency.
+        let committed_at_us = self.heartbeat.is_some().then_some(commit_us);
+        for row in rows.rows(tme) {
+            let (before, after) = row.map_err(|e| Error::Decode {
+                table: table.name(),
+                column: "*".to_owned(),
+                reason: format!("row event ending at {end}: {e}"),
+            })?;
+            let before = before.map(|r| table.decode_binlog_row(&r)).transpose()?;
+            let after = after.map(|r| table.decode_binlog_row(&r)).transpose()?;
+            push_row_change(
+                &mut read.pending.changes,
+                &table,
+                before,
+                after,
+                version,
+                committed_at_us,
+            );
+        }
+        read.pending.commit_us = commit_us;
+        if read.pending.changes.len() >= self.batch_size {
+            // A huge transaction: hand over a piece, without a checkpoint.
+            self.flush(out, &mut read.pending, None).await?;
+        }
+        Ok(())
+    }
+
+    async fn connect(&self) -> Result<Conn> {
         let opts = mysql_async::Opts::from_url(&self.mysql_url)
-            .map_err(|e| TailError::Fatal(Error::Config(vec![format!("mysql.url: {e}")])))?;
-        Conn::new(opts).await.map_err(|e| {
-            TailError::Transient(Error::Unreachable {
-                service: "MySQL",
-                url: redact_url(&self.mysql_url),
-                reason: crate::error::describe_mysql(&e),
-            })
+            .map_err(|e| Error::Config(vec![format!("mysql.url: {e}")]))?;
+        Conn::new(opts).await.map_err(|e| Error::Unreachable {
+            service: "MySQL",
+            url: redact_url(&self.mysql_url),
+            reason: crate::error::describe_mysql(&e),
         })
     }
 
@@ -383,7 +442,7 @@ impl Tailer {
         out: &mpsc::Sender<Batch>,
         pending: &mut Batch,
         boundary: &BinlogPosition,
-    ) -> std::result::Result<(), TailError> {
+    ) -> Result<()> {
         if pending.changes.len() >= self.batch_size || out.capacity() == out.max_capacity() {
             self.flush(out, pending, Some(boundary.clone())).await?;
         }
@@ -395,7 +454,7 @@ impl Tailer {
         out: &mpsc::Sender<Batch>,
         pending: &mut Batch,
         checkpoint: Option<BinlogPosition>,
-    ) -> std::result::Result<(), TailError> {
+    ) -> Result<()> {
         let mut batch = std::mem::take(pending);
         if let Some(position) = checkpoint {
             let checkpoint = Checkpoint {
@@ -405,11 +464,9 @@ impl Tailer {
             self.last_sent = checkpoint.clone();
             batch.checkpoint = Some(checkpoint);
         }
-        out.send(batch).await.map_err(|_| {
-            TailError::Fatal(Error::Strategy {
-                strategy: "binlog",
-                reason: "the Redis applier stopped".to_owned(),
-            })
+        out.send(batch).await.map_err(|_| Error::Strategy {
+            strategy: "binlog",
+            reason: "the Redis applier stopped".to_owned(),
         })
     }
 
@@ -434,7 +491,7 @@ impl Tailer {
         &mut self,
         key: &(String, String),
         tme: &TableMapEvent<'_>,
-    ) -> std::result::Result<Arc<SyncedTable>, TailError> {
+    ) -> Result<Arc<SyncedTable>> {
         let current = self.tables[key].clone();
         let dirty = self.dirty.contains(key);
         if !dirty && shape_matches(&current, tme) {
@@ -443,26 +500,24 @@ impl Tailer {
         let mut conn = crate::mysql::get_conn(&self.pool, &self.mysql_url).await?;
         let mut schema = crate::mysql::schema::read_table(&mut conn, &key.0, &key.1)
             .await?
-            .ok_or_else(|| {
-                TailError::Fatal(Error::Strategy {
-                    strategy: "binlog",
-                    reason: format!("table {}.{} was dropped", key.0, key.1),
-                })
+            .ok_or_else(|| Error::Strategy {
+                strategy: "binlog",
+                reason: format!("table {}.{} was dropped", key.0, key.1),
             })?;
         // The members the rows were written with win over today's information_schema.
         use_logged_members(&mut schema, tme);
         let planned = SyncedTable::plan(&current.config, schema)
-            .map_err(|problems| TailError::Fatal(Error::Config(problems)))?;
+            .map_err(Error::Config)?;
         let planned = Arc::new(planned);
         if !shape_matches(&planned, tme) {
-            return Err(TailError::Fatal(Error::Strategy {
+            return Err(Error::Strategy {
                 strategy: "binlog",
                 reason: format!(
                     "the binlog rows of {} no longer match its current schema (several DDL \
                      changes behind?); run `cachesync snapshot` to reload it",
                     current.name()
                 ),
-            }));
+            });
         }
         info!(table = %planned.name(), columns = planned.encoder.names().join(","), "schema re-read");
         self.dirty.retain(|k| k != key);
@@ -652,29 +707,33 @@ fn uuid_text(sid: &[u8; 16]) -> String {
     )
 }
 
-/// Classifies a replication stream error.
-fn stream_error(e: mysql_async::Error, from: &BinlogPosition) -> TailError {
+/// Classifies a replication stream error: a purged binlog or a refused replica needs a
+/// person (not transient); anything else broke the stream and is worth reconnecting.
+fn stream_error(e: mysql_async::Error, from: &BinlogPosition) -> Error {
     match &e {
         // ER_MASTER_FATAL_ERROR_READING_BINLOG: the file is gone (purged) or the
         // position is not an event boundary.
-        mysql_async::Error::Server(s) if s.code == 1236 => TailError::Fatal(Error::Strategy {
+        mysql_async::Error::Server(s) if s.code == 1236 => Error::Strategy {
             strategy: "binlog",
             reason: format!(
                 "the server cannot stream from {from}: {} — the binlog was probably purged; \
                  run `cachesync snapshot` to reload the tables and continue from the current position",
                 s.message
             ),
-        }),
-        mysql_async::Error::Server(s) if matches!(s.code, 1044 | 1045 | 1227) => {
-            TailError::Fatal(Error::Strategy {
-                strategy: "binlog",
-                reason: format!(
-                    "the server refused replication: {} (grant REPLICATION SLAVE, REPLICATION CLIENT; see `cachesync doctor`)",
-                    s.message
-                ),
-            })
-        }
-        _ => TailError::Transient(Error::mysql("reading the binlog", e)),
+        },
+        mysql_async::Error::Server(s) if matches!(s.code, 1044 | 1045 | 1227) => Error::Strategy {
+            strategy: "binlog",
+            reason: format!(
+                "the server refused replication: {} (grant REPLICATION SLAVE, REPLICATION CLIENT; see `cachesync doctor`)",
+                s.message
+            ),
+        },
+        mysql_async::Error::Server(s) => Error::Unreachable {
+            service: "MySQL",
+            url: "the replication stream".to_owned(),
+            reason: format!("{} (MySQL error {})", s.message, s.code),
+        },
+        _ => Error::mysql("reading the binlog", e),
     }
 }
 

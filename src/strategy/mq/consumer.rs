@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use super::broker;
 use super::config::AmqpConfig;
 use super::message::ChangeEvent;
-use crate::error::{Backoff, Error, Result};
+use crate::error::{Error, Result, Retry};
 use crate::metrics as m;
 use crate::model::table::SyncedTable;
 use crate::redis::Applier;
@@ -31,19 +31,15 @@ pub async fn consume(
     tables: HashMap<String, Arc<SyncedTable>>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let mut backoff = Backoff::new();
+    let mut retry = Retry::new("consumer lost the broker; reconnecting", &shutdown);
     loop {
         match consume_once(&applier, &config, &tables, &shutdown).await {
             Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() => {
-                let wait = backoff.next_wait();
-                warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "consumer lost the broker; reconnecting");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(wait) => {}
+            Err(e) => {
+                if !retry.again(e).await? {
+                    return Ok(());
                 }
             }
-            Err(e) => return Err(e),
         }
     }
 }
@@ -122,20 +118,19 @@ async fn consume_once(
                 }
             }
         }
-        let mut backoff = Backoff::new();
+        let mut retry = Retry::new(
+            "Redis write failed; retrying (messages stay unacknowledged)",
+            shutdown,
+        );
         loop {
             match applier.apply(&changes).await {
                 Ok(_) => break,
-                Err(e) if e.is_transient() => {
-                    let wait = backoff.next_wait();
-                    warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "Redis write failed; retrying (messages stay unacknowledged)");
-                    tokio::select! {
+                Err(e) => {
+                    if !retry.again(e).await? {
                         // Unacknowledged messages are redelivered to whoever consumes next.
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(wait) => {}
+                        return Ok(());
                     }
                 }
-                Err(e) => return Err(e),
             }
         }
         if let Some(tag) = last_tag {

@@ -87,7 +87,10 @@ pub struct Relay {
 }
 
 /// Publishes outbox rows until `shutdown`. Failures (MySQL or broker) are retried with
-/// backoff; nothing is deleted before the broker confirmed it.
+/// backoff; nothing is deleted before the broker confirmed it. Unlike the other retry
+/// loops ([`crate::error::Retry`]) the relay retries *every* failure, a broker's nack
+/// included: each round starts from what the outbox holds, so a round that failed for any
+/// reason only delays the events, and stopping the relay would strand them.
 pub async fn relay(relay: Relay, shutdown: CancellationToken) -> Result<()> {
     let mut backoff = Backoff::new();
     loop {
