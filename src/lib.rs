@@ -3,40 +3,37 @@
 //!
 //! # Layout
 //!
-//! A row travels `MySQL → decode → row → applier → Redis`; a strategy decides how the
-//! application writes and where committed changes come from.
+//! A row travels `MySQL → model (decode) → redis (applier) → Redis`; a strategy decides how
+//! the application writes and where committed changes come from. Each folder is one
+//! concept and imports only the folders listed below it (`tests/layout.rs` keeps it so):
 //!
-//! - [`config`] — the TOML config plus `CACHESYNC__…` overrides; pure validation that
-//!   reports every problem with its key.
-//! - [`schema`] — what the configured tables look like in MySQL (`information_schema`),
-//!   and the per-table plan ([`schema::SyncedTable`]) that renders keys and values.
-//! - [`decode`] — pure: SQL values and binlog row images → canonical [`row::Cell`]s.
-//! - [`row`] — the canonical row model and its `json`/`hash` Redis encodings (the contract
-//!   every strategy shares).
-//! - [`keys`] — Redis key templates such as `user:{id}`.
-//! - [`scan`] — reading a whole table in batches of decoded rows, with progress (snapshot,
-//!   verify).
-//! - [`applier`] — the one writer of rows into Redis: pipelined batches, a per-key version
-//!   guard in Lua, tombstones for deletes, TTL with jitter, the shared metrics.
-//! - [`sqlwrite`] — the application's row write in MySQL (parameterised upsert/delete,
-//!   committed row read back), shared by the strategies' write paths.
-//! - [`strategy`] — the [`strategy::SyncStrategy`] trait and one module per strategy.
-//! - [`api`] — the sidecar HTTP write API (axum): upsert/delete a row by primary key
-//!   through the strategy's write path, `/healthz`, `/readyz`.
-//! - [`read`] — the cache-aside read path behind `GET` in the API: L1 → Redis → MySQL,
-//!   fills that never overwrite a newer synced value (a lease the applier voids),
-//!   negative caching, a shared Bloom filter, single-flight and a Redis refill mutex,
-//!   early refresh; the read-storm scenario that measures the guards ([`read::storm`]).
-//! - [`daemon`] — `cachesync run`: connect and check everything, run the strategy, drain on
-//!   SIGINT/SIGTERM.
-//! - [`doctor`] — `cachesync doctor`: binlog settings, grants, reachability, with fixes.
-//! - [`bench`] — `cachesync bench`: every strategy on one seeded workload, observed
-//!   from outside (propagation, stale reads, divergence, faults), one comparison table.
-//! - [`verify`] — `cachesync verify`: compare Redis with MySQL key by key (missing, extra,
-//!   different), and repair without regressing a newer version.
+//! - `src/main.rs` — parses arguments, sets up logging, calls [`cmd`] or [`bench`].
+//! - [`bench`] — `cachesync bench`: every strategy on one seeded workload, observed from
+//!   outside (propagation, stale reads, divergence, faults); the read-storm scenario.
+//! - [`cmd`] — the commands: `run` (and [`cmd::run::Daemon`], the started strategy the
+//!   benchmark reuses), `snapshot`, `doctor`, `verify`.
+//! - [`config`] — the TOML config plus `CACHESYNC__…` overrides, assembled from the
+//!   sections each component declares next to its code; pure validation that reports
+//!   every problem with its key.
+//! - [`api`] — the sidecar HTTP API (axum): row writes through the strategy, reads
+//!   through [`read`], `/healthz`, `/readyz`; its `[api]` section.
+//! - [`strategy`] — the [`strategy::SyncStrategy`] trait, [`strategy::StrategyKind`] with
+//!   the capabilities everything else asks about, and one folder per strategy with its
+//!   own config section.
+//! - [`read`] — the cache-aside read path behind `GET`: L1 → Redis → MySQL, fills under a
+//!   lease the applier voids, negative caching, single-flight, a Redis refill mutex,
+//!   early refresh.
+//! - [`redis`] — the one Redis connection type, every key layout ([`redis::keyspace`]),
+//!   the version-guarded applier and its Lua script, the Bloom filter.
+//! - [`mysql`] — connections with the session settings the encoding relies on, what the
+//!   configured tables look like (`information_schema`), the application's row write,
+//!   table scans.
+//! - [`model`] — pure, no I/O: canonical cells and their `json`/`hash` encodings (the
+//!   contract every strategy shares), decoding from SQL, binlog and JSON, key templates,
+//!   a table's plan and SQL, row changes.
 //! - [`metrics`] — metric names (the dashboard contract) and the Prometheus exporter.
-//! - [`mysql`] — MySQL connections with the session settings the encoding relies on.
-//! - [`redact`], [`error`] — passwords out of messages; the one error type.
+//! - [`error`], [`redact`] — the one error type and the one retry policy; passwords out of
+//!   messages.
 
 pub mod api;
 pub mod bench;

@@ -36,10 +36,10 @@ use crate::mysql::scan::TableScan;
 
 /// The version-guarded write of one or more changes, optionally with a checkpoint.
 ///
-/// KEYS: the checkpoint key when ARGV[1] is not empty, then for each change its row key,
+/// KEYS: the checkpoint key when `ARGV[1]` is not empty, then for each change its row key,
 /// its tombstone key and its read-marker key ([`fill_key`]) — the row key again in place
 /// of either when it cannot share the row key's slot.
-/// ARGV[1]: the checkpoint value or empty; ARGV[2]: tombstone TTL in ms; then for each
+/// `ARGV[1]`: the checkpoint value or empty; `ARGV[2]`: tombstone TTL in ms; then for each
 /// change: `u`/`d`, the version as decimal text or empty, `j`/`h`, the TTL in ms (0 =
 /// none), the number N of payload arguments, and N payload arguments (the JSON document,
 /// or the hash's field/value pairs).

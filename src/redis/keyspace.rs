@@ -30,7 +30,7 @@ pub fn tombstone_key(key: &str) -> Option<String> {
 /// The read-marker key of a row key, in the same Redis Cluster slot (named like
 /// [`tombstone_key`]): `{user:1}:cachesync:fill`. It holds the read path's fill lease
 /// (`lease:<token>`) or `absent` for a row known not to exist, and every synced change of
-/// the row deletes it (see [`APPLY_LUA`]). `None` when no key can share the slot; such
+/// the row deletes it (see [`super::applier::APPLY_LUA`]). `None` when no key can share the slot; such
 /// rows are read from MySQL without being filled.
 pub fn fill_key(key: &str) -> Option<String> {
     if has_hash_tag(key) {

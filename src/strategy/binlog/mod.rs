@@ -8,7 +8,7 @@
 //!
 //! Exactly-once effect: the tailer ([`tail`]) cuts batches at transaction boundaries and
 //! the applier writes each batch and the position after it in one atomic Redis script
-//! call ([`crate::applier::Applier::apply_with_checkpoint`]). After a crash the daemon
+//! call ([`crate::redis::Applier::apply_with_checkpoint`]). After a crash the daemon
 //! resumes from that checkpoint: nothing before it is re-read, nothing after it was
 //! recorded as done. Every change carries its binlog position as version, so what is
 //! re-read (the tail of a huge transaction sent in pieces) rewrites identical bytes and

@@ -506,8 +506,7 @@ impl Tailer {
             })?;
         // The members the rows were written with win over today's information_schema.
         use_logged_members(&mut schema, tme);
-        let planned = SyncedTable::plan(&current.config, schema)
-            .map_err(Error::Config)?;
+        let planned = SyncedTable::plan(&current.config, schema).map_err(Error::Config)?;
         let planned = Arc::new(planned);
         if !shape_matches(&planned, tme) {
             return Err(Error::Strategy {
