@@ -314,9 +314,14 @@ mod tests {
             assert_eq!(kind.name().parse::<StrategyKind>(), Ok(kind));
         }
         let err = "cdc".parse::<StrategyKind>().unwrap_err().to_string();
+        let valid: Vec<&str> = StrategyKind::ALL.iter().map(|k| k.name()).collect();
         assert_eq!(
             err,
-            "unknown strategy \"cdc\"; valid strategies: dual-write, mq, binlog"
+            format!(
+                "unknown strategy \"cdc\"; valid strategies: {}",
+                valid.join(", ")
+            )
         );
+        assert!(err.contains("dual-write, mq, binlog"), "{err}");
     }
 }
