@@ -1,7 +1,7 @@
 //! Row decoding + encoding throughput: the per-row CPU cost every strategy pays between
 //! MySQL and Redis. Pure (no I/O), so the figures isolate cachesync's own work.
 //!
-//! `cargo bench --bench encode`; the README quotes the medians.
+//! `cargo bench --bench encode`; `docs/bench.md` quotes the medians.
 
 use std::hint::black_box;
 

@@ -835,7 +835,7 @@ fn cachesync_bench(config: &std::path::Path, args: &[String]) -> (String, String
     (stdout, stderr)
 }
 
-/// `cachesync bench --scenario read-storm` (the command behind the README's table) at a
+/// `cachesync bench --scenario read-storm` (the command behind the table in `docs/read-path.md`) at a
 /// small size, twice in a row (MariaDB keeps a user's statistics across `DROP USER`,
 /// which once made every run after the first fail): the table on stdout and in `--out`,
 /// progress on stderr, and each case's MySQL count in `--json`, taken from MariaDB, is

@@ -5,7 +5,7 @@
 //! both sources meet in this one model, the same row encodes to the same bytes whichever
 //! strategy wrote it, which is what lets `verify` compare Redis with MySQL.
 //!
-//! The contract (README "Redis encoding"):
+//! The contract (`docs/encoding.md`):
 //! - `json`: one object per row, column → value. Integers are numbers (full 64-bit range,
 //!   signed and unsigned); `DECIMAL` a string with the column's exact scale; `FLOAT`/`DOUBLE`
 //!   numbers (shortest text that reads back to the same float); dates and times strings;

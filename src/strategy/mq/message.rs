@@ -9,7 +9,7 @@
 //! - `schema`: always `cachesync.change.v1`; a consumer rejects others (dead letter).
 //! - `table`: a configured `database.table`.
 //! - `op`: `upsert` or `delete`.
-//! - `row`: the row in the canonical JSON encoding (README "Redis encoding"): for an
+//! - `row`: the row in the canonical JSON encoding (`docs/encoding.md`): for an
 //!   upsert every synced column, for a delete at least the primary-key columns.
 //! - `version` (optional, u64): orders changes of one row; Redis keeps the newest. The
 //!   outbox id, or the table's `version_column`. Without it the change is unguarded.
