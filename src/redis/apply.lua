@@ -5,6 +5,19 @@ local function older(a, b)
   return a < b
 end
 
+-- The version a row key holds: the first JSON member or the hash field `_cachesync_v`
+-- (nil for a missing key, a row written without one, or a key of another type).
+local function stored_version(key, fmt)
+  if fmt == 'j' then
+    local doc = redis.pcall('GET', key)
+    if type(doc) == 'string' then return string.match(doc, '^{"_cachesync_v":(%d+)') end
+  else
+    local v = redis.pcall('HGET', key, '_cachesync_v')
+    if type(v) == 'string' then return v end
+  end
+  return nil
+end
+
 local function write_row(key, fmt, ttl, first, last)
   if fmt == 'j' then
     if ttl > 0 then redis.call('SET', key, ARGV[first], 'PX', ttl) else redis.call('SET', key, ARGV[first]) end
@@ -29,15 +42,7 @@ local function fill(key, marker, op, token, fmt, ttl, first, last)
   -- Redis since the lease, so the row read is at least that new, and a late older change
   -- must still be refused.
   local v
-  if op == 'r' then
-    if fmt == 'j' then
-      local doc = redis.pcall('GET', key)
-      if type(doc) == 'string' then v = string.match(doc, '^{"_cachesync_v":(%d+)') end
-    else
-      local hv = redis.pcall('HGET', key, '_cachesync_v')
-      if type(hv) == 'string' then v = hv end
-    end
-  end
+  if op == 'r' then v = stored_version(key, fmt) end
   if v and fmt == 'j' then
     local doc = '{"_cachesync_v":' .. v .. ',' .. string.sub(ARGV[first], 2)
     if ttl > 0 then redis.call('SET', key, doc, 'PX', ttl) else redis.call('SET', key, doc) end
@@ -56,14 +61,7 @@ local function apply(key, tomb, marker, op, ver, fmt, ttl, tomb_ttl, first, last
   if marker ~= key then redis.call('DEL', marker) end
   local tombstoned, result = false, 1
   if ver ~= '' then
-    local current
-    if fmt == 'j' then
-      local doc = redis.pcall('GET', key)
-      if type(doc) == 'string' then current = string.match(doc, '^{"_cachesync_v":(%d+)') end
-    else
-      local v = redis.pcall('HGET', key, '_cachesync_v')
-      if type(v) == 'string' then current = v end
-    end
+    local current = stored_version(key, fmt)
     if tomb ~= key then
       local t = redis.call('GET', tomb)
       if t then

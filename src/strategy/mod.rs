@@ -209,8 +209,11 @@ pub struct WriteReceipt {
     /// Where Redis stands for this change when the write returns.
     pub redis: RedisOutcome,
     /// The row as committed, read back inside the write's transaction (`None` for a
-    /// delete). The benchmark reads its own version column from it whatever the table's
-    /// `version_column`, to tell which committed change Redis holds.
+    /// delete): what defaults, triggers and type coercion made of the request. Every
+    /// write path reads it anyway (it is what Redis gets); a caller that needs a column
+    /// the request did not set uses it — the benchmark reads its trigger-maintained `v`
+    /// from it, whatever the table's `version_column`, to tell which committed change
+    /// Redis holds.
     pub row: Option<Vec<Cell>>,
 }
 
