@@ -5,7 +5,7 @@
 //!
 //! A row travels `MySQL → model (decode) → redis (applier) → Redis`; a strategy decides how
 //! the application writes and where committed changes come from. Each folder is one
-//! concept and imports only the folders listed below it:
+//! concept and imports only the folders listed below it (`tests/layout.rs` keeps it so):
 //!
 //! - `src/main.rs` — parses arguments, sets up logging, calls [`cmd`] or [`bench`].
 //! - [`bench`] — `cachesync bench`: every strategy on one seeded workload, observed from

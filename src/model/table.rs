@@ -174,6 +174,12 @@ pub struct TableSql {
 /// index (row constructors like `(a, b) > (?, ?)` are not optimised by every server); its
 /// parameters come from [`ChunkSql::after_params`]. `DECIMAL` key values are compared as
 /// `CAST(? AS DECIMAL)`, not as the double a string would be converted to.
+///
+/// A key with an `ENUM`, `SET` or `BIT` column cannot be paged this way: the index (and
+/// `ORDER BY`) sorts those by their number while a comparison with the value read back
+/// compares text, so a page could skip rows. Such a table is not `paged`: it is read in
+/// one chunk (the statements without `WHERE` and `LIMIT`: `rows_first` and
+/// `keys_first` then read everything, `rows_upto` too).
 #[derive(Debug, Clone)]
 pub struct ChunkSql {
     /// `SELECT <synced columns> ... ORDER BY <pk> LIMIT ?`: the first chunk.
@@ -189,6 +195,8 @@ pub struct ChunkSql {
     pub rows_upto: String,
     /// `SELECT <synced columns> ... WHERE <pk> > ? AND <pk> <= ? ORDER BY <pk>`.
     pub rows_between: String,
+    /// Whether the table can be read in pages (see above).
+    pub paged: bool,
     /// Primary-key columns in key order.
     key_count: usize,
 }
@@ -229,10 +237,30 @@ impl ChunkSql {
                 .collect::<Vec<_>>()
                 .join(" OR ")
         };
+        let paged = !schema.primary_key.iter().any(|&i| {
+            matches!(
+                schema.columns[i].ty,
+                Ok(ColumnType::Enum(_) | ColumnType::Set(_) | ColumnType::Bit)
+            )
+        });
+        let select = |what: &str| format!("SELECT {what} FROM {table}");
+        if !paged {
+            let all = select(columns);
+            return ChunkSql {
+                rows_first: all.clone(),
+                rows_after: all.clone(),
+                keys_first: select(&order),
+                keys_after: select(&order),
+                rows_upto: all.clone(),
+                rows_between: all,
+                paged,
+                key_count: keys.len(),
+            };
+        }
         let after = lexicographic(">", ">");
         let upto = lexicographic("<", "<=");
-        let select = |what: &str| format!("SELECT {what} FROM {table}");
         ChunkSql {
+            paged,
             rows_first: format!("{} ORDER BY {order} LIMIT ?", select(columns)),
             rows_after: format!("{} WHERE {after} ORDER BY {order} LIMIT ?", select(columns)),
             keys_first: format!("{} ORDER BY {order} LIMIT ?", select(&order)),
@@ -614,5 +642,19 @@ mod tests {
              `amount` <= CAST(? AS DECIMAL(65,2))) ORDER BY `shop`, `amount`"
         );
         assert_eq!(sql.after_params(&["a", "1.5"]), vec!["a", "a", "1.5"]);
+        assert!(sql.paged);
+    }
+
+    #[test]
+    fn enum_keys_are_read_in_one_chunk() {
+        let sql = ChunkSql::new(
+            &schema(&[("kind", ColumnType::Enum(vec!["b".into(), "a".into()]))]),
+            "`db`.`t`",
+            "`kind`, `v`",
+        );
+        assert!(!sql.paged);
+        assert_eq!(sql.rows_first, "SELECT `kind`, `v` FROM `db`.`t`");
+        assert_eq!(sql.keys_first, "SELECT `kind` FROM `db`.`t`");
+        assert_eq!(sql.rows_upto, sql.rows_first);
     }
 }

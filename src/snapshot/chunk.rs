@@ -31,9 +31,11 @@ return 0
 /// What one chunk did.
 #[derive(Debug, Default)]
 pub struct Copied {
-    /// Primary keys read (rows, or keys under a lease); fewer than asked for means the
-    /// table ends here.
+    /// Primary keys read (rows, or keys under a lease).
     pub keys: usize,
+    /// The table ends with this chunk: fewer keys than asked for, or a table read in one
+    /// chunk (not `paged`, see [`crate::model::table::ChunkSql`]).
+    pub last_chunk: bool,
     /// The primary key of the last row, where the next chunk starts.
     pub last: Option<Vec<Value>>,
     /// Rows written to Redis, rows Redis already had newer (or a synced change voided
@@ -89,7 +91,11 @@ async fn read_rows(
         None => (&sql.rows_first, Vec::new()),
         Some(key) => (&sql.rows_after, sql.after_params(key)),
     };
-    params.push(Value::UInt(limit as u64));
+    if sql.paged {
+        params.push(Value::UInt(limit as u64));
+    } else {
+        params.clear();
+    }
     conn.exec(statement.as_str(), params)
         .await
         .map_err(|e| Error::mysql(format!("reading a chunk of {}", table.name()), e))
@@ -128,6 +134,7 @@ async fn write_versioned(
     let applied = applier.apply(&changes).await?;
     Ok(Copied {
         keys: rows.len(),
+        last_chunk: rows.len() < limit || !table.sql.chunks.paged,
         last,
         applied,
     })
@@ -148,13 +155,20 @@ async fn copy_leased(
         None => (&sql.keys_first, Vec::new()),
         Some(key) => (&sql.keys_after, sql.after_params(key)),
     };
-    params.push(Value::UInt(limit as u64));
+    if sql.paged {
+        params.push(Value::UInt(limit as u64));
+    } else {
+        params.clear();
+    }
     let keys: Vec<Row> = conn
         .exec(statement.as_str(), params)
         .await
         .map_err(|e| Error::mysql(context(), e))?;
     let Some(last_row) = keys.last() else {
-        return Ok(Copied::default());
+        return Ok(Copied {
+            last_chunk: true,
+            ..Copied::default()
+        });
     };
     let last: Vec<Value> = (0..table.key_positions.len())
         .map(|i| last_row.as_ref(i).cloned().unwrap_or(Value::NULL))
@@ -190,7 +204,11 @@ async fn copy_leased(
         None => (&sql.rows_upto, Vec::new()),
         Some(key) => (&sql.rows_between, sql.after_params(key)),
     };
-    params.extend(sql.after_params(&last));
+    if sql.paged {
+        params.extend(sql.after_params(&last));
+    } else {
+        params.clear();
+    }
     let rows: Vec<Row> = conn
         .exec(statement.as_str(), params)
         .await
@@ -227,6 +245,7 @@ async fn copy_leased(
     let filled = written.iter().filter(|w| **w).count();
     Ok(Copied {
         keys: keys.len(),
+        last_chunk: keys.len() < limit || !sql.paged,
         last: Some(last),
         applied: Applied {
             written: filled,

@@ -450,14 +450,16 @@ impl Snapshots {
                     return Ok(());
                 }
                 let planned = &self.inner.tables[index];
-                if let Err(e) = self.copy_table(planned, entry, &shutdown).await {
-                    let table = planned.table.name();
+                let table = planned.table.name();
+                let copied = self.copy_table(planned, entry, &shutdown).await;
+                // Done, paused, handed over or failed: not running here any more.
+                metrics::gauge!(m::SNAPSHOT_RUNNING, "strategy" => self.inner.strategy, "table" => table.clone()).set(0.0);
+                if let Err(e) = copied {
                     error!(
                         table,
                         error = %e,
                         "online snapshot stopped: the table stays incomplete in Redis until it is asked for again (cachesync snapshot --table) or the daemon restarts"
                     );
-                    metrics::gauge!(m::SNAPSHOT_RUNNING, "strategy" => self.inner.strategy, "table" => table.clone()).set(0.0);
                     let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
                     live.entry(table).or_default().error = Some(e.to_string());
                 }
@@ -555,7 +557,7 @@ impl Snapshots {
             };
             copied_here += copied.keys as u64;
             entry.done += copied.keys as u64;
-            let finished = copied.keys < chunk_rows;
+            let finished = copied.last_chunk;
             if let Some(last) = copied.last {
                 entry.after = Some(last);
             }
@@ -584,8 +586,6 @@ impl Snapshots {
             if finished {
                 metrics::gauge!(m::SNAPSHOT_ROWS_TOTAL, "strategy" => strategy, "table" => table_label.clone())
                     .set(entry.done as f64);
-                metrics::gauge!(m::SNAPSHOT_RUNNING, "strategy" => strategy, "table" => table_label.clone())
-                    .set(0.0);
                 self.inner
                     .live
                     .lock()
