@@ -1327,6 +1327,27 @@ async fn on_request(rows: u64, rate: u64) {
     );
     assert!(scrapes > 0, "no lag in any scrape");
 
+    // The API names what it cannot snapshot, and lists nothing once all is done.
+    let api = format!(
+        "http://127.0.0.1:{}/v1/snapshots",
+        deployment.api_port.unwrap()
+    );
+    let http = reqwest::Client::new();
+    let refused = http
+        .post(&api)
+        .json(&serde_json::json!({ "tables": ["nope.nothing"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404);
+    let body = refused.text().await.unwrap();
+    assert!(
+        body.contains("nope.nothing is not a configured table") && body.contains(&db.name),
+        "{body}"
+    );
+    let listed: serde_json::Value = http.get(&api).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed, serde_json::json!({ "snapshots": [] }));
+
     // No daemon: the same command runs the snapshot itself.
     daemon.stop();
     delete_matching(&mut redis, &format!("{key_prefix}*")).await;
