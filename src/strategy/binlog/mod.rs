@@ -592,7 +592,12 @@ impl SyncStrategy for Binlog {
             };
             let (outcome, written) = self.session(from, text, &suffix, &shutdown).await;
             match outcome {
-                Err(Error::CheckpointMoved { key }) if !shutdown.is_cancelled() => {
+                // Stopping anyway: the next start reads the checkpoint as it finds it.
+                Err(Error::CheckpointMoved { key }) if shutdown.is_cancelled() => {
+                    warn!(checkpoint = key, last_written = %written, "the checkpoint in Redis changed as the daemon stopped; the next start re-reads it");
+                    break Ok(());
+                }
+                Err(Error::CheckpointMoved { key }) => {
                     warn!(checkpoint = key, last_written = %written, "the checkpoint in Redis is not the one this daemon wrote; re-reading it");
                     last = Some(written);
                 }
