@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use cachesync::cmd::run::{Daemon, connect};
 use cachesync::config::{Config, RawConfig};
-use cachesync::strategy::binlog::position::{BinlogPosition, Checkpoint};
+use cachesync::strategy::binlog::position::{BinlogPosition, Checkpoint, StoredCheckpoint};
 use cachesync::strategy::binlog::tail::{Batch, Tailer};
 use mysql_async::prelude::Queryable;
 use tokio_util::sync::CancellationToken;
@@ -141,8 +141,8 @@ async fn main() -> anyhow::Result<()> {
             .query_async(&mut redis)
             .await?;
         if stored
-            .and_then(|s| BinlogPosition::parse(&s))
-            .is_some_and(|c| c >= end)
+            .and_then(|s| StoredCheckpoint::parse(&s))
+            .is_some_and(|c| c.checkpoint.position >= end)
         {
             break;
         }

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cachesync::bench::setup::{clear_redis, load_average, reset_amqp, wait_for_tailing};
+use cachesync::bench::setup::{clear_redis, load_average, reset_amqp};
 use cachesync::cmd::run::{Daemon, connect};
 use cachesync::cmd::verify::{self, verify};
 use cachesync::config::{Config, RawConfig};
@@ -320,6 +320,8 @@ fn config_for(
         table["version_column"] = "v".into();
     }
     let mut tree = serde_json::json!({
+        // Its own deployment (marker, snapshot progress), cleared with its keys.
+        "name": KEY_PREFIX,
         "strategy": spec.strategy.unwrap_or("dual-write"),
         "mysql": { "url": mysql_url },
         "redis": { "url": redis_url },
@@ -360,11 +362,9 @@ async fn measure(
         None => WritePath::MysqlOnly(services.pool.clone()),
         Some(daemon) => WritePath::Strategy(daemon.strategy().clone()),
     });
-    if let Some(daemon) = &daemon
-        && config.strategy.tails_binlog()
-    {
-        // The tailer snapshots the table first; measure once it tails.
-        wait_for_tailing(daemon, CHECKPOINT_KEY).await?;
+    if let Some(daemon) = &daemon {
+        // A fresh deployment loads the table online first; measure once it is loaded.
+        daemon.wait_loaded(Duration::from_secs(300)).await?;
     }
 
     // Warm-up (connections, scripts, the outbox table), then the measured run.

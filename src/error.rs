@@ -77,6 +77,13 @@ pub enum Error {
         reason: String,
     },
 
+    /// The binlog checkpoint in Redis is not the one this process last wrote: Redis lost
+    /// it (restart without persistence, `FLUSHALL`, eviction), came back from an older
+    /// copy, or another process writes the same key. Nothing of the batch was written;
+    /// the binlog strategy re-reads the checkpoint and decides what to do.
+    #[error("the checkpoint at {key} is not the one this process last wrote")]
+    CheckpointMoved { key: String },
+
     /// Several independent failures (e.g. MySQL and Redis both unreachable), one per line.
     #[error("{}", Problems(&.0.iter().map(|e| e.to_string()).collect::<Vec<_>>()))]
     Many(Vec<Error>),
@@ -129,6 +136,7 @@ impl Error {
             | Error::InvalidWrite(_)
             | Error::Conflict(_)
             | Error::Decode { .. }
+            | Error::CheckpointMoved { .. }
             | Error::Strategy { .. } => false,
         }
     }

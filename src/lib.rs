@@ -20,6 +20,9 @@
 //! - [`strategy`] — the [`strategy::SyncStrategy`] trait, [`strategy::StrategyKind`] with
 //!   the capabilities everything else asks about, and one folder per strategy with its
 //!   own config section.
+//! - [`snapshot`] — online snapshots: a table copied in primary-key chunks while the
+//!   strategy runs, guarded so no chunk row overwrites a newer change, resumable; and
+//!   noticing that Redis lost its data (the deployment marker) to rebuild it.
 //! - [`read`] — the cache-aside read path behind `GET`: L1 → Redis → MySQL, fills under a
 //!   lease the applier voids, negative caching, single-flight, a Redis refill mutex,
 //!   early refresh.
@@ -46,6 +49,7 @@ pub mod mysql;
 pub mod read;
 pub mod redact;
 pub mod redis;
+pub mod snapshot;
 pub mod strategy;
 
 pub use error::{Error, Result};

@@ -31,13 +31,24 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Load every configured table into Redis from one consistent read and record its
-    /// binlog position as the checkpoint, so the next `run` of the binlog strategy tails
-    /// from there. Use it for a first start (`run` does it by itself when there is no
-    /// checkpoint), after the server purged the binlog, or to rebuild the cache.
+    /// (Re)load tables into Redis.
+    ///
+    /// When a daemon of this config answers on its API ([api]), it snapshots the tables
+    /// online while it keeps syncing (every table without --table), and the progress is
+    /// printed until they are done. Otherwise, with --table, the same online snapshot runs
+    /// here. Otherwise, for the binlog strategy: load every table from one consistent
+    /// read and record its binlog position as the checkpoint, so the next `run` tails from
+    /// there — after the server purged the binlog, or to rebuild the cache of a stopped
+    /// daemon (other strategies: the online snapshot of every table).
     Snapshot {
         #[command(flatten)]
         config: ConfigArg,
+        /// A `database.table` to snapshot online (repeatable); every table when left out.
+        #[arg(long = "table", value_name = "DATABASE.TABLE")]
+        tables: Vec<String>,
+        /// Return once the daemon has started the snapshot instead of waiting for it.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Check MySQL binlog settings, grants, tables, Redis and RabbitMQ, and print what to
     /// change. Exits non-zero when the configured strategy cannot work.
@@ -289,9 +300,14 @@ impl Command {
                 cachesync::cmd::run::run(config.load()?, CancellationToken::new()).await?;
                 Ok(true)
             }
-            Command::Snapshot { config } => {
-                let position = cachesync::cmd::snapshot::snapshot(&config.load()?).await?;
-                println!("snapshot done at {position}; `cachesync run` continues from there");
+            Command::Snapshot {
+                config,
+                tables,
+                no_wait,
+            } => {
+                let done =
+                    cachesync::cmd::snapshot::snapshot(&config.load()?, &tables, !no_wait).await?;
+                println!("{done}");
                 Ok(true)
             }
             Command::Doctor { config } => {
@@ -310,7 +326,7 @@ impl Command {
                     examples,
                     repair,
                     strategy: config.strategy,
-                    skip_keys: vec![config.binlog.checkpoint_key.clone()],
+                    skip_keys: vec![config.deployment_keys().checkpoint],
                 };
                 cachesync::cmd::verify::run(&config, &options).await
             }

@@ -42,6 +42,20 @@ pub const REPAIRS_PENDING: &str = "cachesync_repairs_pending";
 /// counted by `verify` or the benchmark.
 pub const DIVERGENT_KEYS: &str = "cachesync_divergent_keys";
 
+/// Counter, label `strategy`: times Redis was found to have lost this deployment's
+/// data (checkpoint or marker gone, or back on an older copy); each starts an online
+/// rebuild.
+pub const REDIS_DATA_LOSS: &str = "cachesync_redis_data_loss_total";
+/// Gauge, labels `strategy`, `table`: rows the running online snapshot of the table will
+/// copy (estimated from `information_schema`; exact once it is done).
+pub const SNAPSHOT_ROWS_TOTAL: &str = "cachesync_snapshot_rows_total";
+/// Gauge, labels `strategy`, `table`: rows the running (or last) online snapshot of the
+/// table has copied.
+pub const SNAPSHOT_ROWS_DONE: &str = "cachesync_snapshot_rows_done";
+/// Gauge, labels `strategy`, `table`: 1 while an online snapshot of the table runs in
+/// this process — the table may be incomplete in Redis until it is 0.
+pub const SNAPSHOT_RUNNING: &str = "cachesync_snapshot_running";
+
 // The cache-aside read path (`GET` through the API, `crate::read`).
 /// Counter, labels `table`, `level` (`l1`, `redis`, `negative`): reads answered at that
 /// level (`negative`: a remembered "no such row").
@@ -121,6 +135,36 @@ pub fn describe() {
         "Changes dropped because Redis held a newer version"
     );
     describe_gauge!(DIVERGENT_KEYS, "Keys whose Redis value differs from MySQL");
+    describe_counter!(
+        REDIS_DATA_LOSS,
+        "Times Redis lost this deployment's data; each starts an online rebuild"
+    );
+    describe_gauge!(
+        SNAPSHOT_ROWS_TOTAL,
+        "Rows the online snapshot of a table will copy (estimate until done)"
+    );
+    describe_gauge!(
+        SNAPSHOT_ROWS_DONE,
+        "Rows the online snapshot of a table has copied"
+    );
+    describe_gauge!(
+        SNAPSHOT_RUNNING,
+        "1 while an online snapshot of the table runs (the table may be incomplete)"
+    );
+    /// Counter, label `strategy`: times Redis was found to have lost this deployment's
+    /// data (checkpoint or marker gone, or back on an older copy); each starts an online
+    /// rebuild.
+    pub const REDIS_DATA_LOSS: &str = "cachesync_redis_data_loss_total";
+    /// Gauge, labels `strategy`, `table`: rows the running online snapshot of the table will
+    /// copy (estimated from `information_schema`; exact once it is done).
+    pub const SNAPSHOT_ROWS_TOTAL: &str = "cachesync_snapshot_rows_total";
+    /// Gauge, labels `strategy`, `table`: rows the running (or last) online snapshot of the
+    /// table has copied.
+    pub const SNAPSHOT_ROWS_DONE: &str = "cachesync_snapshot_rows_done";
+    /// Gauge, labels `strategy`, `table`: 1 while an online snapshot of the table runs in
+    /// this process — the table may be incomplete in Redis until it is 0.
+    pub const SNAPSHOT_RUNNING: &str = "cachesync_snapshot_running";
+
     // The cache-aside read path.
     describe_counter!(
         READ_HITS,
@@ -166,8 +210,11 @@ pub fn register_series(strategy: &'static str, tables: &[String]) {
         metrics::counter!(APPLY_ERRORS, "strategy" => strategy, "table" => table.clone())
             .increment(0);
         let _ = metrics::histogram!(PROPAGATION, "strategy" => strategy, "table" => table.clone());
-        let _ = metrics::histogram!(WRITE_DURATION, "strategy" => strategy, "table" => table);
+        let _ =
+            metrics::histogram!(WRITE_DURATION, "strategy" => strategy, "table" => table.clone());
+        metrics::gauge!(SNAPSHOT_RUNNING, "strategy" => strategy, "table" => table).increment(0.0);
     }
     metrics::counter!(STALE_CHANGES_SKIPPED, "strategy" => strategy).increment(0);
+    metrics::counter!(REDIS_DATA_LOSS, "strategy" => strategy).increment(0);
     metrics::counter!(REPLAYED_CHANGES, "strategy" => strategy).increment(0);
 }

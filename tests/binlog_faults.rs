@@ -237,7 +237,7 @@ impl Pos {
 
 /// What the checkpoint key holds: `<binlog>.NNNNNN:<offset>`, then ` gtid=<set>` when
 /// the server logs GTIDs (MariaDB `domain-server-seq` or MySQL `uuid:gno`, comma
-/// separated).
+/// separated), then more `key=value` words (the server and the synced tables).
 #[derive(Debug)]
 struct Checkpoint {
     pos: Pos,
@@ -250,18 +250,20 @@ impl Checkpoint {
         let parsed = (|| {
             let mut words = text.split(' ');
             let pos = Pos::parse(words.next()?)?;
-            let gtids: Vec<String> = match words.next() {
-                None => Vec::new(),
-                Some(word) => word
-                    .strip_prefix("gtid=")?
-                    .split(',')
-                    .map(|gtid| is_gtid(gtid).then(|| gtid.to_owned()))
-                    .collect::<Option<_>>()?,
-            };
-            words.next().is_none().then_some(Checkpoint { pos, gtids })
+            let mut gtids: Vec<String> = Vec::new();
+            for word in words {
+                let (key, value) = word.split_once('=')?;
+                if key == "gtid" {
+                    gtids = value
+                        .split(',')
+                        .map(|gtid| is_gtid(gtid).then(|| gtid.to_owned()))
+                        .collect::<Option<_>>()?;
+                }
+            }
+            Some(Checkpoint { pos, gtids })
         })();
         parsed.unwrap_or_else(|| {
-            panic!("checkpoint {text:?} is not `<binlog>.NNNNNN:<pos>[ gtid=<set>]`")
+            panic!("checkpoint {text:?} is not `<binlog>.NNNNNN:<pos>[ gtid=<set>][ key=value…]`")
         })
     }
 }

@@ -8,6 +8,8 @@
 //! | `GET /v1/tables/{db.table}/rows?<pk column>=<value>&…` | — | 200 the row as JSON (the `json` encoding without `_cachesync_v`), 404 no such row |
 //! | `PUT /v1/tables/{db.table}/rows` | JSON object column → value, every primary-key column included | 200 receipt |
 //! | `DELETE /v1/tables/{db.table}/rows` | JSON object of exactly the primary-key columns | 200 receipt |
+//! | `POST /v1/snapshots` | `{"tables": ["db.t", …]}` (every table when empty) | 202: online snapshots started (or already running) |
+//! | `GET /v1/snapshots` | — | 200 the online snapshots not finished, with their progress |
 //! | `GET /healthz` | — | 200 `{"status":"ok"}` while the process serves (never needs the token) |
 //! | `GET /readyz` | — | 200 or 503 with the state of MySQL, Redis (and RabbitMQ for `mq`) |
 //!
@@ -26,6 +28,7 @@ pub mod config;
 pub mod error;
 mod read;
 pub mod ready;
+mod snapshots;
 mod write;
 
 use std::collections::HashMap;
@@ -38,7 +41,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -159,6 +162,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             "/v1/tables/{table}/rows",
             get(read::read).put(write::upsert).delete(write::delete),
         )
+        .route("/v1/snapshots", post(snapshots::start).get(snapshots::list))
         .route("/readyz", get(ready::readyz))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .route("/healthz", get(ready::healthz))
@@ -250,7 +254,7 @@ async fn not_found(uri: Uri) -> ApiError {
         StatusCode::NOT_FOUND,
         format!(
             "no route {}; routes: GET, PUT and DELETE /v1/tables/<database.table>/rows, \
-             GET /healthz, GET /readyz",
+             POST and GET /v1/snapshots, GET /healthz, GET /readyz",
             uri.path()
         ),
     )

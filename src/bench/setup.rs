@@ -1,8 +1,7 @@
 //! Everything a variant's run needs around it, and what the criterion bench
 //! `write_paths` shares: the bench table, the config a variant runs with, the Redis keys
-//! and RabbitMQ topology it cleans up, warming the cache, waiting for the binlog tailer.
+//! and RabbitMQ topology it cleans up, waiting for the binlog tailer.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
@@ -13,8 +12,7 @@ use super::workload::Variant;
 use crate::cmd::run::Daemon;
 use crate::config::{Config, RawConfig};
 use crate::error::{Error, Result};
-use crate::model::table::{SyncedTable, quote_ident};
-use crate::strategy::Services;
+use crate::model::table::quote_ident;
 use crate::strategy::mq::config::PublishMode;
 
 /// How long the binlog strategy may take to snapshot the bench table and start tailing.
@@ -83,6 +81,8 @@ pub fn variant_config(
         config.redis_url.clone()
     };
     let mut tree = serde_json::json!({
+        // Its own deployment: its marker and snapshot progress do not meet another run's.
+        "name": names.redis_prefix,
         "strategy": variant.kind.name(),
         "mysql": { "url": config.mysql_url },
         "redis": { "url": redis_url },
@@ -184,7 +184,13 @@ pub async fn drop_bench_tables(pool: &mysql_async::Pool, database: &str) {
 /// (`{<key>}:cachesync:…`: tombstones, read markers).
 pub async fn clear_redis(redis_url: &str, prefix: &str) -> Result<()> {
     let mut redis = crate::redis::connection::connect(redis_url).await?;
-    for pattern in [format!("{prefix}*"), format!("{{{prefix}*")] {
+    // Rows, their companion keys, and the keys of the deployment named after the prefix
+    // (marker, snapshot progress: `cachesync:{<prefix>}:...`).
+    for pattern in [
+        format!("{prefix}*"),
+        format!("{{{prefix}*"),
+        format!("cachesync:{{{prefix}}}:*"),
+    ] {
         crate::redis::connection::delete_matching(
             &mut redis,
             &pattern,
@@ -226,22 +232,6 @@ pub async fn reset_amqp(url: &str, name: &str) -> Result<()> {
     }
     conn.close(0, "bench reset".into()).await.map_err(fail)?;
     Ok(())
-}
-
-/// Loads every row into Redis through the applier, as a cache that was in use when the
-/// run began (the binlog strategy does this itself with its snapshot).
-pub async fn warm(services: &Services, table: &Arc<SyncedTable>) -> Result<()> {
-    let mut conn = services
-        .pool
-        .get_conn()
-        .await
-        .map_err(|e| Error::mysql("bench: connecting to MySQL", e))?;
-    services
-        .applier
-        .load_table(&mut conn, table, 1000, "bench warm-up", |row| {
-            table.version_of(row)
-        })
-        .await
 }
 
 /// Waits until the binlog strategy has snapshotted the table and tails.

@@ -300,6 +300,65 @@ async fn check_redis(config: &Config, report: &mut Report) {
             "Redis refuses EVAL: allow scripting for the configured user (ACL +@scripting)",
         ),
     }
+    check_eviction(&mut conn, report).await;
+}
+
+/// Whether Redis may evict the keys cachesync keeps for itself: under an `allkeys-*`
+/// `maxmemory-policy` any key can go, and a lost checkpoint or marker makes cachesync
+/// rebuild every table, a lost tombstone lets an older write bring a deleted row back.
+async fn check_eviction(conn: &mut crate::redis::RedisConn, report: &mut Report) {
+    let answer: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await;
+    let policy = match answer {
+        Ok(pair) if pair.len() == 2 => pair[1].clone(),
+        Ok(_) | Err(_) => {
+            return report.push(
+                Severity::Note,
+                "cannot read Redis' maxmemory-policy (CONFIG GET refused): make sure it is \
+                 noeviction or volatile-*, not allkeys-* (which may evict cachesync's checkpoint, \
+                 marker and tombstones)",
+            );
+        }
+    };
+    match eviction_finding(&policy) {
+        Some((severity, message)) => report.push(severity, message),
+        None => report.push(
+            Severity::Ok,
+            format!("Redis maxmemory-policy {policy}: cachesync's own keys are not evicted"),
+        ),
+    }
+}
+
+/// What `doctor` says about a `maxmemory-policy`; `None` when all is well.
+fn eviction_finding(policy: &str) -> Option<(Severity, String)> {
+    if policy.starts_with("allkeys-") {
+        return Some((
+            Severity::Problem,
+            format!(
+                "Redis maxmemory-policy is {policy}: when Redis is full it may evict cachesync's \
+                 checkpoint, deployment marker, snapshot progress and tombstones (a lost \
+                 checkpoint or marker makes cachesync rebuild every table; a lost tombstone lets \
+                 an older write bring a deleted row back). Set maxmemory-policy noeviction \
+                 (writes fail loudly when Redis is full) or a volatile-* policy such as \
+                 volatile-lru with tables[].ttl on the rows (cachesync's own keys have no TTL, \
+                 so volatile-* never evicts them): CONFIG SET maxmemory-policy noeviction, and \
+                 the same in redis.conf"
+            ),
+        ));
+    }
+    policy.starts_with("volatile-").then(|| {
+        (
+            Severity::Note,
+            format!(
+                "Redis maxmemory-policy is {policy}: cachesync's checkpoint, marker and snapshot \
+                 progress have no TTL and are never evicted; tombstones and rows with \
+                 tables[].ttl may be (see docs/operations.md, Eviction)"
+            ),
+        )
+    })
 }
 
 async fn check_amqp(config: &Config, report: &mut Report) {
@@ -329,5 +388,19 @@ async fn check_amqp(config: &Config, report: &mut Report) {
                 TIMEOUT.as_secs()
             ),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allkeys_policies_fail_and_name_the_setting() {
+        let (severity, message) = eviction_finding("allkeys-lru").unwrap();
+        assert_eq!(severity, Severity::Problem);
+        assert!(message.contains("maxmemory-policy noeviction"), "{message}");
+        assert_eq!(eviction_finding("volatile-ttl").unwrap().0, Severity::Note);
+        assert!(eviction_finding("noeviction").is_none());
     }
 }

@@ -42,6 +42,8 @@ pub async fn connect(config: &Config) -> Result<Services> {
             mysql_url: config.mysql_url.clone(),
             tables,
             applier,
+            keys: config.deployment_keys(),
+            snapshot: config.snapshot.clone(),
         }),
         (Err(a), Err(b)) => Err(Error::Many(vec![a, b])),
         (Err(e), _) | (_, Err(e)) => Err(e),
@@ -95,6 +97,28 @@ impl Daemon {
     /// What the strategy runs on.
     pub fn services(&self) -> &Services {
         &self.services
+    }
+
+    /// Waits (at most `limit`) until the strategy has loaded Redis: the online
+    /// snapshots a first start (or a table added to the config) begins are done.
+    pub async fn wait_loaded(&self, limit: Duration) -> Result<()> {
+        match self.strategy.snapshots() {
+            Some(snapshots) => {
+                tokio::select! {
+                    loaded = snapshots.wait_loaded(limit) => loaded,
+                    // Stopped by itself: an error the caller gets from `finished`.
+                    _ = async {
+                        while !self.is_finished() {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    } => Err(Error::Strategy {
+                        strategy: self.strategy.kind().name(),
+                        reason: "it stopped before Redis was loaded".to_owned(),
+                    }),
+                }
+            }
+            None => Ok(()),
+        }
     }
 
     /// Whether the background work has ended (by itself: an error it does not retry).

@@ -23,6 +23,8 @@ use self::table::RawTable;
 use crate::api::config::{ApiConfig, RawApi};
 use crate::error::{Error, Result};
 use crate::model::table::TableConfig;
+use crate::redis::keyspace::DeploymentKeys;
+use crate::snapshot::config::{RawSnapshot, SnapshotConfig};
 use crate::strategy::binlog::config::{BinlogConfig, RawBinlog};
 use crate::strategy::mq::config::{AmqpConfig, RawAmqp};
 use crate::strategy::{Sections, StrategyKind};
@@ -33,6 +35,11 @@ pub const ENV_PREFIX: &str = "CACHESYNC";
 /// The configuration file as written; see `config/cachesync.toml` for each key's meaning.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RawConfig {
+    /// Names this deployment in Redis: the keys cachesync keeps for itself are
+    /// `cachesync:{<name>}:...`. Default: `<strategy>@<mysql host>:<port>`, plus
+    /// `#<binlog.server_id>` for binlog.
+    #[serde(default)]
+    pub name: Option<String>,
     /// `dual-write`, `mq` or `binlog`.
     pub strategy: String,
     pub mysql: RawMysql,
@@ -44,6 +51,8 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub binlog: RawBinlog,
+    #[serde(default)]
+    pub snapshot: RawSnapshot,
     /// The HTTP write API runs only when this section is present.
     #[serde(default)]
     pub api: Option<RawApi>,
@@ -90,6 +99,8 @@ fn default_metrics_listen() -> String {
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The deployment's name (see [`RawConfig::name`]), defaulted.
+    pub name: String,
     pub strategy: StrategyKind,
     pub mysql_url: String,
     pub redis_url: String,
@@ -98,6 +109,7 @@ pub struct Config {
     pub api: Option<ApiConfig>,
     pub metrics_listen: SocketAddr,
     pub binlog: BinlogConfig,
+    pub snapshot: SnapshotConfig,
     pub tables: Vec<TableConfig>,
 }
 
@@ -106,6 +118,11 @@ impl Config {
     /// [`Error::Config`] with one line each.
     pub fn load(path: &Path) -> Result<Config> {
         RawConfig::load(path)?.validate()
+    }
+
+    /// The keys this deployment keeps in Redis (checkpoint, marker, snapshot progress).
+    pub fn deployment_keys(&self) -> DeploymentKeys {
+        DeploymentKeys::new(&self.name, self.binlog.checkpoint_key.as_deref())
     }
 
     /// The strategies' own sections, for [`crate::strategy::Strategy::build`].
@@ -226,6 +243,19 @@ impl RawConfig {
         };
 
         let binlog = self.binlog.validate(&mut problems);
+        let snapshot = self.snapshot.validate(&mut problems);
+        let name = match (&self.name, strategy, &binlog) {
+            (Some(name), _, _) => {
+                if name.is_empty() || name.contains(['{', '}']) {
+                    problems.push(format!(
+                        "name: must be non-empty and without {{ or }} (it becomes the Redis hash tag of cachesync's own keys), got {name:?}"
+                    ));
+                }
+                Some(name.clone())
+            }
+            (None, Some(kind), Some(binlog)) => Some(default_name(kind, &self.mysql.url, binlog)),
+            _ => None,
+        };
         if self.tables.is_empty() {
             problems.push("tables: at least one [[tables]] entry is required".to_owned());
         }
@@ -243,9 +273,12 @@ impl RawConfig {
             }
         }
 
-        match (strategy, metrics_listen, binlog) {
-            (Some(strategy), Some(metrics_listen), Some(binlog)) if problems.is_empty() => {
+        match (strategy, metrics_listen, binlog, snapshot, name) {
+            (Some(strategy), Some(metrics_listen), Some(binlog), Some(snapshot), Some(name))
+                if problems.is_empty() =>
+            {
                 Ok(Config {
+                    name,
                     strategy,
                     mysql_url: self.mysql.url.clone(),
                     redis_url: self.redis.url.clone(),
@@ -254,12 +287,28 @@ impl RawConfig {
                     api,
                     metrics_listen,
                     binlog,
+                    snapshot,
                     tables,
                 })
             }
             _ => Err(Error::Config(problems)),
         }
     }
+}
+
+/// The name of a deployment whose config sets none: `<strategy>@<mysql host>:<port>`,
+/// plus `#<binlog.server_id>` for a binlog deployment (two of those on one server need
+/// distinct replica ids anyway). Two deployments of one strategy on one MySQL server
+/// that share a Redis need a `name` each.
+fn default_name(kind: StrategyKind, mysql_url: &str, binlog: &BinlogConfig) -> String {
+    let (host, port) = mysql_async::Opts::from_url(mysql_url)
+        .map(|o| (o.ip_or_hostname().to_owned(), o.tcp_port()))
+        .unwrap_or_else(|_| ("mysql".to_owned(), 3306));
+    let mut name = format!("{kind}@{host}:{port}");
+    if kind.tails_binlog() {
+        name.push_str(&format!("#{}", binlog.server_id));
+    }
+    name.replace(['{', '}'], "")
 }
 
 /// 1-based line and column of byte `offset` in `text`.
@@ -395,6 +444,34 @@ mod tests {
             problems[0]
         );
         assert!(!problems[0].contains('\n'));
+    }
+
+    #[test]
+    fn the_deployment_name_defaults_per_server_and_names_its_keys() {
+        let config = RawConfig::from_tree(valid_tree())
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(config.name, "binlog@127.0.0.1:3307#4242");
+        assert_eq!(
+            config.deployment_keys().checkpoint,
+            "cachesync:{binlog@127.0.0.1:3307#4242}:checkpoint"
+        );
+        let mut tree = valid_tree();
+        tree["strategy"] = json!("dual-write");
+        tree["name"] = json!("shop");
+        let config = RawConfig::from_tree(tree).unwrap().validate().unwrap();
+        assert_eq!(config.deployment_keys().marker, "cachesync:{shop}:marker");
+        let mut tree = valid_tree();
+        tree["name"] = json!("a{b}");
+        tree["binlog"] = json!({ "checkpoint_key": "" });
+        assert_eq!(
+            problems(tree),
+            vec![
+                "binlog.checkpoint_key: must not be empty",
+                "name: must be non-empty and without { or } (it becomes the Redis hash tag of cachesync's own keys), got \"a{b}\"",
+            ]
+        );
     }
 
     #[test]

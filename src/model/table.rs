@@ -162,6 +162,128 @@ pub struct TableSql {
     pub select_shared: String,
     /// `DELETE FROM <table> WHERE <pk> = ?`.
     pub delete_by_key: String,
+    /// The statements an online snapshot pages through the table with (see
+    /// [`ChunkSql`]).
+    pub chunks: ChunkSql,
+}
+
+/// Keyset pagination in primary-key order, for online snapshots: every statement reads a
+/// bounded range of the primary key and never holds a lock. `pk > ?` stands for the
+/// lexicographic "after this key" over all primary-key columns, written out as
+/// `a > ? OR (a = ? AND b > ?)` so MySQL and MariaDB read it as a range of the clustered
+/// index (row constructors like `(a, b) > (?, ?)` are not optimised by every server); its
+/// parameters come from [`ChunkSql::after_params`]. `DECIMAL` key values are compared as
+/// `CAST(? AS DECIMAL)`, not as the double a string would be converted to.
+///
+/// A key with an `ENUM`, `SET` or `BIT` column cannot be paged this way: the index (and
+/// `ORDER BY`) sorts those by their number while a comparison with the value read back
+/// compares text, so a page could skip rows. Such a table is not `paged`: it is read in
+/// one chunk (the statements without `WHERE` and `LIMIT`: `rows_first` and
+/// `keys_first` then read everything, `rows_upto` too).
+#[derive(Debug, Clone)]
+pub struct ChunkSql {
+    /// `SELECT <synced columns> ... ORDER BY <pk> LIMIT ?`: the first chunk.
+    pub rows_first: String,
+    /// `SELECT <synced columns> ... WHERE <pk> > ? ORDER BY <pk> LIMIT ?`.
+    pub rows_after: String,
+    /// `SELECT <pk columns> ... ORDER BY <pk> LIMIT ?`: the keys of the first chunk.
+    pub keys_first: String,
+    /// `SELECT <pk columns> ... WHERE <pk> > ? ORDER BY <pk> LIMIT ?`.
+    pub keys_after: String,
+    /// `SELECT <synced columns> ... WHERE <pk> <= ? ORDER BY <pk>`: the rows of the first
+    /// chunk's key range.
+    pub rows_upto: String,
+    /// `SELECT <synced columns> ... WHERE <pk> > ? AND <pk> <= ? ORDER BY <pk>`.
+    pub rows_between: String,
+    /// Whether the table can be read in pages (see above).
+    pub paged: bool,
+    /// Primary-key columns in key order.
+    key_count: usize,
+}
+
+impl ChunkSql {
+    fn new(schema: &TableSchema, table: &str, columns: &str) -> ChunkSql {
+        let keys: Vec<(String, String)> = schema
+            .primary_key
+            .iter()
+            .map(|&i| {
+                let column = &schema.columns[i];
+                let placeholder = match &column.ty {
+                    Ok(ColumnType::Decimal { scale }) => {
+                        format!("CAST(? AS DECIMAL(65,{}))", (*scale).min(30))
+                    }
+                    _ => "?".to_owned(),
+                };
+                (quote_ident(&column.name), placeholder)
+            })
+            .collect();
+        let order = keys
+            .iter()
+            .map(|(c, _)| c.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        // a > ? OR (a = ? AND b > ?) ...; the last column takes `last_op`.
+        let lexicographic = |strict: &str, last_op: &str| -> String {
+            (0..keys.len())
+                .map(|i| {
+                    let mut terms: Vec<String> = keys[..i]
+                        .iter()
+                        .map(|(c, p)| format!("{c} = {p}"))
+                        .collect();
+                    let op = if i + 1 == keys.len() { last_op } else { strict };
+                    terms.push(format!("{} {op} {}", keys[i].0, keys[i].1));
+                    format!("({})", terms.join(" AND "))
+                })
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        };
+        let paged = !schema.primary_key.iter().any(|&i| {
+            matches!(
+                schema.columns[i].ty,
+                Ok(ColumnType::Enum(_) | ColumnType::Set(_) | ColumnType::Bit)
+            )
+        });
+        let select = |what: &str| format!("SELECT {what} FROM {table}");
+        if !paged {
+            let all = select(columns);
+            return ChunkSql {
+                rows_first: all.clone(),
+                rows_after: all.clone(),
+                keys_first: select(&order),
+                keys_after: select(&order),
+                rows_upto: all.clone(),
+                rows_between: all,
+                paged,
+                key_count: keys.len(),
+            };
+        }
+        let after = lexicographic(">", ">");
+        let upto = lexicographic("<", "<=");
+        ChunkSql {
+            paged,
+            rows_first: format!("{} ORDER BY {order} LIMIT ?", select(columns)),
+            rows_after: format!("{} WHERE {after} ORDER BY {order} LIMIT ?", select(columns)),
+            keys_first: format!("{} ORDER BY {order} LIMIT ?", select(&order)),
+            keys_after: format!("{} WHERE {after} ORDER BY {order} LIMIT ?", select(&order)),
+            rows_upto: format!("{} WHERE {upto} ORDER BY {order}", select(columns)),
+            rows_between: format!(
+                "{} WHERE ({after}) AND ({upto}) ORDER BY {order}",
+                select(columns)
+            ),
+            key_count: keys.len(),
+        }
+    }
+
+    /// The parameters of one lexicographic comparison with the primary-key values `key`
+    /// (in key order): for each column, the columns before it, then itself.
+    pub fn after_params<V: Clone>(&self, key: &[V]) -> Vec<V> {
+        debug_assert_eq!(key.len(), self.key_count);
+        let mut params = Vec::with_capacity(key.len() * (key.len() + 1) / 2);
+        for i in 0..key.len() {
+            params.extend_from_slice(&key[..=i]);
+        }
+        params
+    }
 }
 
 impl TableSql {
@@ -180,7 +302,9 @@ impl TableSql {
             .collect::<Vec<_>>()
             .join(" AND ");
         let select_by_key = format!("{select_all} WHERE {key_where}");
+        let chunks = ChunkSql::new(schema, &table, &columns.join(", "));
         TableSql {
+            chunks,
             select_for_update: format!("{select_by_key} FOR UPDATE"),
             select_shared: format!("{select_by_key} LOCK IN SHARE MODE"),
             delete_by_key: format!("DELETE FROM {table} WHERE {key_where}"),
@@ -449,5 +573,88 @@ mod tests {
     #[test]
     fn quotes_identifiers() {
         assert_eq!(quote_ident("we`ird"), "`we``ird`");
+    }
+
+    fn schema(keys: &[(&str, ColumnType)]) -> TableSchema {
+        let mut columns: Vec<Column> = keys
+            .iter()
+            .map(|(name, ty)| Column {
+                name: (*name).to_owned(),
+                ty: Ok(ty.clone()),
+            })
+            .collect();
+        columns.push(Column {
+            name: "v".to_owned(),
+            ty: Ok(ColumnType::Text),
+        });
+        TableSchema {
+            database: "db".to_owned(),
+            table: "t".to_owned(),
+            primary_key: (0..keys.len()).collect(),
+            columns,
+        }
+    }
+
+    #[test]
+    fn chunks_page_through_a_single_column_key() {
+        let int = ColumnType::Int {
+            unsigned: false,
+            bytes: 4,
+        };
+        let sql = ChunkSql::new(&schema(&[("id", int)]), "`db`.`t`", "`id`, `v`");
+        assert_eq!(
+            sql.rows_first,
+            "SELECT `id`, `v` FROM `db`.`t` ORDER BY `id` LIMIT ?"
+        );
+        assert_eq!(
+            sql.rows_after,
+            "SELECT `id`, `v` FROM `db`.`t` WHERE (`id` > ?) ORDER BY `id` LIMIT ?"
+        );
+        assert_eq!(
+            sql.keys_after,
+            "SELECT `id` FROM `db`.`t` WHERE (`id` > ?) ORDER BY `id` LIMIT ?"
+        );
+        assert_eq!(
+            sql.rows_between,
+            "SELECT `id`, `v` FROM `db`.`t` WHERE ((`id` > ?)) AND ((`id` <= ?)) ORDER BY `id`"
+        );
+        assert_eq!(sql.after_params(&[7]), vec![7]);
+    }
+
+    #[test]
+    fn composite_and_decimal_keys_compare_lexicographically_and_exactly() {
+        let sql = ChunkSql::new(
+            &schema(&[
+                ("shop", ColumnType::Text),
+                ("amount", ColumnType::Decimal { scale: 2 }),
+            ]),
+            "`db`.`t`",
+            "`shop`, `amount`, `v`",
+        );
+        assert_eq!(
+            sql.rows_after,
+            "SELECT `shop`, `amount`, `v` FROM `db`.`t` WHERE (`shop` > ?) OR (`shop` = ? AND \
+             `amount` > CAST(? AS DECIMAL(65,2))) ORDER BY `shop`, `amount` LIMIT ?"
+        );
+        assert_eq!(
+            sql.rows_upto,
+            "SELECT `shop`, `amount`, `v` FROM `db`.`t` WHERE (`shop` < ?) OR (`shop` = ? AND \
+             `amount` <= CAST(? AS DECIMAL(65,2))) ORDER BY `shop`, `amount`"
+        );
+        assert_eq!(sql.after_params(&["a", "1.5"]), vec!["a", "a", "1.5"]);
+        assert!(sql.paged);
+    }
+
+    #[test]
+    fn enum_keys_are_read_in_one_chunk() {
+        let sql = ChunkSql::new(
+            &schema(&[("kind", ColumnType::Enum(vec!["b".into(), "a".into()]))]),
+            "`db`.`t`",
+            "`kind`, `v`",
+        );
+        assert!(!sql.paged);
+        assert_eq!(sql.rows_first, "SELECT `kind`, `v` FROM `db`.`t`");
+        assert_eq!(sql.keys_first, "SELECT `kind` FROM `db`.`t`");
+        assert_eq!(sql.rows_upto, sql.rows_first);
     }
 }

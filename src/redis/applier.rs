@@ -39,8 +39,9 @@ use crate::mysql::scan::TableScan;
 /// KEYS: the checkpoint key when `ARGV[1]` is not empty, then for each change its row key,
 /// its tombstone key and its read-marker key ([`fill_key`]) — the row key again in place
 /// of either when it cannot share the row key's slot.
-/// `ARGV[1]`: the checkpoint value or empty; `ARGV[2]`: tombstone TTL in ms; then for each
-/// change: `u`/`d`, the version as decimal text or empty, `j`/`h`, the TTL in ms (0 =
+/// `ARGV[1]`: the checkpoint value or empty; `ARGV[2]`: tombstone TTL in ms; `ARGV[3]`:
+/// the value the checkpoint must hold for anything to be written, or empty for no check
+/// (then the script returns just `-1` when it does not); then for each change: `u`/`d`, the version as decimal text or empty, `j`/`h`, the TTL in ms (0 =
 /// none), the number N of payload arguments, and N payload arguments (the JSON document,
 /// or the hash's field/value pairs).
 ///
@@ -64,6 +65,9 @@ use crate::mysql::scan::TableScan;
 /// of the call is in — a script runs atomically, and one that fails part-way has not
 /// reached the checkpoint.
 pub const APPLY_LUA: &str = include_str!("apply.lua");
+
+/// What [`APPLY_LUA`] returns, alone, when the checkpoint is not the expected one.
+const MOVED: i64 = -1;
 
 /// The keys and arguments of one script call.
 #[derive(Default)]
@@ -317,24 +321,7 @@ impl Applier {
             ),
             (_, None) => return Ok(false),
         };
-        let format = match table.config.format {
-            Format::Json => "j",
-            Format::Hash => "h",
-        };
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.script.get_hash())
-            .arg(3)
-            .arg(key)
-            .arg(key)
-            .arg(marker)
-            .arg("")
-            .arg(self.tombstone_ttl_ms)
-            .arg(code)
-            .arg(token)
-            .arg(format)
-            .arg(ttl_ms)
-            .arg(payload.len())
-            .arg(payload);
+        let cmd = self.fill_cmd(table, key, &marker, code, token, ttl_ms, payload);
         let mut conn = self.conn.clone();
         let mut outcome = cmd.query_async::<Vec<i64>>(&mut conn).await;
         if let Err(e) = &outcome
@@ -348,6 +335,101 @@ impl Applier {
         let results = outcome
             .map_err(|e| Error::redis(format!("filling key {key} of {}", table.name()), e))?;
         Ok(results.first() == Some(&1))
+    }
+
+    /// The script call of one fill (see [`Applier::fill`]).
+    #[allow(clippy::too_many_arguments)]
+    fn fill_cmd(
+        &self,
+        table: &SyncedTable,
+        key: &str,
+        marker: &str,
+        code: &str,
+        token: &str,
+        ttl_ms: u64,
+        payload: Vec<Vec<u8>>,
+    ) -> redis::Cmd {
+        let format = match table.config.format {
+            Format::Json => "j",
+            Format::Hash => "h",
+        };
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash())
+            .arg(3)
+            .arg(key)
+            .arg(key)
+            .arg(marker)
+            .arg("")
+            .arg(self.tombstone_ttl_ms)
+            .arg("")
+            .arg(code)
+            .arg(token)
+            .arg(format)
+            .arg(ttl_ms)
+            .arg(payload.len())
+            .arg(payload);
+        cmd
+    }
+
+    /// Many refills of rows of `table` at once, pipelined: `(key, lease token, row)`
+    /// each, written like [`FillOp::Refresh`] — over whatever the key holds, keeping the
+    /// version it carries — only while the key's read marker still holds the token (an
+    /// online snapshot without versions, see [`crate::snapshot`]). Returns for each
+    /// whether it was written (`false`: a synced change came after the lease). Added to
+    /// the table's Bloom filter first, like every upsert.
+    pub async fn refill(
+        &self,
+        table: &Arc<SyncedTable>,
+        fills: &[(String, String, Vec<Cell>)],
+    ) -> Result<Vec<bool>> {
+        if fills.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(bloom) = Bloom::of(table) {
+            let mut pipe = redis::pipe();
+            for (key, _, _) in fills {
+                bloom.add_to(&mut pipe, key);
+            }
+            let mut conn = self.conn.clone();
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| Error::redis("adding keys to the Bloom filter", e))?;
+        }
+        let mut pipe = redis::pipe();
+        {
+            let mut rng = rand::rng();
+            for (key, token, row) in fills {
+                let marker = fill_key(key).unwrap_or_else(|| key.clone());
+                let payload = match table.encoder.encode(row, None) {
+                    Encoded::Json(doc) => vec![doc],
+                    Encoded::Hash(fields) => fields,
+                };
+                let ttl_ms = row_ttl_ms(table, &mut rng);
+                pipe.add_command(self.fill_cmd(table, key, &marker, "r", token, ttl_ms, payload));
+            }
+        }
+        let mut conn = self.conn.clone();
+        let mut outcome = pipe.query_async::<Vec<Vec<i64>>>(&mut conn).await;
+        if let Err(e) = &outcome
+            && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        {
+            // A script that is not loaded fails before it runs: nothing was filled.
+            self.load_script()
+                .await
+                .map_err(|e| Error::redis("loading the apply script", e))?;
+            outcome = pipe.query_async::<Vec<Vec<i64>>>(&mut conn).await;
+        }
+        let results = outcome.map_err(|e| {
+            Error::redis(
+                format!("refilling {} keys of {}", fills.len(), table.name()),
+                e,
+            )
+        })?;
+        let written: Vec<bool> = results.iter().map(|r| r.first() == Some(&1)).collect();
+        let n = written.iter().filter(|w| **w).count() as u64;
+        metrics::counter!(m::EVENTS_APPLIED, "strategy" => self.strategy, "table" => table.name())
+            .increment(n);
+        Ok(written)
     }
 
     /// Adds the keys of `changes` to their tables' Bloom filters (tables with
@@ -387,6 +469,7 @@ impl Applier {
             cmd.arg(args.keys)
                 .arg("")
                 .arg(self.tombstone_ttl_ms)
+                .arg("")
                 .arg(args.argv);
         }
         pipe
@@ -400,6 +483,22 @@ impl Applier {
         changes: &[Change],
         checkpoint_key: &str,
         checkpoint: &str,
+    ) -> Result<Applied> {
+        self.apply_with_checkpoint_if(changes, checkpoint_key, checkpoint, None)
+            .await
+    }
+
+    /// [`Applier::apply_with_checkpoint`], only if `checkpoint_key` still holds
+    /// `expected` (when given): the check and the writes are one script call, so when the
+    /// checkpoint is not the one this process last wrote — Redis lost it, came back from
+    /// an older copy, or someone else writes it — nothing is written and the error is
+    /// [`Error::CheckpointMoved`].
+    pub async fn apply_with_checkpoint_if(
+        &self,
+        changes: &[Change],
+        checkpoint_key: &str,
+        checkpoint: &str,
+        expected: Option<&str>,
     ) -> Result<Applied> {
         if let Err(e) = self.remember_in_bloom(changes).await {
             for change in changes {
@@ -423,6 +522,7 @@ impl Applier {
             .arg(args.keys)
             .arg(checkpoint)
             .arg(self.tombstone_ttl_ms)
+            .arg(expected.unwrap_or(""))
             .arg(args.argv);
         let mut conn = self.conn.clone();
         let mut outcome = cmd.query_async::<Vec<i64>>(&mut conn).await;
@@ -436,6 +536,10 @@ impl Applier {
             outcome = cmd.query_async::<Vec<i64>>(&mut conn).await;
         }
         match outcome {
+            // The script's answer when the checkpoint was not `expected`.
+            Ok(results) if results.first() == Some(&MOVED) => Err(Error::CheckpointMoved {
+                key: checkpoint_key.to_owned(),
+            }),
             Ok(results) => Ok(self.record(changes, &results)),
             Err(e) => Err(self.failed(changes, &[], e)),
         }

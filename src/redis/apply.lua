@@ -84,9 +84,13 @@ local function apply(key, tomb, marker, op, ver, fmt, ttl, tomb_ttl, first, last
   return result
 end
 
-local checkpoint, tomb_ttl = ARGV[1], tonumber(ARGV[2])
-local k, a, results = 1, 3, {}
-if checkpoint ~= '' then k = 2 end
+local checkpoint, tomb_ttl, expected = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local k, a, results = 1, 4, {}
+if checkpoint ~= '' then
+  k = 2
+  -- Compare-and-set: before anything is written, so a moved checkpoint writes nothing.
+  if expected ~= '' and redis.call('GET', KEYS[1]) ~= expected then return {-1} end
+end
 while a <= #ARGV do
   local n = tonumber(ARGV[a + 4])
   results[#results + 1] = apply(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a], ARGV[a + 1],

@@ -1,7 +1,8 @@
 //! Every key layout cachesync writes in Redis, and the version field's shape, in one
 //! place: a row's companion keys (tombstone, read marker) that share its Redis Cluster
-//! slot, and reading `_cachesync_v` out of a stored JSON document. The apply script
-//! (`apply.lua`) follows the same layout.
+//! slot, reading `_cachesync_v` out of a stored JSON document, and the keys a deployment
+//! keeps for itself ([`DeploymentKeys`]). The apply script (`apply.lua`) follows the
+//! same layout.
 
 use crate::model::cell::VERSION_FIELD;
 
@@ -50,6 +51,48 @@ fn has_hash_tag(key: &str) -> bool {
         .is_some_and(|len| len > 0)
 }
 
+/// The checkpoint key every binlog deployment shared before keys were named per
+/// deployment; a checkpoint still there is not adopted silently (see
+/// `docs/operations.md`, *Checkpoint key migration*).
+pub const LEGACY_CHECKPOINT_KEY: &str = "cachesync:checkpoint:binlog";
+
+/// The keys one deployment (the config's `name`) keeps for itself, all with the hash tag
+/// `{<name>}` so they share one Redis Cluster slot and one script can update them
+/// together: `cachesync:{<name>}:checkpoint` and so on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentKeys {
+    /// The deployment's name.
+    pub name: String,
+    /// (binlog) the position up to which changes are in Redis; `binlog.checkpoint_key`
+    /// when the config sets one.
+    pub checkpoint: String,
+    /// (dual-write, mq) a hash that exists while Redis holds this deployment's data: its
+    /// disappearance is how data loss is noticed (see [`crate::snapshot::watch`]).
+    pub marker: String,
+    /// The online snapshots not finished yet: table → where the next chunk starts (see
+    /// [`crate::snapshot`]). Gone when none is running.
+    pub snapshots: String,
+}
+
+impl DeploymentKeys {
+    /// The keys of deployment `name`, with the binlog checkpoint at `checkpoint` when the
+    /// config names one.
+    pub fn new(name: &str, checkpoint: Option<&str>) -> DeploymentKeys {
+        let key = |what: &str| format!("cachesync:{{{name}}}:{what}");
+        DeploymentKeys {
+            name: name.to_owned(),
+            checkpoint: checkpoint.map_or_else(|| key("checkpoint"), str::to_owned),
+            marker: key("marker"),
+            snapshots: key("snapshots"),
+        }
+    }
+
+    /// Whether the checkpoint key is the per-deployment default (not set in the config).
+    pub fn default_checkpoint(&self) -> bool {
+        self.checkpoint == format!("cachesync:{{{}}}:checkpoint", self.name)
+    }
+}
+
 /// Whether `key` is one of cachesync's companion keys (a tombstone or a read marker)
 /// rather than a row.
 pub fn is_companion(key: &str) -> bool {
@@ -94,6 +137,18 @@ mod tests {
             tombstone_key("a{b").as_deref(),
             Some("{a{b}:cachesync:tombstone")
         );
+    }
+
+    #[test]
+    fn deployment_keys_share_one_slot() {
+        let keys = DeploymentKeys::new("shop", None);
+        assert_eq!(keys.checkpoint, "cachesync:{shop}:checkpoint");
+        assert_eq!(keys.marker, "cachesync:{shop}:marker");
+        assert_eq!(keys.snapshots, "cachesync:{shop}:snapshots");
+        assert!(keys.default_checkpoint());
+        let set = DeploymentKeys::new("shop", Some(LEGACY_CHECKPOINT_KEY));
+        assert_eq!(set.checkpoint, LEGACY_CHECKPOINT_KEY);
+        assert!(!set.default_checkpoint());
     }
 
     #[test]

@@ -34,6 +34,9 @@ use crate::model::cell::Cell;
 use crate::model::change::{Applied, RowWrite};
 use crate::model::table::SyncedTable;
 use crate::redis::Applier;
+use crate::redis::keyspace::DeploymentKeys;
+use crate::snapshot::config::SnapshotConfig;
+use crate::snapshot::{Planned, Setup, Snapshots, Stamp};
 
 pub use binlog::Binlog;
 pub use dual_write::DualWrite;
@@ -102,6 +105,21 @@ impl StrategyKind {
             StrategyKind::Binlog => true,
             StrategyKind::Mq => versioned || publish == PublishMode::Outbox,
             StrategyKind::DualWrite => versioned,
+        }
+    }
+
+    /// How an online snapshot keeps a chunk row from overwriting a newer synced change of
+    /// a table (see [`crate::snapshot`]): a binlog position when the strategy versions
+    /// changes by position; the row's version column when that is the version the
+    /// strategy's changes carry (a `version_column`, and for mq only when events are
+    /// published directly: outbox events carry outbox ids, which a row does not hold);
+    /// otherwise the read lease.
+    pub fn snapshot_stamp(self, versioned: bool, publish: PublishMode) -> Stamp {
+        match self {
+            StrategyKind::Binlog => Stamp::ConsistentRead,
+            StrategyKind::DualWrite if versioned => Stamp::RowVersion,
+            StrategyKind::Mq if versioned && publish == PublishMode::Direct => Stamp::RowVersion,
+            StrategyKind::DualWrite | StrategyKind::Mq => Stamp::Lease,
         }
     }
 
@@ -196,6 +214,35 @@ pub struct Services {
     pub mysql_url: String,
     pub tables: Vec<Arc<SyncedTable>>,
     pub applier: Applier,
+    /// The keys this deployment keeps in Redis (checkpoint, marker, snapshot progress).
+    pub keys: DeploymentKeys,
+    /// `[snapshot]`: online snapshots and data-loss checks.
+    pub snapshot: SnapshotConfig,
+}
+
+impl Services {
+    /// The online snapshots of a strategy whose chunk rows are guarded per table as
+    /// [`StrategyKind::snapshot_stamp`] says (not binlog, which brings its consistent
+    /// read: [`Binlog::new`]).
+    pub fn snapshots(&self, kind: StrategyKind, publish: PublishMode) -> Result<Snapshots> {
+        Snapshots::new(Setup {
+            pool: self.pool.clone(),
+            mysql_url: self.mysql_url.clone(),
+            applier: self.applier.clone(),
+            keys: self.keys.clone(),
+            settings: self.snapshot.clone(),
+            strategy: kind.name(),
+            tables: self
+                .tables
+                .iter()
+                .map(|t| Planned {
+                    table: t.clone(),
+                    stamp: kind.snapshot_stamp(t.version_column.is_some(), publish),
+                })
+                .collect(),
+            consistent: None,
+        })
+    }
 }
 
 /// What a completed write reports.
@@ -256,20 +303,36 @@ impl Strategy {
     /// `services`; it writes rows to Redis only through their applier.
     pub fn build(kind: StrategyKind, sections: &Sections, services: &Services) -> Result<Strategy> {
         match kind {
-            StrategyKind::DualWrite => Ok(Strategy::DualWrite(DualWrite::new(
-                services.pool.clone(),
-                services.applier.clone(),
-            ))),
+            StrategyKind::DualWrite => Ok(Strategy::DualWrite(
+                DualWrite::new(services.pool.clone(), services.applier.clone())
+                    // Dual-write has no publish mode; any gives its stamp.
+                    .with_snapshots(services.snapshots(kind, PublishMode::Direct)?),
+            )),
             StrategyKind::Binlog => Ok(Strategy::Binlog(Binlog::new(
                 services,
                 sections.binlog.clone(),
-            ))),
+            )?)),
             StrategyKind::Mq => {
                 let amqp = sections.amqp.clone().ok_or_else(|| {
                     Error::Config(vec!["amqp.url: required when strategy = \"mq\"".to_owned()])
                 })?;
-                Ok(Strategy::Mq(Mq::new(services, amqp)))
+                let snapshots = services.snapshots(kind, amqp.publish)?;
+                Ok(Strategy::Mq(
+                    Mq::new(services, amqp).with_snapshots(snapshots),
+                ))
             }
+        }
+    }
+}
+
+impl Strategy {
+    /// The online snapshots this strategy runs (`None` for a strategy built without
+    /// them, as tests of the write path do).
+    pub fn snapshots(&self) -> Option<&Snapshots> {
+        match self {
+            Strategy::DualWrite(s) => s.snapshots(),
+            Strategy::Mq(s) => s.snapshots(),
+            Strategy::Binlog(s) => Some(s.snapshots()),
         }
     }
 }

@@ -13,7 +13,9 @@
 
 pub mod all_types;
 pub mod converge;
+pub mod daemon;
 pub mod mariadb;
+pub mod redis_server;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

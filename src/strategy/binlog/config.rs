@@ -13,9 +13,10 @@ pub struct RawBinlog {
     /// The replica id cachesync announces; unique among the server's replicas.
     #[serde(default = "default_server_id")]
     pub server_id: u32,
-    /// Redis key holding the position up to which changes are in Redis.
-    #[serde(default = "default_checkpoint_key")]
-    pub checkpoint_key: String,
+    /// Redis key holding the position up to which changes are in Redis; by default
+    /// `cachesync:{<name>}:checkpoint`, unique per deployment.
+    #[serde(default)]
+    pub checkpoint_key: Option<String>,
     /// Most row changes per Redis call; also bounds memory for huge transactions.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -37,7 +38,7 @@ impl Default for RawBinlog {
     fn default() -> Self {
         RawBinlog {
             server_id: default_server_id(),
-            checkpoint_key: default_checkpoint_key(),
+            checkpoint_key: None,
             batch_size: default_batch_size(),
             heartbeat_table: None,
             heartbeat_interval_ms: default_heartbeat_interval_ms(),
@@ -49,10 +50,6 @@ fn default_server_id() -> u32 {
     4_242
 }
 
-fn default_checkpoint_key() -> String {
-    "cachesync:checkpoint:binlog".to_owned()
-}
-
 fn default_batch_size() -> usize {
     1_000
 }
@@ -61,7 +58,9 @@ fn default_batch_size() -> usize {
 #[derive(Debug, Clone)]
 pub struct BinlogConfig {
     pub server_id: u32,
-    pub checkpoint_key: String,
+    /// Set in the config; `None`: the deployment's default
+    /// ([`crate::redis::keyspace::DeploymentKeys`]).
+    pub checkpoint_key: Option<String>,
     pub batch_size: usize,
     /// `(database, table)` of the heartbeat table, when configured.
     pub heartbeat_table: Option<(String, String)>,
@@ -76,7 +75,7 @@ impl RawBinlog {
             problems
                 .push("binlog.server_id: must not be 0 (replicas need a non-zero id)".to_owned());
         }
-        if self.checkpoint_key.is_empty() {
+        if self.checkpoint_key.as_deref() == Some("") {
             problems.push("binlog.checkpoint_key: must not be empty".to_owned());
         }
         if self.batch_size == 0 {

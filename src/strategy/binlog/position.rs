@@ -169,9 +169,142 @@ impl fmt::Display for Checkpoint {
     }
 }
 
+/// The checkpoint as stored in Redis: the [`Checkpoint`], then what it is a checkpoint
+/// *of* — ` server=<identity>` (the MySQL server the position belongs to, see
+/// [`super::server::identity`]) and ` tables=<db.t,…>` (the tables synced up to it) —
+/// e.g. `binlog.000004:1234 gtid=0-1-57 server=id:1@db1:3306 tables=shop.users`.
+///
+/// Words after the position are `key=value`; keys this version does not know are
+/// skipped (a newer cachesync may add some), and the old form without `server` and
+/// `tables` still reads (both `None`). Table names are written with `%`, `,` and
+/// white space percent-encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub checkpoint: Checkpoint,
+    pub server: Option<String>,
+    pub tables: Option<Vec<String>>,
+}
+
+impl StoredCheckpoint {
+    pub fn parse(text: &str) -> Option<StoredCheckpoint> {
+        let mut words = text.split_whitespace();
+        let position = BinlogPosition::parse(words.next()?)?;
+        let mut stored = StoredCheckpoint {
+            checkpoint: Checkpoint::at(position),
+            server: None,
+            tables: None,
+        };
+        for word in words {
+            let (key, value) = word.split_once('=')?;
+            match key {
+                "gtid" => stored.checkpoint.gtids = GtidSet::parse(value)?,
+                "server" => stored.server = Some(percent_decode(value)?),
+                "tables" => {
+                    stored.tables = Some(
+                        value
+                            .split(',')
+                            .filter(|t| !t.is_empty())
+                            .map(percent_decode)
+                            .collect::<Option<_>>()?,
+                    )
+                }
+                _ => {}
+            }
+        }
+        Some(stored)
+    }
+
+    /// What follows the position in a checkpoint of `server` covering `tables`:
+    /// ` server=… tables=…`.
+    pub fn suffix(server: &str, tables: &[String]) -> String {
+        let tables: Vec<String> = tables.iter().map(|t| percent_encode(t)).collect();
+        format!(
+            " server={} tables={}",
+            percent_encode(server),
+            tables.join(",")
+        )
+    }
+}
+
+impl fmt::Display for StoredCheckpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.checkpoint)?;
+        if let Some(server) = &self.server {
+            write!(f, " server={}", percent_encode(server))?;
+        }
+        if let Some(tables) = &self.tables {
+            let tables: Vec<String> = tables.iter().map(|t| percent_encode(t)).collect();
+            write!(f, " tables={}", tables.join(","))?;
+        }
+        Ok(())
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '%' || c == ',' || c == '=' || c.is_whitespace() {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_checkpoints_name_their_server_and_tables_and_read_the_old_form() {
+        let old = StoredCheckpoint::parse("binlog.000004:99 gtid=0-1-57").unwrap();
+        assert_eq!(old.checkpoint.to_string(), "binlog.000004:99 gtid=0-1-57");
+        assert_eq!((old.server, old.tables), (None, None));
+        let text = format!(
+            "binlog.000004:99 gtid=0-1-57{}",
+            StoredCheckpoint::suffix(
+                "id:1@db 1:3306",
+                &["shop.users".to_owned(), "odd,db.t=%".to_owned()]
+            )
+        );
+        assert_eq!(
+            text,
+            "binlog.000004:99 gtid=0-1-57 server=id:1@db%201:3306 tables=shop.users,odd%2Cdb.t%3D%25"
+        );
+        let stored = StoredCheckpoint::parse(&text).unwrap();
+        assert_eq!(stored.server.as_deref(), Some("id:1@db 1:3306"));
+        assert_eq!(
+            stored.tables,
+            Some(vec!["shop.users".to_owned(), "odd,db.t=%".to_owned()])
+        );
+        assert_eq!(stored.to_string(), text);
+        // A field a newer version adds is skipped; a bare word is not a checkpoint.
+        assert!(StoredCheckpoint::parse("binlog.000004:99 epoch=7").is_some());
+        assert_eq!(StoredCheckpoint::parse("binlog.000004:99 junk"), None);
+        let empty = StoredCheckpoint::parse("binlog.000004:99 tables=").unwrap();
+        assert_eq!(empty.tables, Some(Vec::new()));
+    }
 
     #[test]
     fn parses_and_prints_checkpoints() {

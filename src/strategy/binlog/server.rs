@@ -128,6 +128,28 @@ pub async fn binary_log_status(conn: &mut mysql_async::Conn) -> Result<Option<Bi
     }))
 }
 
+/// Which MySQL server this is, as the checkpoint records it: `uuid:<@@server_uuid>` on
+/// MySQL; MariaDB has no server UUID, so `id:<@@server_id>@<@@hostname>:<@@port>`. Binlog
+/// positions mean something only on the server that wrote them.
+pub async fn identity(conn: &mut mysql_async::Conn) -> Result<String> {
+    match conn
+        .query_first::<Option<String>, _>("SELECT @@server_uuid")
+        .await
+    {
+        Ok(Some(Some(uuid))) if !uuid.is_empty() => return Ok(format!("uuid:{uuid}")),
+        Ok(_) => {}
+        // ER_UNKNOWN_SYSTEM_VARIABLE: MariaDB.
+        Err(mysql_async::Error::Server(s)) if s.code == 1193 => {}
+        Err(e) => return Err(Error::mysql("reading the server's identity", e)),
+    }
+    let row: Option<(u64, String, u64)> = conn
+        .query_first("SELECT @@server_id, @@hostname, @@port")
+        .await
+        .map_err(|e| Error::mysql("reading the server's identity", e))?;
+    let (id, host, port) = row.unwrap_or_default();
+    Ok(format!("id:{id}@{host}:{port}"))
+}
+
 /// ER_PARSE_ERROR: the server does not know the statement (not a missing privilege or
 /// a lost connection, which the fallback must not hide).
 fn is_syntax_error(e: &mysql_async::Error) -> bool {

@@ -51,8 +51,9 @@ pub async fn load(
     Ok(position)
 }
 
-/// Starts the consistent-read transaction on `conn` and returns its binlog position.
-async fn begin_consistent_snapshot(conn: &mut mysql_async::Conn) -> Result<BinlogPosition> {
+/// Starts the consistent-read transaction on `conn` and returns its binlog position
+/// (also what each chunk of an online snapshot opens, see [`super::ChunkRead`]).
+pub async fn begin_consistent_snapshot(conn: &mut mysql_async::Conn) -> Result<BinlogPosition> {
     let ctx = |what: &str| format!("starting the snapshot: {what}");
     conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         .await

@@ -66,6 +66,7 @@ use crate::error::{Error, Result};
 use crate::model::cell::Cell;
 use crate::model::change::{Applied, Change, Op, RowWrite, unix_micros};
 use crate::redis::Applier;
+use crate::snapshot::Snapshots;
 
 /// Retry and repair settings of [`DualWrite`]. The defaults suit a Redis on the same
 /// network; tests shorten or lengthen them.
@@ -128,6 +129,10 @@ pub struct DualWrite {
     repairs: Arc<Repairs>,
     /// The repair task, started by the first write that needs it.
     worker: OnceLock<JoinHandle<()>>,
+    /// Keeps Redis complete: loads it online when it is empty or lost its data, and
+    /// snapshots tables on request ([`crate::snapshot::watch`]). `None` when built for
+    /// the write path only.
+    snapshots: Option<Snapshots>,
 }
 
 impl DualWrite {
@@ -147,7 +152,18 @@ impl DualWrite {
             options,
             repairs: Arc::new(Repairs::default()),
             worker: OnceLock::new(),
+            snapshots: None,
         }
+    }
+
+    /// Also keeps Redis complete with `snapshots` while [`SyncStrategy::run`] runs.
+    pub fn with_snapshots(mut self, snapshots: Snapshots) -> DualWrite {
+        self.snapshots = Some(snapshots);
+        self
+    }
+
+    pub fn snapshots(&self) -> Option<&Snapshots> {
+        self.snapshots.as_ref()
     }
 
     /// Keys whose Redis value may be stale because a write's Redis part failed and its
@@ -325,8 +341,19 @@ impl SyncStrategy for DualWrite {
 
     async fn run(&self, shutdown: CancellationToken) -> Result<()> {
         // Writers do the work; in the background only repairs run (their task starts
-        // with the first failed write). On shutdown, drain them.
+        // with the first failed write), and the online snapshots that keep Redis
+        // complete. On shutdown, drain the repairs.
+        let keeper = self
+            .snapshots
+            .clone()
+            .map(|s| crate::snapshot::watch::spawn(s, shutdown.clone()));
         shutdown.cancelled().await;
+        if let Some(keeper) = keeper {
+            keeper.await.map_err(|e| Error::Strategy {
+                strategy: StrategyKind::DualWrite.name(),
+                reason: format!("the snapshot task failed: {e}"),
+            })??;
+        }
         let pending = self.pending_repairs();
         if pending == 0 {
             return Ok(());

@@ -39,6 +39,7 @@ use crate::model::cell::Cell;
 use crate::model::change::{Op, RowWrite, unix_micros};
 use crate::model::table::SyncedTable;
 use crate::redis::Applier;
+use crate::snapshot::Snapshots;
 
 /// How long an outbox write waits for the relay's confirm before returning anyway (the
 /// event is safe in the outbox either way).
@@ -67,6 +68,10 @@ pub struct Mq {
     relayed: watch::Sender<u64>,
     /// Set once the outbox table is known to exist (the first write or `run` makes sure).
     outbox_ready: tokio::sync::OnceCell<()>,
+    /// Keeps Redis complete: loads it online when it is empty or lost its data, and
+    /// snapshots tables on request ([`crate::snapshot::watch`]). `None` when built
+    /// without (tests of the write and consume paths).
+    snapshots: Option<Snapshots>,
 }
 
 impl Mq {
@@ -85,7 +90,18 @@ impl Mq {
             relay_kick: Arc::new(Notify::new()),
             relayed: watch::channel(0).0,
             outbox_ready: tokio::sync::OnceCell::new(),
+            snapshots: None,
         }
+    }
+
+    /// Also keeps Redis complete with `snapshots` while [`SyncStrategy::run`] runs.
+    pub fn with_snapshots(mut self, snapshots: Snapshots) -> Mq {
+        self.snapshots = Some(snapshots);
+        self
+    }
+
+    pub fn snapshots(&self) -> Option<&Snapshots> {
+        self.snapshots.as_ref()
     }
 
     /// Creates the outbox table once per process, before its first use.
@@ -218,6 +234,10 @@ impl SyncStrategy for Mq {
     }
 
     async fn run(&self, shutdown: CancellationToken) -> Result<()> {
+        let keeper = self
+            .snapshots
+            .clone()
+            .map(|s| crate::snapshot::watch::spawn(s, shutdown.clone()));
         let relay = match self.config.publish {
             PublishMode::Outbox => {
                 outbox::ensure_table(&self.pool, &self.mysql_url, &self.config.outbox_table)
@@ -243,8 +263,15 @@ impl SyncStrategy for Mq {
             shutdown.clone(),
         )
         .await;
-        // The consumer stops only on shutdown or a fatal error; take the relay down too.
+        // The consumer stops only on shutdown or a fatal error; take the relay and the
+        // snapshots down too.
         shutdown.cancel();
+        if let Some(keeper) = keeper {
+            keeper.await.map_err(|e| Error::Strategy {
+                strategy: "mq",
+                reason: format!("the snapshot task failed: {e}"),
+            })??;
+        }
         if let Some(relay) = relay {
             relay.await.map_err(|e| Error::Strategy {
                 strategy: "mq",
