@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["model", "metrics"],
     &["mysql"],
     &["redis"],
+    &["snapshot"],
     &["read", "strategy"],
     &["api"],
     &["config"],
