@@ -98,6 +98,31 @@ return 1
 struct Written {
     text: String,
     position: BinlogPosition,
+    /// A checkpoint a batch call tried to write and got no answer for (the connection
+    /// dropped): Redis may hold it. Finding it in Redis is this process' own write, not
+    /// another's.
+    in_flight: Option<(String, BinlogPosition)>,
+}
+
+impl Written {
+    /// Whether `stored` is what this process wrote — adopting an unanswered write that
+    /// Redis did take.
+    fn owns(&mut self, stored: Option<&str>) -> bool {
+        if stored == Some(self.text.as_str()) {
+            return true;
+        }
+        match self.in_flight.take() {
+            Some((text, position)) if stored == Some(text.as_str()) => {
+                self.text = text;
+                self.position = position;
+                true
+            }
+            other => {
+                self.in_flight = other;
+                false
+            }
+        }
+    }
 }
 
 /// The chunks of an online snapshot, each in a consistent read at its binlog position
@@ -456,6 +481,7 @@ impl Binlog {
         let written = Arc::new(Mutex::new(Written {
             text,
             position: from.position.clone(),
+            in_flight: None,
         }));
         let (out, batches) = mpsc::channel(CHANNEL_CAPACITY);
         let applying = tokio::spawn(apply_batches(
@@ -517,7 +543,7 @@ async fn watch_checkpoint(
             _ = tokio::time::sleep(interval) => {}
         }
         // Held while reading, so no batch moves the checkpoint in between.
-        let held = written.lock().await;
+        let mut held = written.lock().await;
         let stored: Option<String> = match redis::cmd("GET").arg(&key).query_async(&mut redis).await
         {
             Ok(stored) => stored,
@@ -531,7 +557,7 @@ async fn watch_checkpoint(
             }
         };
         failing = false;
-        if stored.as_deref() != Some(held.text.as_str()) {
+        if !held.owns(stored.as_deref()) {
             drop(held);
             session.cancel();
             return Err(Error::CheckpointMoved { key });
@@ -633,6 +659,7 @@ async fn apply_batches(
                 Some(checkpoint) => {
                     let text = format!("{checkpoint}{suffix}");
                     let mut held = written.lock().await;
+                    held.in_flight = Some((text.clone(), checkpoint.position.clone()));
                     let outcome = applier
                         .apply_with_checkpoint_if(
                             &batch.changes,
@@ -645,6 +672,7 @@ async fn apply_batches(
                         *held = Written {
                             text,
                             position: checkpoint.position.clone(),
+                            in_flight: None,
                         };
                     }
                     outcome
