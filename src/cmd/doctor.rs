@@ -12,7 +12,7 @@ use mysql_async::prelude::Queryable;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::redact::redact_url;
+use crate::redact::{redact_url, scrub};
 use crate::strategy::binlog::server::{BinlogSettings, binary_log_status, binlog_settings};
 
 /// How serious a finding is.
@@ -321,7 +321,10 @@ async fn check_amqp(config: &Config, report: &mut Report) {
             report.push(Severity::Ok, format!("RabbitMQ reachable at {url}"));
             conn.close(200, "doctor done".into()).await.ok();
         }
-        Ok(Err(e)) => report.push(severity, format!("cannot reach RabbitMQ at {url}: {e}")),
+        Ok(Err(e)) => report.push(
+            severity,
+            scrub(&format!("cannot reach RabbitMQ at {url}: {e}"), amqp_url),
+        ),
         Err(_) => report.push(
             severity,
             format!(

@@ -28,7 +28,8 @@ pub fn pool(url: &str) -> Result<Pool> {
 
 /// The options [`pool`] uses, for a caller that changes one (another user, say).
 pub fn pool_opts(url: &str) -> Result<OptsBuilder> {
-    let opts = Opts::from_url(url).map_err(|e| Error::Config(vec![format!("mysql.url: {e}")]))?;
+    let opts = Opts::from_url(url)
+        .map_err(|e| Error::Config(vec![crate::redact::scrub(&format!("mysql.url: {e}"), url)]))?;
     // With mysql_async's default `inactive_connection_ttl` of 0, a returned connection is
     // closed at once whenever 10 (the pool's lower bound) are idle: a burst of concurrent
     // cache misses or writes then opens a new connection per query. With a TTL, idle

@@ -408,8 +408,12 @@ impl Tailer {
     }
 
     async fn connect(&self) -> Result<Conn> {
-        let opts = mysql_async::Opts::from_url(&self.mysql_url)
-            .map_err(|e| Error::Config(vec![format!("mysql.url: {e}")]))?;
+        let opts = mysql_async::Opts::from_url(&self.mysql_url).map_err(|e| {
+            Error::Config(vec![crate::redact::scrub(
+                &format!("mysql.url: {e}"),
+                &self.mysql_url,
+            )])
+        })?;
         Conn::new(opts).await.map_err(|e| Error::Unreachable {
             service: "MySQL",
             url: redact_url(&self.mysql_url),

@@ -50,11 +50,7 @@ async fn consume_once(
     tables: &HashMap<String, Arc<SyncedTable>>,
     shutdown: &CancellationToken,
 ) -> Result<()> {
-    let broker_error = |what: &str, e: lapin::Error| Error::Unreachable {
-        service: "RabbitMQ",
-        url: crate::redact::redact_url(&config.url),
-        reason: format!("{what}: {e}"),
-    };
+    let broker_error = |what: &str, e: lapin::Error| broker::broker_error(config, what, &e);
     let conn = broker::connect(config, "cachesync-consumer").await?;
     let channel = conn
         .create_channel()
