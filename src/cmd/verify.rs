@@ -58,7 +58,7 @@ use crate::error::{Error, Result};
 use crate::model::cell::{Cell, Encoded, Format, VERSION_FIELD};
 use crate::model::change::{Change, Op};
 use crate::model::column::ColumnType;
-use crate::model::key::TemplatePart;
+use crate::model::key::{KeyTemplate, TemplatePart};
 use crate::model::table::{Mode, SyncedTable};
 use crate::mysql::scan::TableScan;
 use crate::redis::keyspace::{is_companion, split_version, tombstone_key};
@@ -432,39 +432,13 @@ async fn fetch(redis: &mut RedisConn, table: &SyncedTable, keys: &[&str]) -> Res
         .collect()
 }
 
-/// A key template split into literal text and placeholders (by row position).
-enum Piece {
-    Literal(String),
-    Placeholder(usize),
-}
-
-/// The template of `table`, split into pieces; placeholders are bound to row positions.
-fn pieces(table: &SyncedTable) -> Vec<Piece> {
-    table
-        .config
-        .key
-        .parts()
-        .map(|part| match part {
-            TemplatePart::Literal(text) => Piece::Literal(text.to_owned()),
-            TemplatePart::Column(column) => Piece::Placeholder(
-                table
-                    .encoder
-                    .names()
-                    .iter()
-                    .position(|n| n == column)
-                    .unwrap_or(0),
-            ),
-        })
-        .collect()
-}
-
 /// The `SCAN MATCH` pattern of a key template: literal parts with the glob characters
 /// `*?[]\` escaped, `*` for each placeholder.
-fn match_pattern(pieces: &[Piece]) -> String {
+fn match_pattern(template: &KeyTemplate) -> String {
     let mut pattern = String::new();
-    for piece in pieces {
-        match piece {
-            Piece::Literal(text) => {
+    for part in template.parts() {
+        match part {
+            TemplatePart::Literal(text) => {
                 for c in text.chars() {
                     if matches!(c, '*' | '?' | '[' | ']' | '\\') {
                         pattern.push('\\');
@@ -472,42 +446,10 @@ fn match_pattern(pieces: &[Piece]) -> String {
                     pattern.push(c);
                 }
             }
-            Piece::Placeholder(_) => pattern.push('*'),
+            TemplatePart::Column(_) => pattern.push('*'),
         }
     }
     pattern
-}
-
-/// Splits `key` into placeholder texts by the template, `None` when it does not fit.
-/// Placeholder texts are non-empty; ambiguity is resolved by backtracking.
-fn parse_key<'k>(pieces: &[Piece], key: &'k str) -> Option<Vec<(usize, &'k str)>> {
-    fn go<'k>(pieces: &[Piece], key: &'k str, out: &mut Vec<(usize, &'k str)>) -> bool {
-        match pieces.split_first() {
-            None => key.is_empty(),
-            Some((Piece::Literal(text), rest)) => key
-                .strip_prefix(text.as_str())
-                .is_some_and(|k| go(rest, k, out)),
-            Some((Piece::Placeholder(position), rest)) => {
-                if rest.is_empty() {
-                    if key.is_empty() {
-                        return false;
-                    }
-                    out.push((*position, key));
-                    return true;
-                }
-                for (end, _) in key.char_indices().skip(1).chain([(key.len(), ' ')]) {
-                    out.push((*position, &key[..end]));
-                    if go(rest, &key[end..], out) {
-                        return true;
-                    }
-                    out.pop();
-                }
-                false
-            }
-        }
-    }
-    let mut out = Vec::new();
-    go(pieces, key, &mut out).then_some(out)
 }
 
 /// Finds keys matching the table's template that no row produced.
@@ -519,8 +461,7 @@ async fn scan_extra(
     report: &mut TableReport,
     divergent: &mut Vec<Divergent>,
 ) -> Result<()> {
-    let pieces = pieces(table);
-    let pattern = match_pattern(&pieces);
+    let pattern = match_pattern(&table.config.key);
     let mut cursor: u64 = 0;
     loop {
         let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
@@ -540,15 +481,19 @@ async fn scan_extra(
             if seen.contains(&key) || is_companion(&key) || options.skip_keys.contains(&key) {
                 continue;
             }
-            let Some(parts) = parse_key(&pieces, &key) else {
+            // The exact inverse of rendering (see `crate::model::key`): a key that does
+            // not split is not one of this table's.
+            let Some(parts) = table.config.key.split_key(&key) else {
                 continue;
             };
             report.extra.add(&key, options.examples);
             if options.repair {
                 // Only the key cells matter: they render back to exactly this key.
                 let mut row = vec![Cell::Null; table.types.len()];
-                for (position, text) in parts {
-                    row[position] = Cell::Text(text.to_owned());
+                for (column, text) in parts {
+                    if let Some(position) = table.encoder.names().iter().position(|n| n == column) {
+                        row[position] = Cell::Text(text);
+                    }
                 }
                 divergent.push(Divergent { key, row });
             }
@@ -716,37 +661,10 @@ fn unhex(hex: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    fn pieces_of(parts: &[(&str, bool)]) -> Vec<Piece> {
-        parts
-            .iter()
-            .enumerate()
-            .map(|(i, (text, placeholder))| {
-                if *placeholder {
-                    Piece::Placeholder(i)
-                } else {
-                    Piece::Literal((*text).to_owned())
-                }
-            })
-            .collect()
-    }
-
     #[test]
     fn verify_match_pattern_escapes_glob_characters() {
-        let pieces = pieces_of(&[("a*?[]\\:", false), ("id", true), (":x", false)]);
-        assert_eq!(match_pattern(&pieces), "a\\*\\?\\[\\]\\\\:*:x");
-    }
-
-    #[test]
-    fn verify_parse_key_backtracks() {
-        let pieces = pieces_of(&[("o:", false), ("shop", true), (":", false), ("id", true)]);
-        assert_eq!(
-            parse_key(&pieces, "o:eu:west:7"),
-            Some(vec![(1, "eu"), (3, "west:7")])
-        );
-        let pieces = pieces_of(&[("o:", false), ("a", true), (":x", false)]);
-        assert_eq!(parse_key(&pieces, "o:1:x:2:x"), Some(vec![(1, "1:x:2")]));
-        assert_eq!(parse_key(&pieces, "o::x"), None);
-        assert_eq!(parse_key(&pieces, "p:1:x"), None);
+        let template = KeyTemplate::parse("a*?[]\\:{id}:x").unwrap();
+        assert_eq!(match_pattern(&template), "a\\*\\?\\[\\]\\\\:*:x");
     }
 
     #[test]
