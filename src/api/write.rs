@@ -13,7 +13,8 @@ use serde_json::{Value as Json, json};
 use super::ApiState;
 use super::error::ApiError;
 use crate::model::change::{Op, RowWrite};
-use crate::model::params::{json_kind, row_values};
+use crate::model::json::RawObject;
+use crate::model::params::row_values;
 use crate::strategy::{RedisOutcome, SyncStrategy, WriteReceipt};
 
 pub(super) async fn upsert(
@@ -51,14 +52,12 @@ async fn write(
         )
     })?;
     let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    let object: Json = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
-    let Json::Object(object) = object else {
-        return Err(ApiError::bad_request(format!(
-            "the body must be a JSON object of column name → value, got {}",
-            json_kind(&object)
-        )));
-    };
+    // Raw values: numbers go to MySQL as the client wrote them (model::json).
+    let object = RawObject::parse(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be a JSON object of column name → value: {e}"
+        ))
+    })?;
     let values = row_values(&table, op, &object).map_err(ApiError::bad_request)?;
     let write = RowWrite {
         table: table.clone(),

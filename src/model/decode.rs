@@ -16,6 +16,7 @@
 
 use mysql_async::Value;
 use mysql_async::binlog::value::BinlogValue;
+use serde_json::value::RawValue;
 
 use super::cell::Cell;
 use super::column::ColumnType;
@@ -167,48 +168,60 @@ pub fn from_binlog(ty: &ColumnType, value: &BinlogValue<'_>) -> Result<Cell, Dec
 }
 
 /// Decodes a value in its canonical JSON form (what the `json` encoding writes, and what
-/// change events carry) back into a cell of a column of type `ty`.
-pub fn from_json(ty: &ColumnType, value: &serde_json::Value) -> Result<Cell, DecodeError> {
-    use serde_json::Value as J;
-    let wrong = || format!("{value} does not fit a column of type {ty:?}");
-    match (ty, value) {
-        (_, J::Null) => Ok(Cell::Null),
-        (ColumnType::Json, v) => Ok(Cell::Json(v.to_string())),
-        (
-            ColumnType::Int { unsigned: true, .. } | ColumnType::Year | ColumnType::Bit,
-            J::Number(n),
-        ) => n.as_u64().map(Cell::UInt).ok_or_else(wrong),
-        (
-            ColumnType::Int {
-                unsigned: false, ..
-            },
-            J::Number(n),
-        ) => n.as_i64().map(Cell::Int).ok_or_else(wrong),
-        (ColumnType::Float, J::Number(n)) => {
-            n.as_f64().map(|f| Cell::Float(f as f32)).ok_or_else(wrong)
+/// change events carry) back into a cell of a column of type `ty`. The value is raw JSON
+/// text, so a `JSON` column's numbers keep their exact text.
+pub fn from_json(ty: &ColumnType, value: &RawValue) -> Result<Cell, DecodeError> {
+    use super::json;
+    let text = value.get().trim();
+    let wrong = || format!("{text} does not fit a column of type {ty:?}");
+    if json::is_null(value) {
+        return Ok(Cell::Null);
+    }
+    match ty {
+        ColumnType::Json => {
+            let mut doc = String::with_capacity(text.len());
+            json::write_canonical(value, &mut doc)?;
+            Ok(Cell::Json(doc))
         }
-        (ColumnType::Double, J::Number(n)) => n.as_f64().map(Cell::Double).ok_or_else(wrong),
-        (ColumnType::Decimal { scale }, J::String(s)) => {
-            normalize_decimal(s, *scale).map(Cell::Text)
+        ColumnType::Int { unsigned: true, .. } | ColumnType::Year | ColumnType::Bit => {
+            json::as_number(value)
+                .and_then(|n| n.parse().ok())
+                .map(Cell::UInt)
+                .ok_or_else(wrong)
         }
-        (ColumnType::Binary { pad_to }, J::String(s)) => {
+        ColumnType::Int {
+            unsigned: false, ..
+        } => json::as_number(value)
+            .and_then(|n| n.parse().ok())
+            .map(Cell::Int)
+            .ok_or_else(wrong),
+        ColumnType::Float => json::as_number(value)
+            .and_then(|n| n.parse::<f64>().ok())
+            .map(|f| Cell::Float(f as f32))
+            .ok_or_else(wrong),
+        ColumnType::Double => json::as_number(value)
+            .and_then(|n| n.parse().ok())
+            .map(Cell::Double)
+            .ok_or_else(wrong),
+        ColumnType::Decimal { scale } => match json::as_string(value) {
+            Some(s) => normalize_decimal(&s, *scale).map(Cell::Text),
+            None => Err(wrong()),
+        },
+        ColumnType::Binary { pad_to } => {
             use base64::Engine as _;
+            let s = json::as_string(value).ok_or_else(wrong)?;
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(s)
                 .map_err(|e| format!("invalid base64 for a binary column: {e}"))?;
             Ok(Cell::Bytes(padded(&bytes, *pad_to)))
         }
-        (
-            ColumnType::Text
-            | ColumnType::Enum(_)
-            | ColumnType::Set(_)
-            | ColumnType::Date
-            | ColumnType::DateTime { .. }
-            | ColumnType::Timestamp { .. }
-            | ColumnType::Time { .. },
-            J::String(s),
-        ) => Ok(Cell::Text(s.clone())),
-        _ => Err(wrong()),
+        ColumnType::Text
+        | ColumnType::Enum(_)
+        | ColumnType::Set(_)
+        | ColumnType::Date
+        | ColumnType::DateTime { .. }
+        | ColumnType::Timestamp { .. }
+        | ColumnType::Time { .. } => json::as_string(value).map(Cell::Text).ok_or_else(wrong),
     }
 }
 
@@ -278,10 +291,12 @@ fn set_members(members: &[String], mask: &[u8]) -> String {
     out
 }
 
+/// A `JSON` column's document, canonical (compact, keys sorted) with its numbers exactly
+/// as MySQL holds them ([`super::json`]).
 fn normalize_json(bytes: &[u8]) -> Result<Cell, DecodeError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON document: {e}"))?;
-    Ok(Cell::Json(value.to_string()))
+    super::json::canonical_bytes(bytes)
+        .map(Cell::Json)
+        .map_err(|e| format!("invalid JSON document: {e}"))
 }
 
 /// Writes `text` (a decimal number) with exactly `scale` fractional digits.
@@ -697,6 +712,14 @@ mod tests {
         );
         assert_eq!(a, Cell::Json(r#"{"a":[true,null,"x"],"b":1}"#.to_owned()));
         assert!(from_sql(&ColumnType::Json, &Value::Bytes(b"{".to_vec())).is_err());
+        // Numbers are kept as MySQL holds them, not rounded through an f64.
+        assert_eq!(
+            sql(
+                ColumnType::Json,
+                Value::Bytes(b"[14871.466378840501, 18446744073709551616]".to_vec())
+            ),
+            Cell::Json("[14871.466378840501,18446744073709551616]".to_owned())
+        );
     }
 
     #[test]
@@ -738,8 +761,9 @@ mod tests {
             ),
             (ColumnType::Text, serde_json::Value::Null, Cell::Null),
         ];
+        let raw = |v: &serde_json::Value| serde_json::value::to_raw_value(v).unwrap();
         for (ty, value, want) in cases {
-            assert_eq!(from_json(&ty, &value), Ok(want), "{ty:?} {value}");
+            assert_eq!(from_json(&ty, &raw(&value)), Ok(want), "{ty:?} {value}");
         }
         assert!(
             from_json(
@@ -747,11 +771,23 @@ mod tests {
                     unsigned: false,
                     bytes: 4
                 },
-                &json!("7")
+                &raw(&json!("7"))
             )
             .is_err()
         );
-        assert!(from_json(&ColumnType::Binary { pad_to: None }, &json!("not base64!")).is_err());
+        assert!(
+            from_json(
+                &ColumnType::Binary { pad_to: None },
+                &raw(&json!("not base64!"))
+            )
+            .is_err()
+        );
+        // A JSON column's numbers keep their text.
+        let exact = RawValue::from_string("[14871.466378840501, 1e400]".to_owned()).unwrap();
+        assert_eq!(
+            from_json(&ColumnType::Json, &exact),
+            Ok(Cell::Json("[14871.466378840501,1e400]".to_owned()))
+        );
     }
 
     #[test]

@@ -56,7 +56,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use mysql_async::Value;
 use mysql_async::prelude::Queryable;
-use serde_json::Value as Json;
+use serde_json::value::RawValue;
 use tracing::{debug, warn};
 
 use self::flight::Flights;
@@ -745,36 +745,30 @@ impl TableReader {
 /// key) and the `SELECT` parameter. Integers must be integers; binary columns take
 /// standard base64, as the API's bodies do; other types are taken as text.
 fn key_value(ty: &ColumnType, text: &str) -> std::result::Result<(Cell, Value), String> {
-    let json = match ty {
+    let raw = match ty {
         ColumnType::Int { .. } | ColumnType::Year | ColumnType::Bit => {
-            let number: serde_json::Number = text
+            let _: serde_json::Number = text
                 .parse()
                 .map_err(|_| format!("expected an integer, got {text:?}"))?;
-            Json::Number(number)
+            RawValue::from_string(text.to_owned())
         }
         ColumnType::Float | ColumnType::Double => {
-            let number: serde_json::Number = text
+            let _: serde_json::Number = text
                 .parse()
                 .map_err(|_| format!("expected a number, got {text:?}"))?;
-            Json::Number(number)
+            RawValue::from_string(text.to_owned())
         }
-        _ => Json::String(text.to_owned()),
-    };
-    let value = crate::model::params::sql_value(ty, &json)?;
+        _ => serde_json::value::to_raw_value(text),
+    }
+    .map_err(|e| format!("cannot use {text:?} as a key: {e}"))?;
+    let value = crate::model::params::sql_value(ty, &raw)?;
     let cell = match (&value, ty) {
         (Value::Int(v), _) => Cell::Int(*v),
         (Value::UInt(v), _) => Cell::UInt(*v),
         (Value::Double(v), ColumnType::Float) => Cell::Float(*v as f32),
         (Value::Double(v), _) => Cell::Double(*v),
-        (Value::Bytes(bytes), ColumnType::Binary { pad_to }) => {
-            let mut bytes = bytes.clone();
-            if let Some(n) = pad_to
-                && bytes.len() < *n
-            {
-                bytes.resize(*n, 0);
-            }
-            Cell::Bytes(bytes)
-        }
+        // Already zero-padded to a BINARY(n) column's width by `sql_value`.
+        (Value::Bytes(bytes), ColumnType::Binary { .. }) => Cell::Bytes(bytes.clone()),
         (Value::Bytes(bytes), _) => Cell::Text(String::from_utf8_lossy(bytes).into_owned()),
         _ => return Err(format!("cannot use {text:?} as a key")),
     };

@@ -21,8 +21,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use serde_json::value::RawValue;
+
 use crate::model::cell::Cell;
 use crate::model::change::{Change, Op};
+use crate::model::json::RawObject;
 use crate::model::table::SyncedTable;
 
 /// The `schema` value of this version of the format.
@@ -35,7 +38,8 @@ pub struct ChangeEvent {
     pub schema: String,
     pub table: String,
     pub op: EventOp,
-    pub row: serde_json::Map<String, serde_json::Value>,
+    /// Column → value, each value's JSON text kept exactly (a `JSON` column's numbers).
+    pub row: RawObject,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,7 +62,7 @@ impl ChangeEvent {
         version: Option<u64>,
         committed_at_us: Option<u64>,
     ) -> ChangeEvent {
-        let mut object = serde_json::Map::with_capacity(row.len());
+        let mut members = Vec::with_capacity(row.len());
         for (i, (cell, name)) in row.iter().zip(table.encoder.names()).enumerate() {
             // A delete needs only the key; leave the other (NULL) cells out.
             if op == Op::Delete && !table.is_key_position(i) {
@@ -66,8 +70,13 @@ impl ChangeEvent {
             }
             let mut text = Vec::new();
             cell.write_json(&mut text);
-            let value = serde_json::from_slice(&text).unwrap_or(serde_json::Value::Null);
-            object.insert(name.clone(), value);
+            // `write_json` writes valid JSON (a JSON column's canonical document, a
+            // number, a string): taken as raw text, nothing is re-parsed or rounded.
+            let value = String::from_utf8(text)
+                .ok()
+                .and_then(|t| RawValue::from_string(t).ok())
+                .unwrap_or_default();
+            members.push((name.clone(), value));
         }
         ChangeEvent {
             schema: SCHEMA.to_owned(),
@@ -76,7 +85,7 @@ impl ChangeEvent {
                 Op::Upsert => EventOp::Upsert,
                 Op::Delete => EventOp::Delete,
             },
-            row: object,
+            row: RawObject(members),
             version,
             committed_at_us,
         }
