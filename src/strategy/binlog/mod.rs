@@ -156,13 +156,15 @@ impl SyncStrategy for Binlog {
     }
 
     async fn write(&self, write: RowWrite) -> Result<WriteReceipt> {
-        let image = crate::mysql::write::commit(&self.pool, &write).await?;
+        let written = crate::mysql::write::commit(&self.pool, &write).await?;
         let committed_at_us = unix_micros(SystemTime::now());
         Ok(WriteReceipt {
             committed_at_us,
-            version: image.as_deref().and_then(|row| write.table.version_of(row)),
+            version: written
+                .upserted()
+                .and_then(|row| write.table.version_of(row)),
             redis: RedisOutcome::Background,
-            row: image,
+            row: written.into_upserted(),
         })
     }
 
