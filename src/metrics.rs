@@ -35,6 +35,11 @@ pub const REPLAYED_CHANGES: &str = "cachesync_replayed_changes_total";
 /// Counter, label `strategy`: change events that can never be applied (malformed, unknown
 /// table), moved to the dead-letter queue.
 pub const DEAD_LETTERED: &str = "cachesync_dead_lettered_total";
+/// Counter, labels `strategy`, `table`: row changes read from MySQL (the binlog or a
+/// snapshot's scan) that could not be decoded — their keys removed, each recorded in the
+/// dead-letter list (`binlog.dead_letter_key`) and logged at warn. Not zero means a row in
+/// MySQL needs fixing.
+pub const UNDECODABLE_ROWS: &str = "cachesync_undecodable_rows_total";
 /// Gauge, label `strategy`: (dual-write) keys whose Redis write failed after the commit
 /// and wait in the repair queue — stale in Redis until repaired.
 pub const REPAIRS_PENDING: &str = "cachesync_repairs_pending";
@@ -121,6 +126,10 @@ pub fn describe() {
         "Changes dropped because Redis held a newer version"
     );
     describe_gauge!(DIVERGENT_KEYS, "Keys whose Redis value differs from MySQL");
+    describe_counter!(
+        UNDECODABLE_ROWS,
+        "Row changes that could not be decoded: key removed, dead-lettered"
+    );
     // The cache-aside read path.
     describe_counter!(
         READ_HITS,

@@ -136,6 +136,11 @@ pub struct TableReport {
     pub extra: Divergence,
     /// Keys whose value differs from the row's encoding (or has the wrong type).
     pub different: Divergence,
+    /// Rows that cannot be decoded (a poison row: an invalid JSON document, ...). Their
+    /// keys must be absent — the sync stream removes them — so a key that is there counts
+    /// as different too; these are reported, not counted as divergent: the cache is
+    /// right, the row needs fixing in MySQL. Examples read `key (column: reason)`.
+    pub undecodable: Divergence,
     /// With `--repair`: keys rewritten or deleted.
     pub repaired: u64,
     /// With `--repair`: repaired keys that still differ when compared again.
@@ -178,16 +183,36 @@ impl fmt::Display for Report {
             .chain([5])
             .max()
             .unwrap_or(5);
+        // The undecodable column only when there is something in it: the usual output
+        // keeps the columns scripts already read.
+        let undecodable: u64 = self.tables.iter().map(|t| t.undecodable.count).sum();
+        let last = |n: u64| {
+            if undecodable > 0 {
+                format!("  {n:>11}")
+            } else {
+                String::new()
+            }
+        };
         writeln!(
             f,
-            "{:<width$}  {:>10}  {:>8}  {:>8}  {:>9}",
-            "table", "rows", "missing", "extra", "different"
+            "{:<width$}  {:>10}  {:>8}  {:>8}  {:>9}{}",
+            "table",
+            "rows",
+            "missing",
+            "extra",
+            "different",
+            if undecodable > 0 { "  undecodable" } else { "" }
         )?;
         for t in &self.tables {
             writeln!(
                 f,
-                "{:<width$}  {:>10}  {:>8}  {:>8}  {:>9}",
-                t.table, t.rows, t.missing.count, t.extra.count, t.different.count
+                "{:<width$}  {:>10}  {:>8}  {:>8}  {:>9}{}",
+                t.table,
+                t.rows,
+                t.missing.count,
+                t.extra.count,
+                t.different.count,
+                last(t.undecodable.count)
             )?;
         }
         for t in &self.tables {
@@ -195,6 +220,7 @@ impl fmt::Display for Report {
                 ("missing", &t.missing),
                 ("extra", &t.extra),
                 ("different", &t.different),
+                ("undecodable", &t.undecodable),
             ] {
                 for key in &divergence.examples {
                     writeln!(f, "  {} {kind}: {key}", t.table)?;
@@ -207,6 +233,13 @@ impl fmt::Display for Report {
                     t.table, t.repaired
                 )?;
             }
+        }
+        if undecodable > 0 {
+            writeln!(
+                f,
+                "{undecodable} rows cannot be decoded: not cached (readers fall back to MySQL); \
+                 fix them in MySQL"
+            )?;
         }
         match self.divergent() {
             0 => writeln!(f, "in sync"),
@@ -302,31 +335,68 @@ async fn scan_rows(
 ) -> Result<HashSet<String>> {
     let mut scan = TableScan::open(conn, table, options.batch, "verify").await?;
     let mut seen = HashSet::new();
-    while let Some(rows) = scan.next_batch().await? {
-        let batch: Vec<(String, Vec<Cell>)> = rows
+    while let Some(scanned) = scan.next_batch().await? {
+        report.rows += scanned.len() as u64;
+        let mut batch: Vec<(String, Expected)> = scanned
+            .rows
             .into_iter()
-            .map(|cells| (table.key_of(&cells), cells))
+            .map(|cells| (table.key_of(&cells), Expected::Row(cells)))
             .collect();
+        for undecodable in scanned.undecodable {
+            let (column, reason) = match &undecodable.error {
+                Error::Decode { column, reason, .. } => (column.clone(), reason.clone()),
+                other => ("*".to_owned(), other.to_string()),
+            };
+            match undecodable.key_row {
+                Some(key_row) => {
+                    let key = table.key_of(&key_row);
+                    report
+                        .undecodable
+                        .add(&format!("{key} ({column}: {reason})"), options.examples);
+                    batch.push((key, Expected::Absent(key_row)));
+                }
+                None => report.undecodable.add(
+                    &format!("a row whose key cannot be decoded either ({column}: {reason})"),
+                    options.examples,
+                ),
+            }
+        }
         compare_batch(redis, table, &batch, options, report, divergent).await?;
-        report.rows += batch.len() as u64;
         seen.extend(batch.into_iter().map(|(key, _)| key));
     }
     Ok(seen)
+}
+
+/// What a key of a scanned row should hold.
+enum Expected {
+    /// The row's encoding.
+    Row(Vec<Cell>),
+    /// Nothing: the row cannot be decoded, so its key must be absent (its key cells).
+    Absent(Vec<Cell>),
 }
 
 /// Compares one batch of rows with Redis.
 async fn compare_batch(
     redis: &mut RedisConn,
     table: &SyncedTable,
-    batch: &[(String, Vec<Cell>)],
+    batch: &[(String, Expected)],
     options: &Options,
     report: &mut TableReport,
     divergent: &mut Vec<Divergent>,
 ) -> Result<()> {
     let keys: Vec<&str> = batch.iter().map(|(key, _)| key.as_str()).collect();
     let stored = fetch(redis, table, &keys).await?;
-    for ((key, cells), stored) in batch.iter().zip(stored) {
-        let verdict = judge(table, cells, &stored);
+    for ((key, expected), stored) in batch.iter().zip(stored) {
+        let (verdict, cells) = match expected {
+            Expected::Row(cells) => (judge(table, cells, &stored), cells),
+            Expected::Absent(key_row) => (
+                match stored {
+                    Stored::Missing => Verdict::Same,
+                    _ => Verdict::Different,
+                },
+                key_row,
+            ),
+        };
         let record = match verdict {
             Verdict::Same => false,
             Verdict::Missing => {
@@ -624,7 +694,10 @@ async fn read_row(
     let Some(row) = row else {
         return Ok(None);
     };
-    let cells = table.decode_sql_row(&row)?;
+    // An undecodable row is repaired as absent: its key must not hold a value.
+    let Ok(cells) = table.decode_sql_row_or_key(&row) else {
+        return Ok(None);
+    };
     // `user:01` finds the row of `user:1`, which does not own `user:01`.
     Ok((table.key_of(&cells) == item.key).then_some(cells))
 }

@@ -473,8 +473,14 @@ fn fraction(micros: u32, fsp: u8) -> String {
     format!(".{}", &digits[..usize::from(fsp.min(6))])
 }
 
-/// UTC `YYYY-MM-DD HH:MM:SS[.ffffff]` of a Unix timestamp.
+/// UTC `YYYY-MM-DD HH:MM:SS[.ffffff]` of a Unix timestamp. Epoch 0 is MySQL's zero
+/// `TIMESTAMP` (stored under a lax `sql_mode`), which `SELECT` shows as
+/// `0000-00-00 00:00:00`: no TIMESTAMP can be 1970-01-01 00:00:00 UTC (its range starts
+/// a second later).
 fn epoch_text(secs: i64, micros: u32, fsp: u8) -> String {
+    if secs == 0 && micros == 0 {
+        return format!("0000-00-00 00:00:00{}", fraction(0, fsp));
+    }
     let days = secs.div_euclid(86_400);
     let of_day = secs.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
@@ -626,8 +632,17 @@ mod tests {
             text("2024-02-29 23:59:58.000123")
         );
         assert_eq!(
+            binlog(ts6.clone(), Value::Bytes(b"1".to_vec())),
+            text("1970-01-01 00:00:01.000000")
+        );
+        // The zero TIMESTAMP of a lax sql_mode reads as SELECT shows it.
+        assert_eq!(
             binlog(ts6, Value::Bytes(b"0".to_vec())),
-            text("1970-01-01 00:00:00.000000")
+            text("0000-00-00 00:00:00.000000")
+        );
+        assert_eq!(
+            binlog(ColumnType::Timestamp { fsp: 0 }, Value::Int(0)),
+            text("0000-00-00 00:00:00")
         );
         let ts0 = ColumnType::Timestamp { fsp: 0 };
         assert_eq!(

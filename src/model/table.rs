@@ -122,6 +122,15 @@ impl TableSchema {
     }
 }
 
+/// A row read from MySQL that cannot be decoded whole.
+#[derive(Debug)]
+pub struct UndecodableRow {
+    /// Its key cells (every other cell NULL), when those decode.
+    pub key_row: Option<Vec<Cell>>,
+    /// Why: an [`Error::Decode`] naming the column.
+    pub error: Error,
+}
+
 /// Everything needed to move one configured table's rows into Redis.
 #[derive(Debug)]
 pub struct SyncedTable {
@@ -231,6 +240,19 @@ impl SyncedTable {
                 })
             })
             .collect()
+    }
+
+    /// Decodes a SQL result row holding the synced columns; when a column cannot be
+    /// decoded, says which and keeps the row's key cells if those decode, so the row can
+    /// still be named (and its key removed, or reported).
+    pub fn decode_sql_row_or_key(
+        &self,
+        row: &mysql_async::Row,
+    ) -> std::result::Result<Vec<Cell>, UndecodableRow> {
+        self.decode_sql_row(row).map_err(|error| UndecodableRow {
+            key_row: self.decode_sql_key(row).ok(),
+            error,
+        })
     }
 
     /// The key cells of a SQL result row holding the synced columns (every other cell

@@ -1,6 +1,7 @@
 //! Every key layout cachesync writes in Redis, and the version field's shape, in one
 //! place: a row's companion keys (tombstone, read marker) that share its Redis Cluster
-//! slot, and reading `_cachesync_v` out of a stored JSON document. The apply script
+//! slot, the bound of a dead-letter list, and reading `_cachesync_v` out of a stored JSON
+//! document. The apply script
 //! (`apply.lua`) follows the same layout.
 
 use crate::model::cell::VERSION_FIELD;
@@ -10,6 +11,10 @@ pub const TOMBSTONE_SUFFIX: &str = ":cachesync:tombstone";
 
 /// Suffix of read-marker keys (the read path's fill lease or "no such row" marker).
 pub const FILL_SUFFIX: &str = ":cachesync:fill";
+
+/// Most entries a dead-letter list (`binlog.dead_letter_key`) keeps: the newest, so a
+/// table full of poison rows cannot grow Redis without bound.
+pub const DEAD_LETTER_CAP: usize = 10_000;
 
 /// The tombstone key of a row key, in the same Redis Cluster slot.
 ///

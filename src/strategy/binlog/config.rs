@@ -16,6 +16,10 @@ pub struct RawBinlog {
     /// Redis key holding the position up to which changes are in Redis.
     #[serde(default = "default_checkpoint_key")]
     pub checkpoint_key: String,
+    /// Redis list where row changes that cannot be decoded are recorded (newest first,
+    /// the newest 10 000 kept), each with its table, key, column, reason and position.
+    #[serde(default = "default_dead_letter_key")]
+    pub dead_letter_key: String,
     /// Most row changes per Redis call; also bounds memory for huge transactions.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -38,6 +42,7 @@ impl Default for RawBinlog {
         RawBinlog {
             server_id: default_server_id(),
             checkpoint_key: default_checkpoint_key(),
+            dead_letter_key: default_dead_letter_key(),
             batch_size: default_batch_size(),
             heartbeat_table: None,
             heartbeat_interval_ms: default_heartbeat_interval_ms(),
@@ -53,6 +58,10 @@ fn default_checkpoint_key() -> String {
     "cachesync:checkpoint:binlog".to_owned()
 }
 
+fn default_dead_letter_key() -> String {
+    "cachesync:dead-letter:binlog".to_owned()
+}
+
 fn default_batch_size() -> usize {
     1_000
 }
@@ -62,6 +71,7 @@ fn default_batch_size() -> usize {
 pub struct BinlogConfig {
     pub server_id: u32,
     pub checkpoint_key: String,
+    pub dead_letter_key: String,
     pub batch_size: usize,
     /// `(database, table)` of the heartbeat table, when configured.
     pub heartbeat_table: Option<(String, String)>,
@@ -79,6 +89,12 @@ impl RawBinlog {
         if self.checkpoint_key.is_empty() {
             problems.push("binlog.checkpoint_key: must not be empty".to_owned());
         }
+        if self.dead_letter_key.is_empty() {
+            problems.push("binlog.dead_letter_key: must not be empty".to_owned());
+        } else if self.dead_letter_key == self.checkpoint_key {
+            problems
+                .push("binlog.dead_letter_key: must differ from binlog.checkpoint_key".to_owned());
+        }
         if self.batch_size == 0 {
             problems.push("binlog.batch_size: must be at least 1".to_owned());
         }
@@ -92,6 +108,7 @@ impl RawBinlog {
         (problems.len() == before).then(|| BinlogConfig {
             server_id: self.server_id,
             checkpoint_key: self.checkpoint_key.clone(),
+            dead_letter_key: self.dead_letter_key.clone(),
             batch_size: self.batch_size,
             heartbeat_table,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),

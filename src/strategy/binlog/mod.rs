@@ -37,7 +37,7 @@ use self::tail::{Batch, Tailer};
 use super::{RedisOutcome, Services, StrategyKind, SyncStrategy, WriteReceipt};
 use crate::error::{Error, Result, Retry};
 use crate::metrics as m;
-use crate::model::change::{RowWrite, unix_micros};
+use crate::model::change::{Applied, DeadLetter, RowWrite, unix_micros};
 use crate::model::table::SyncedTable;
 use crate::redis::Applier;
 
@@ -89,8 +89,14 @@ impl Binlog {
     /// Loads every table into Redis from a consistent snapshot and stores its binlog
     /// position as the checkpoint (replacing any older one).
     pub async fn snapshot(&self) -> Result<BinlogPosition> {
-        let position =
-            snapshot::load(&self.pool, &self.mysql_url, &self.tables, &self.applier).await?;
+        let position = snapshot::load(
+            &self.pool,
+            &self.mysql_url,
+            &self.tables,
+            &self.applier,
+            &self.config.dead_letter_key,
+        )
+        .await?;
         let checkpoint = Checkpoint::at(position.clone());
         self.applier
             .apply_with_checkpoint(&[], &self.config.checkpoint_key, &checkpoint.to_string())
@@ -195,6 +201,7 @@ impl SyncStrategy for Binlog {
             self.applier.clone(),
             batches,
             self.config.checkpoint_key.clone(),
+            self.config.dead_letter_key.clone(),
             shutdown.clone(),
         ));
         let tailed = self.tail(from, out, &shutdown).await;
@@ -209,29 +216,42 @@ impl SyncStrategy for Binlog {
 }
 
 /// Applies batches in order, retrying transient Redis failures with backoff, and keeps
-/// `lag_seconds` current.
+/// `lag_seconds` current. A batch's dead letters are recorded (in `dead_letter_key`)
+/// before its changes: a crash in between records them again on the replay, never loses
+/// them (each names its position, so a repeat is recognisable).
 pub async fn apply_batches(
     applier: Applier,
     mut batches: mpsc::Receiver<Batch>,
     checkpoint_key: String,
+    dead_letter_key: String,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let strategy = StrategyKind::Binlog.name();
     while let Some(batch) = batches.recv().await {
         let mut retry = Retry::new("Redis write failed; retrying the batch", &shutdown);
+        let mut dead_lettered = batch.dead_letters.is_empty();
         loop {
-            let outcome = match &batch.checkpoint {
-                Some(checkpoint) => {
-                    applier
-                        .apply_with_checkpoint(
-                            &batch.changes,
-                            &checkpoint_key,
-                            &checkpoint.to_string(),
-                        )
-                        .await
-                }
-                None => applier.apply(&batch.changes).await,
-            };
+            let mut outcome = Ok(Applied::default());
+            if !dead_lettered {
+                outcome = dead_letter(&applier, &dead_letter_key, &batch.dead_letters)
+                    .await
+                    .map(|()| Applied::default());
+                dead_lettered = outcome.is_ok();
+            }
+            if outcome.is_ok() {
+                outcome = match &batch.checkpoint {
+                    Some(checkpoint) => {
+                        applier
+                            .apply_with_checkpoint(
+                                &batch.changes,
+                                &checkpoint_key,
+                                &checkpoint.to_string(),
+                            )
+                            .await
+                    }
+                    None => applier.apply(&batch.changes).await,
+                };
+            }
             match outcome {
                 Ok(_) => break,
                 Err(e) => {
@@ -254,6 +274,33 @@ pub async fn apply_batches(
             continue;
         };
         metrics::gauge!(m::LAG, "strategy" => strategy).set(lag);
+    }
+    Ok(())
+}
+
+/// Records `letters` in the dead-letter list `list_key`, then logs each at warn and
+/// counts it in `cachesync_undecodable_rows_total`: a row change that cannot be decoded
+/// is never silent, and never stops the stream.
+pub(crate) async fn dead_letter(
+    applier: &Applier,
+    list_key: &str,
+    letters: &[DeadLetter],
+) -> Result<()> {
+    applier.record_dead_letters(list_key, letters).await?;
+    for letter in letters {
+        warn!(
+            source = %letter.source,
+            table = %letter.table,
+            key = letter.key.as_deref().unwrap_or("(its key columns cannot be decoded either)"),
+            column = %letter.column,
+            reason = %letter.reason,
+            position = %letter.position,
+            dead_letter_key = list_key,
+            "a row change cannot be decoded: its key is removed (readers fall back to MySQL) \
+             and it is dead-lettered; fix the row in MySQL"
+        );
+        metrics::counter!(m::UNDECODABLE_ROWS, "strategy" => StrategyKind::Binlog.name(), "table" => letter.table.clone())
+            .increment(1);
     }
     Ok(())
 }
