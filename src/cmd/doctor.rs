@@ -169,17 +169,20 @@ async fn check_mysql(config: &Config, report: &mut Report) {
     check_binlog_position(&mut conn, binlog, report).await;
 
     match crate::mysql::schema::load_tables(&config.tables, &pool, &config.mysql_url).await {
-        Ok(tables) => report.push(
-            Severity::Ok,
-            format!(
-                "tables: {}",
-                tables
-                    .iter()
-                    .map(|t| t.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ),
+        Ok(tables) => {
+            report.push(
+                Severity::Ok,
+                format!(
+                    "tables: {}",
+                    tables
+                        .iter()
+                        .map(|t| t.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            check_table_privileges(config, &pool, &tables, report).await;
+        }
         Err(Error::Config(problems)) => {
             for p in problems {
                 report.push(Severity::Problem, p);
@@ -189,6 +192,38 @@ async fn check_mysql(config: &Config, report: &mut Report) {
     }
     drop(conn);
     pool.disconnect().await.ok();
+}
+
+/// The table privileges the strategy needs, as `run` checks them at start (`EXPLAIN` dry
+/// runs: roles and wildcards count as the server counts them).
+async fn check_table_privileges(
+    config: &Config,
+    pool: &mysql_async::Pool,
+    tables: &[std::sync::Arc<crate::model::table::SyncedTable>],
+    report: &mut Report,
+) {
+    match crate::cmd::run::missing_privileges(config, pool, tables).await {
+        Ok(problems) if problems.is_empty() => {
+            let names: Vec<&str> = crate::cmd::run::table_privileges(config)
+                .iter()
+                .map(|p| p.name())
+                .collect();
+            report.push(
+                Severity::Ok,
+                format!(
+                    "the MySQL user may {} the tables, as strategy {} needs",
+                    names.join(", "),
+                    config.strategy
+                ),
+            );
+        }
+        Ok(problems) => {
+            for problem in problems {
+                report.push(Severity::Problem, problem);
+            }
+        }
+        Err(e) => report.push(Severity::Problem, e.to_string()),
+    }
 }
 
 async fn server_id_of(conn: &mut mysql_async::Conn) -> Option<u32> {
