@@ -51,7 +51,13 @@ async fn write(
             ),
         )
     })?;
-    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let body = body.map_err(|e| {
+        if super::deadline::is_expired(&e) {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, e.body_text())
+        } else {
+            ApiError::new(e.status(), e.body_text())
+        }
+    })?;
     // Raw values: numbers go to MySQL as the client wrote them (model::json).
     let object = RawObject::parse(&body).map_err(|e| {
         ApiError::bad_request(format!(

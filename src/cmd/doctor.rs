@@ -99,10 +99,50 @@ pub async fn run(config: &Config, path: &Path) -> bool {
 /// Runs every check; never fails itself — unreachable services are findings.
 pub async fn check(config: &Config) -> Report {
     let mut report = Report::default();
+    check_exposure(config, &mut report);
     check_mysql(config, &mut report).await;
     check_redis(config, &mut report).await;
     check_amqp(config, &mut report).await;
     report
+}
+
+/// Who can reach the API and the metrics: notes for what is open beyond this machine
+/// (validation already refused a tokenless remote API that was not explicitly allowed).
+fn check_exposure(config: &Config, report: &mut Report) {
+    if let Some(api) = &config.api {
+        let listen = api.listen;
+        match (listen.ip().is_loopback(), &api.token) {
+            (true, None) => report.push(
+                Severity::Ok,
+                format!(
+                    "api.listen {listen} is loopback; without api.token it answers only requests \
+                     addressed to localhost (DNS rebinding guard)"
+                ),
+            ),
+            (_, Some(_)) => report.push(
+                Severity::Ok,
+                format!("api.listen {listen}: every route but /healthz needs api.token"),
+            ),
+            (false, None) => report.push(
+                Severity::Note,
+                format!(
+                    "api.listen {listen} is not loopback and has no api.token \
+                     (api.allow_unauthenticated_remote = true): anyone who reaches it can write \
+                     every synced table; make sure a firewall or proxy guards it"
+                ),
+            ),
+        }
+    }
+    if !config.metrics_listen.ip().is_loopback() {
+        report.push(
+            Severity::Note,
+            format!(
+                "metrics.listen {} is not a loopback address: anyone who reaches it reads the \
+                 metrics (table names, rates, errors); bind it to 127.0.0.1 or firewall it",
+                config.metrics_listen
+            ),
+        );
+    }
 }
 
 async fn check_mysql(config: &Config, report: &mut Report) {

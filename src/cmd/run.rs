@@ -202,6 +202,13 @@ impl Daemon {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     spawn_signal_handler(shutdown.clone())?;
     crate::metrics::install(config.metrics_listen)?;
+    if !config.metrics_listen.ip().is_loopback() {
+        warn!(
+            listen = %config.metrics_listen,
+            "metrics.listen is not a loopback address: anyone who reaches it reads the \
+             metrics (table names, rates, errors); bind it to 127.0.0.1 or firewall it"
+        );
+    }
     let mut daemon = Daemon::start(&config).await?;
     let names: Vec<String> = daemon.services.tables.iter().map(|t| t.name()).collect();
     config.strategy.register_series(&names);
@@ -219,9 +226,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let api_stop = CancellationToken::new();
     let mut serving = tokio::spawn({
         let api_stop = api_stop.clone();
+        let limits = config
+            .api
+            .as_ref()
+            .map(|api| api.limits)
+            .unwrap_or_default();
         async move {
             match api {
-                Some((listener, state)) => crate::api::serve(listener, state, api_stop).await,
+                Some((listener, state)) => {
+                    crate::api::serve_with(listener, state, api_stop, limits).await
+                }
                 None => {
                     api_stop.cancelled().await;
                     Ok(())
