@@ -52,6 +52,7 @@ pub use self::error::{ApiError, status_of};
 pub use self::ready::Readiness;
 use crate::error::{Error, Result};
 use crate::model::table::SyncedTable;
+use crate::mysql::schema::Replanner;
 use crate::read::ReadPath;
 use crate::redis::Applier;
 use crate::strategy::{Strategy, SyncStrategy};
@@ -65,8 +66,11 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// What the API serves from.
 pub struct ApiState {
     strategy: Arc<Strategy>,
-    /// By `database.table`.
-    tables: HashMap<String, Arc<SyncedTable>>,
+    /// By `database.table`; a plan is replaced when a DDL changed its table
+    /// ([`ApiState::refresh`]).
+    tables: std::sync::RwLock<HashMap<String, Arc<SyncedTable>>>,
+    /// Re-plans a table after a DDL ([`ApiState::refresh`]).
+    replanner: Replanner,
     token: Option<String>,
     readiness: Readiness,
     /// Writes in flight, which outlive a client that hangs up.
@@ -109,7 +113,8 @@ impl ApiState {
     ) -> Arc<ApiState> {
         Arc::new(ApiState {
             strategy,
-            tables: tables.into_iter().map(|t| (t.name(), t)).collect(),
+            tables: std::sync::RwLock::new(tables.into_iter().map(|t| (t.name(), t)).collect()),
+            replanner: Replanner::new(readiness.pool.clone(), &readiness.mysql_url),
             token,
             readiness,
             writes: TaskTracker::new(),
@@ -130,7 +135,7 @@ impl ApiState {
                     self.strategy.kind().name(),
                 )
                 .await?;
-                let mut tables: Vec<Arc<SyncedTable>> = self.tables.values().cloned().collect();
+                let mut tables = self.all_tables();
                 tables.sort_by_key(|t| t.config.index);
                 let reads = ReadPath::new(
                     self.readiness.pool.clone(),
@@ -165,6 +170,53 @@ pub struct Guards {
     /// address): for a tokenless API on loopback, so a web page whose host name was
     /// rebound to 127.0.0.1 (DNS rebinding) cannot drive it from a browser.
     pub loopback_hosts_only: bool,
+}
+
+impl ApiState {
+    /// The plan of `name` (`database.table`) as the API knows it now.
+    fn table(&self, name: &str) -> Option<Arc<SyncedTable>> {
+        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        tables.get(name).cloned()
+    }
+
+    fn all_tables(&self) -> Vec<Arc<SyncedTable>> {
+        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        tables.values().cloned().collect()
+    }
+
+    /// The names of the configured tables, sorted (for messages).
+    fn table_names(&self) -> Vec<String> {
+        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<String> = tables.keys().cloned().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// After a request met something that suggests `seen`'s table changed shape (a column
+    /// the plan does not know, MySQL's "unknown column", a value that does not decode):
+    /// reads the table's schema again and, when a DDL changed it, re-plans it for every
+    /// later request, the read path included. Returns the plan to use now (see
+    /// [`Replanner`] for the rate limit and what keeps the old plan).
+    async fn refresh(&self, seen: &Arc<SyncedTable>) -> Arc<SyncedTable> {
+        let name = seen.name();
+        let current = self.table(&name).unwrap_or_else(|| seen.clone());
+        if !Arc::ptr_eq(&current, seen) {
+            // Another request refreshed it meanwhile.
+            return current;
+        }
+        let Some(plan) = self.replanner.replan(seen).await else {
+            return current;
+        };
+        let plan = Arc::new(plan);
+        self.tables
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, plan.clone());
+        if let Some(reads) = self.reads.get() {
+            reads.replace_table(plan.clone());
+        }
+        plan
+    }
 }
 
 /// The API's routes on `state`, behind `guards`.

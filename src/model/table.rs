@@ -89,7 +89,7 @@ pub fn parse_qualified_name(
 }
 
 /// A column of a table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Column {
     pub name: String,
     /// `Err` holds the declared type when cachesync cannot encode it; such a column may
@@ -98,7 +98,7 @@ pub struct Column {
 }
 
 /// A table as `information_schema` describes it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TableSchema {
     pub database: String,
     pub table: String,

@@ -96,41 +96,93 @@ impl ChangeEvent {
     }
 
     /// Reads an event and turns it into a change of one of `tables`. `Err` says why the
-    /// message can never be applied (it goes to the dead-letter queue).
+    /// message cannot be applied (it goes to the dead-letter queue, unless the table's
+    /// plan was stale: [`Unapplicable::shape_of`]).
     pub fn parse(
         payload: &[u8],
         tables: &HashMap<String, Arc<SyncedTable>>,
-    ) -> Result<Change, String> {
-        let event: ChangeEvent =
-            serde_json::from_slice(payload).map_err(|e| format!("not a change event: {e}"))?;
+    ) -> Result<Parsed, Unapplicable> {
+        let event: ChangeEvent = serde_json::from_slice(payload)
+            .map_err(|e| Unapplicable::malformed(format!("not a change event: {e}")))?;
         if event.schema != SCHEMA {
-            return Err(format!(
+            return Err(Unapplicable::malformed(format!(
                 "unknown schema {:?} (expected {SCHEMA})",
                 event.schema
-            ));
+            )));
         }
-        let table = tables
-            .get(&event.table)
-            .ok_or_else(|| format!("table {} is not configured", event.table))?;
+        let table = tables.get(&event.table).ok_or_else(|| {
+            Unapplicable::malformed(format!("table {} is not configured", event.table))
+        })?;
         let mut row = Vec::with_capacity(table.types.len());
         for (i, (name, ty)) in table.encoder.names().iter().zip(&table.types).enumerate() {
             let cell = match event.row.get(name) {
-                Some(value) => crate::model::decode::from_json(ty, value)
-                    .map_err(|e| format!("{}.{name}: {e}", event.table))?,
+                Some(value) => crate::model::decode::from_json(ty, value).map_err(|e| {
+                    Unapplicable::shape(&event.table, format!("{}.{name}: {e}", event.table))
+                })?,
                 None if event.op == EventOp::Delete && !table.is_key_position(i) => Cell::Null,
-                None => return Err(format!("{}: the row has no {name}", event.table)),
+                None => {
+                    return Err(Unapplicable::shape(
+                        &event.table,
+                        format!("{}: the row has no {name}", event.table),
+                    ));
+                }
             };
             row.push(cell);
         }
-        Ok(Change {
-            table: table.clone(),
-            op: match event.op {
-                EventOp::Upsert => Op::Upsert,
-                EventOp::Delete => Op::Delete,
+        let names = table.encoder.names();
+        let unplanned = event.row.0.iter().any(|(name, _)| !names.contains(name));
+        Ok(Parsed {
+            change: Change {
+                table: table.clone(),
+                op: match event.op {
+                    EventOp::Upsert => Op::Upsert,
+                    EventOp::Delete => Op::Delete,
+                },
+                row,
+                version: event.version,
+                committed_at_us: event.committed_at_us,
             },
-            row,
-            version: event.version,
-            committed_at_us: event.committed_at_us,
+            unplanned,
         })
+    }
+}
+
+/// A change event read into a change.
+#[derive(Debug)]
+pub struct Parsed {
+    pub change: Change,
+    /// The row had columns the table's plan does not sync. Other producers may send
+    /// whole rows (they are ignored); after a DDL that added a column, the plan is stale.
+    pub unplanned: bool,
+}
+
+/// Why a change event cannot be applied.
+#[derive(Debug)]
+pub struct Unapplicable {
+    pub reason: String,
+    /// The configured table whose plan the row does not fit (a planned column missing,
+    /// a value of another type): a DDL may have changed it since it was planned.
+    pub shape_of: Option<String>,
+}
+
+impl Unapplicable {
+    fn malformed(reason: String) -> Unapplicable {
+        Unapplicable {
+            reason,
+            shape_of: None,
+        }
+    }
+
+    fn shape(table: &str, reason: String) -> Unapplicable {
+        Unapplicable {
+            reason,
+            shape_of: Some(table.to_owned()),
+        }
+    }
+}
+
+impl std::fmt::Display for Unapplicable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
     }
 }

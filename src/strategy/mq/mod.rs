@@ -38,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::model::cell::Cell;
 use crate::model::change::{RowWrite, unix_micros};
 use crate::model::table::SyncedTable;
+use crate::mysql::schema::Replanner;
 use crate::mysql::write::Written;
 use crate::redis::Applier;
 
@@ -236,6 +237,7 @@ impl SyncStrategy for Mq {
             self.applier.clone(),
             self.config.clone(),
             self.tables.clone(),
+            Arc::new(Replanner::new(self.pool.clone(), &self.mysql_url)),
             shutdown.clone(),
         )
         .await;
