@@ -226,7 +226,16 @@ pub fn from_json(ty: &ColumnType, value: &RawValue) -> Result<Cell, DecodeError>
 }
 
 fn unexpected(value: &Value) -> DecodeError {
-    format!("unexpected value {value:?}")
+    // Not `{value:?}`: mysql_common's Debug of a TIME multiplies its day count, which
+    // overflows (a panic in debug builds) for a value no server sends but a broken
+    // stream could.
+    match value {
+        Value::Time(negative, days, h, m, s, us) => format!(
+            "unexpected value TIME({}{days} days {h:02}:{m:02}:{s:02}.{us:06})",
+            if *negative { "-" } else { "" }
+        ),
+        other => format!("unexpected value {other:?}"),
+    }
 }
 
 fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
@@ -265,8 +274,10 @@ fn enum_member(members: &[String], index: i64) -> Result<Cell, DecodeError> {
         // Index 0 is the "invalid value" MySQL stores for a bad ENUM in non-strict mode,
         // and SELECT shows it as the empty string.
         0 => Ok(Cell::Text(String::new())),
-        i => members
-            .get((i - 1) as usize)
+        i => i
+            .checked_sub(1)
+            .and_then(|position| usize::try_from(position).ok())
+            .and_then(|position| members.get(position))
             .map(|m| Cell::Text(m.clone()))
             .ok_or_else(|| {
                 format!(
@@ -344,7 +355,10 @@ fn temporal(ty: &ColumnType, value: &Value) -> Result<Cell, DecodeError> {
         },
         Value::Time(negative, days, h, mi, s, us) => Temporal::Time {
             negative: *negative,
-            hours: days * 24 + u32::from(*h),
+            hours: days
+                .checked_mul(24)
+                .and_then(|hours| hours.checked_add(u32::from(*h)))
+                .ok_or_else(|| unexpected(value))?,
             minute: *mi,
             second: *s,
             micros: *us,
@@ -465,7 +479,10 @@ fn parse_temporal(ty: &ColumnType, text: &str) -> Result<Temporal, DecodeError> 
 }
 
 /// `.ffffff` cut to the column's fractional-seconds precision; empty for precision 0.
+/// (Microseconds above 999 999 come only from a broken value; they are clamped rather
+/// than written as a seventh digit.)
 fn fraction(micros: u32, fsp: u8) -> String {
+    let micros = micros.min(999_999);
     if fsp == 0 {
         return String::new();
     }
