@@ -258,7 +258,7 @@ impl ReadPath {
     }
 
     /// Replaces the plan of a table (re-planned after a DDL, by the write API or
-    /// [`ReadPath::refresh`]): later reads select and encode the new columns. Its L1 and
+    /// the read path's own refresh): later reads select and encode the new columns. Its L1 and
     /// single-flight state start afresh; its Bloom filter stays (it holds keys).
     pub fn replace_table(&self, table: Arc<SyncedTable>) {
         let reader = Arc::new(TableReader::new(table));

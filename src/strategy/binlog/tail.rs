@@ -14,7 +14,7 @@
 //! versions, same bytes) and loses none of it.
 //!
 //! Poison rows: a row image that cannot be decoded never stops the stream; it becomes a
-//! delete of its key plus a [`DeadLetter`] carried in the batch (see [`push_row_change`]).
+//! delete of its key plus a [`DeadLetter`] carried in the batch (see `push_row_change`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
