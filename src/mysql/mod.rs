@@ -1,6 +1,6 @@
 //! Talking to MySQL: connections with the session settings the canonical encoding relies
 //! on ([`pool`], [`get_conn`]), what the configured tables look like ([`schema`]) and what
-//! the user may do to them ([`grants`]), the application's row write ([`write`]) and
+//! the user may do to them ([`grants`]), the application's row write ([`write`](mod@write)) and
 //! reading a whole table in batches ([`scan`]).
 
 pub mod grants;
