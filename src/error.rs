@@ -141,6 +141,20 @@ impl Error {
         }
     }
 
+    /// Whether the table may have changed shape since cachesync planned it (a DDL): a
+    /// column the statement names is unknown to MySQL, or a value does not decode as the
+    /// planned type. Worth one look at `information_schema` and one more try.
+    pub fn suggests_schema_change(&self) -> bool {
+        match self {
+            Error::Mysql {
+                source: mysql_async::Error::Server(s),
+                ..
+            } => s.code == 1054,
+            Error::Decode { .. } => true,
+            _ => false,
+        }
+    }
+
     pub(crate) fn mysql(context: impl Into<String>, source: mysql_async::Error) -> Self {
         Error::Mysql {
             context: context.into(),

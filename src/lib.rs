@@ -15,8 +15,9 @@
 //! - [`config`] — the TOML config plus `CACHESYNC__…` overrides, assembled from the
 //!   sections each component declares next to its code; pure validation that reports
 //!   every problem with its key.
-//! - [`api`] — the sidecar HTTP API (axum): row writes through the strategy, reads
-//!   through [`read`], `/healthz`, `/readyz`; its `[api]` section.
+//! - [`api`] — the sidecar HTTP API (axum on its own accept loop with timeouts and a
+//!   connection limit): row writes through the strategy, reads through [`read`],
+//!   `/healthz`, `/readyz`; its `[api]` section.
 //! - [`strategy`] — the [`strategy::SyncStrategy`] trait, [`strategy::StrategyKind`] with
 //!   the capabilities everything else asks about, and one folder per strategy with its
 //!   own config section.
@@ -29,11 +30,12 @@
 //! - [`redis`] — the one Redis connection type, every key layout ([`redis::keyspace`]),
 //!   the version-guarded applier and its Lua script, the Bloom filter.
 //! - [`mysql`] — connections with the session settings the encoding relies on, what the
-//!   configured tables look like (`information_schema`), the application's row write,
-//!   table scans.
+//!   configured tables look like (`information_schema`, re-planned after a DDL) and what
+//!   the user may do to them, the application's row write, table scans.
 //! - [`model`] — pure, no I/O: canonical cells and their `json`/`hash` encodings (the
-//!   contract every strategy shares), decoding from SQL, binlog and JSON, key templates,
-//!   a table's plan and SQL, row changes.
+//!   contract every strategy shares), decoding from SQL, binlog and JSON (numbers kept
+//!   exact), injective key templates, a table's plan and SQL, row changes and dead
+//!   letters.
 //! - [`metrics`] — metric names (the dashboard contract) and the Prometheus exporter.
 //! - [`error`], [`redact`] — the one error type and the one retry policy; passwords out of
 //!   messages.

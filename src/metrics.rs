@@ -35,6 +35,11 @@ pub const REPLAYED_CHANGES: &str = "cachesync_replayed_changes_total";
 /// Counter, label `strategy`: change events that can never be applied (malformed, unknown
 /// table), moved to the dead-letter queue.
 pub const DEAD_LETTERED: &str = "cachesync_dead_lettered_total";
+/// Counter, labels `strategy`, `table`: row changes read from MySQL (the binlog or a
+/// snapshot's scan) that could not be decoded — their keys removed, each recorded in the
+/// dead-letter list (`binlog.dead_letter_key`) and logged at warn. Not zero means a row in
+/// MySQL needs fixing.
+pub const UNDECODABLE_ROWS: &str = "cachesync_undecodable_rows_total";
 /// Gauge, label `strategy`: (dual-write) keys whose Redis write failed after the commit
 /// and wait in the repair queue — stale in Redis until repaired.
 pub const REPAIRS_PENDING: &str = "cachesync_repairs_pending";
@@ -151,20 +156,10 @@ pub fn describe() {
         SNAPSHOT_RUNNING,
         "1 while an online snapshot of the table runs (the table may be incomplete)"
     );
-    /// Counter, label `strategy`: times Redis was found to have lost this deployment's
-    /// data (checkpoint or marker gone, or back on an older copy); each starts an online
-    /// rebuild.
-    pub const REDIS_DATA_LOSS: &str = "cachesync_redis_data_loss_total";
-    /// Gauge, labels `strategy`, `table`: rows the running online snapshot of the table will
-    /// copy (estimated from `information_schema`; exact once it is done).
-    pub const SNAPSHOT_ROWS_TOTAL: &str = "cachesync_snapshot_rows_total";
-    /// Gauge, labels `strategy`, `table`: rows the running (or last) online snapshot of the
-    /// table has copied.
-    pub const SNAPSHOT_ROWS_DONE: &str = "cachesync_snapshot_rows_done";
-    /// Gauge, labels `strategy`, `table`: 1 while an online snapshot of the table runs in
-    /// this process — the table may be incomplete in Redis until it is 0.
-    pub const SNAPSHOT_RUNNING: &str = "cachesync_snapshot_running";
-
+    describe_counter!(
+        UNDECODABLE_ROWS,
+        "Row changes that could not be decoded: key removed, dead-lettered"
+    );
     // The cache-aside read path.
     describe_counter!(
         READ_HITS,

@@ -1536,7 +1536,12 @@ fn doctor_accepts_the_docker_mysql_config() {
             "CACHESYNC__MYSQL__URL",
             format!("mysql://cachesync:{password}@127.0.0.1:{}", server.port),
         )
-        .env("CACHESYNC__REDIS__URL", common::redis_url());
+        .env("CACHESYNC__REDIS__URL", common::redis_url())
+        // As compose gives it: an API on 0.0.0.0 without a token does not validate.
+        .env(
+            "CACHESYNC__API__TOKEN",
+            dotenv()["CACHESYNC_API_TOKEN"].clone(),
+        );
     let out = doctor.stdin(Stdio::null()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let show = format!(
@@ -1571,6 +1576,7 @@ fn doctor_accepts_the_docker_mysql_config() {
         "cachesync@% may read the binlog",
         &format!("binlog position readable: {position}"),
         "tables: shop.users, shop.orders",
+        "the MySQL user may SELECT, INSERT, UPDATE, DELETE the tables",
     ] {
         assert!(ok(needle), "no ok line with {needle:?}\n{show}");
     }

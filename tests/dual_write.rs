@@ -590,6 +590,7 @@ async fn reverse_order_redis_writes_are_stopped_by_the_version_guard_only() {
             cachesync::mysql::write::commit(&pool, &write)
                 .await
                 .unwrap()
+                .into_upserted()
                 .unwrap()
         }
     };

@@ -256,7 +256,8 @@ async fn redelivered_duplicated_and_reordered_events_leave_the_newest_and_bad_on
             row: serde_json::json!({ "id": 7, "label": label, "price": "1.00", "blob_col": null })
                 .as_object()
                 .unwrap()
-                .clone(),
+                .clone()
+                .into(),
             version: Some(version),
             committed_at_us: None,
         }
@@ -279,7 +280,8 @@ async fn redelivered_duplicated_and_reordered_events_leave_the_newest_and_bad_on
         row: serde_json::json!({ "id": 8, "label": "marker", "price": "1.00", "blob_col": null })
             .as_object()
             .unwrap()
-            .clone(),
+            .clone()
+            .into(),
         ..serde_json::from_slice(&event(1, "x")).unwrap()
     };
     publisher.publish_all(&[marker.to_bytes()]).await.unwrap();
@@ -442,7 +444,8 @@ async fn an_outbox_event_committed_after_a_larger_id_was_relayed_is_still_publis
         row: serde_json::json!({ "id": 1, "label": "late", "price": "1.00", "blob_col": null })
             .as_object()
             .unwrap()
-            .clone(),
+            .clone()
+            .into(),
         version: None,
         committed_at_us: None,
     };

@@ -29,6 +29,8 @@ const MYSQL_STATUS: &[(u16, StatusCode)] = &[
     (1205, StatusCode::SERVICE_UNAVAILABLE), // lock wait timeout: retry
     (1213, StatusCode::SERVICE_UNAVAILABLE), // deadlock: retry
     (1040, StatusCode::SERVICE_UNAVAILABLE), // too many connections
+    (1142, StatusCode::SERVICE_UNAVAILABLE), // command denied: a grant revoked since start
+    (1143, StatusCode::SERVICE_UNAVAILABLE), // column command denied
     (1290, StatusCode::SERVICE_UNAVAILABLE), // server is --read-only (fail-over)
     (1792, StatusCode::SERVICE_UNAVAILABLE), // read-only transaction
     (1927, StatusCode::SERVICE_UNAVAILABLE), // MariaDB: connection was killed
@@ -130,6 +132,7 @@ mod tests {
             (mysql_error(1366), 400),
             (mysql_error(1213), 503),
             (mysql_error(1146), 500),
+            (mysql_error(1142), 503),
             (
                 Error::Mysql {
                     context: "connecting".into(),

@@ -25,9 +25,11 @@
 //! column or table at fault.
 
 pub mod config;
+mod deadline;
 pub mod error;
 mod read;
 pub mod ready;
+mod server;
 mod snapshots;
 mod write;
 
@@ -37,6 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
@@ -47,10 +50,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+pub use self::config::Limits;
 pub use self::error::{ApiError, status_of};
 pub use self::ready::Readiness;
 use crate::error::{Error, Result};
 use crate::model::table::SyncedTable;
+use crate::mysql::schema::Replanner;
 use crate::read::ReadPath;
 use crate::redis::Applier;
 use crate::strategy::{Strategy, SyncStrategy};
@@ -64,8 +69,11 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// What the API serves from.
 pub struct ApiState {
     strategy: Arc<Strategy>,
-    /// By `database.table`.
-    tables: HashMap<String, Arc<SyncedTable>>,
+    /// By `database.table`; a plan is replaced when a DDL changed its table
+    /// ([`ApiState::refresh`]).
+    tables: std::sync::RwLock<HashMap<String, Arc<SyncedTable>>>,
+    /// Re-plans a table after a DDL ([`ApiState::refresh`]).
+    replanner: Replanner,
     token: Option<String>,
     readiness: Readiness,
     /// Writes in flight, which outlive a client that hangs up.
@@ -108,7 +116,8 @@ impl ApiState {
     ) -> Arc<ApiState> {
         Arc::new(ApiState {
             strategy,
-            tables: tables.into_iter().map(|t| (t.name(), t)).collect(),
+            tables: std::sync::RwLock::new(tables.into_iter().map(|t| (t.name(), t)).collect()),
+            replanner: Replanner::new(readiness.pool.clone(), &readiness.mysql_url),
             token,
             readiness,
             writes: TaskTracker::new(),
@@ -129,7 +138,7 @@ impl ApiState {
                     self.strategy.kind().name(),
                 )
                 .await?;
-                let mut tables: Vec<Arc<SyncedTable>> = self.tables.values().cloned().collect();
+                let mut tables = self.all_tables();
                 tables.sort_by_key(|t| t.config.index);
                 let reads = ReadPath::new(
                     self.readiness.pool.clone(),
@@ -155,8 +164,66 @@ impl ApiState {
     }
 }
 
-/// The API's routes on `state`.
-pub fn router(state: Arc<ApiState>) -> Router {
+/// What every request passes before its route.
+#[derive(Debug, Clone, Copy)]
+pub struct Guards {
+    /// How long a request may take to send its body once its head arrived.
+    pub body_timeout: Duration,
+    /// Answer only requests whose `Host` names this machine (`localhost`, a loopback
+    /// address): for a tokenless API on loopback, so a web page whose host name was
+    /// rebound to 127.0.0.1 (DNS rebinding) cannot drive it from a browser.
+    pub loopback_hosts_only: bool,
+}
+
+impl ApiState {
+    /// The plan of `name` (`database.table`) as the API knows it now.
+    fn table(&self, name: &str) -> Option<Arc<SyncedTable>> {
+        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        tables.get(name).cloned()
+    }
+
+    fn all_tables(&self) -> Vec<Arc<SyncedTable>> {
+        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        tables.values().cloned().collect()
+    }
+
+    /// The names of the configured tables, sorted (for messages).
+    fn table_names(&self) -> Vec<String> {
+        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<String> = tables.keys().cloned().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// After a request met something that suggests `seen`'s table changed shape (a column
+    /// the plan does not know, MySQL's "unknown column", a value that does not decode):
+    /// reads the table's schema again and, when a DDL changed it, re-plans it for every
+    /// later request, the read path included. Returns the plan to use now (see
+    /// [`Replanner`] for the rate limit and what keeps the old plan).
+    async fn refresh(&self, seen: &Arc<SyncedTable>) -> Arc<SyncedTable> {
+        let name = seen.name();
+        let current = self.table(&name).unwrap_or_else(|| seen.clone());
+        if !Arc::ptr_eq(&current, seen) {
+            // Another request refreshed it meanwhile.
+            return current;
+        }
+        let Some(plan) = self.replanner.replan(seen).await else {
+            return current;
+        };
+        let plan = Arc::new(plan);
+        self.tables
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, plan.clone());
+        if let Some(reads) = self.reads.get() {
+            reads.replace_table(plan.clone());
+        }
+        plan
+    }
+}
+
+/// The API's routes on `state`, behind `guards`.
+pub fn router(state: Arc<ApiState>, guards: Guards) -> Router {
     Router::new()
         .route(
             "/v1/tables/{table}/rows",
@@ -169,7 +236,48 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(guards, guard))
         .with_state(state)
+}
+
+/// [`Guards`]: the `Host` check (not for `/healthz`: a probe's answer tells a rebinding
+/// page nothing) and the body deadline.
+async fn guard(State(guards): State<Guards>, request: Request, next: Next) -> Response {
+    if guards.loopback_hosts_only
+        && request.uri().path() != "/healthz"
+        && let Some(host) = request.headers().get(header::HOST)
+        && !host.to_str().is_ok_and(is_loopback_host)
+    {
+        let shown = String::from_utf8_lossy(host.as_bytes()).into_owned();
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Host {shown:?} is not a loopback name: an API without api.token answers only \
+                 requests addressed to localhost or a loopback address (a guard against DNS \
+                 rebinding); set api.token to serve other names"
+            ),
+        )
+        .into_response();
+    }
+    let limit = guards.body_timeout;
+    next.run(request.map(|body| Body::new(deadline::DeadlineBody::new(body, limit))))
+        .await
+}
+
+/// Whether a `Host` header value (`name[:port]`, `[v6]:port`) names this machine.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Binds the API's listener; the error names `api.listen`.
@@ -180,38 +288,54 @@ pub async fn bind(listen: SocketAddr) -> Result<TcpListener> {
     })
 }
 
-/// Serves the API on `listener` until `shutdown` is cancelled, then finishes the
-/// requests in flight and the writes they started, and returns.
+/// Serves the API on `listener` with the default [`Limits`] until `shutdown` is
+/// cancelled (see [`serve_with`]).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<ApiState>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let addr = listener.local_addr().ok();
-    if let Some(addr) = addr {
-        info!(
+    serve_with(listener, state, shutdown, Limits::default()).await
+}
+
+/// Serves the API on `listener` within `limits` until `shutdown` is cancelled, then
+/// finishes the requests in flight and the writes they started, and returns. A
+/// tokenless API on a loopback address answers only requests addressed to a loopback
+/// name ([`Guards::loopback_hosts_only`]).
+pub async fn serve_with(
+    listener: TcpListener,
+    state: Arc<ApiState>,
+    shutdown: CancellationToken,
+    limits: Limits,
+) -> Result<()> {
+    let addr = listener.local_addr().map_err(|source| Error::Io {
+        context: "api.listen: reading the bound address".to_owned(),
+        source,
+    })?;
+    info!(
+        listen = %addr,
+        token = state.token.is_some(),
+        max_connections = limits.max_connections,
+        header_timeout_ms = limits.header_timeout.as_millis() as u64,
+        body_timeout_ms = limits.body_timeout.as_millis() as u64,
+        "write API listening"
+    );
+    if !addr.ip().is_loopback() && state.token.is_none() {
+        warn!(
             listen = %addr,
-            token = state.token.is_some(),
-            "write API listening"
+            "api.listen is not a loopback address and api.token is not set \
+             (api.allow_unauthenticated_remote): anyone who reaches it can write"
         );
-        if !addr.ip().is_loopback() && state.token.is_none() {
-            warn!(
-                listen = %addr,
-                "api.listen is not a loopback address and api.token is not set: \
-                 anyone who reaches it can write"
-            );
-        }
     }
+    let guards = Guards {
+        body_timeout: limits.body_timeout,
+        loopback_hosts_only: addr.ip().is_loopback() && state.token.is_none(),
+    };
     let writes = state.writes.clone();
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+    server::serve(listener, router(state, guards), limits, shutdown).await;
     writes.close();
     writes.wait().await;
-    served.map_err(|source| Error::Io {
-        context: "serving the write API".to_owned(),
-        source,
-    })
+    Ok(())
 }
 
 /// Requires the bearer token on the routes it wraps, when one is configured.
@@ -270,6 +394,34 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_hosts_are_localhost_and_loopback_addresses() {
+        for host in [
+            "localhost",
+            "LOCALHOST:8480",
+            "localhost.",
+            "127.0.0.1",
+            "127.0.0.1:8480",
+            "127.1.2.3:1",
+            "[::1]",
+            "[::1]:8480",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "attacker.example",
+            "attacker.example:8480",
+            "localhost.attacker.example",
+            "10.0.0.1:8480",
+            "[::2]:8480",
+            "0.0.0.0",
+            "127.0.0.1.nip.io",
+            "",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
+    }
 
     #[test]
     fn secrets_compare_whole() {

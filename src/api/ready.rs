@@ -13,7 +13,7 @@ use tracing::warn;
 
 use super::ApiState;
 use crate::error::{Error, Result};
-use crate::redact::redact_url;
+use crate::redact::{redact_url, scrub};
 
 /// How long `/readyz` waits for each dependency.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -38,7 +38,7 @@ impl Readiness {
         amqp_url: Option<&str>,
     ) -> Result<Readiness> {
         let redis = redis::Client::open(redis_url)
-            .map_err(|e| Error::Config(vec![format!("redis.url: {e}")]))?;
+            .map_err(|e| Error::Config(vec![scrub(&format!("redis.url: {e}"), redis_url)]))?;
         Ok(Readiness {
             pool,
             mysql_url: mysql_url.to_owned(),
@@ -81,12 +81,16 @@ async fn within<T, E: std::fmt::Display>(
     service: &str,
     check: impl Future<Output = std::result::Result<T, E>>,
 ) -> std::result::Result<(), String> {
-    let url = redact_url(url);
+    let shown = redact_url(url);
     match tokio::time::timeout(READY_TIMEOUT, check).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!("cannot reach {service} at {url}: {e}")),
+        // A client library's message may quote the URL, or pieces of it it misread.
+        Ok(Err(e)) => Err(scrub(
+            &format!("cannot reach {service} at {shown}: {e}"),
+            url,
+        )),
         Err(_) => Err(format!(
-            "cannot reach {service} at {url}: no answer within {}s",
+            "cannot reach {service} at {shown}: no answer within {}s",
             READY_TIMEOUT.as_secs()
         )),
     }

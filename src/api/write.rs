@@ -12,8 +12,11 @@ use serde_json::{Value as Json, json};
 
 use super::ApiState;
 use super::error::ApiError;
+use crate::error::Error;
 use crate::model::change::{Op, RowWrite};
-use crate::model::params::{json_kind, row_values};
+use crate::model::json::RawObject;
+use crate::model::params::row_values;
+use crate::model::table::SyncedTable;
 use crate::strategy::{RedisOutcome, SyncStrategy, WriteReceipt};
 
 pub(super) async fn upsert(
@@ -39,27 +42,73 @@ async fn write(
     op: Op,
 ) -> std::result::Result<Response, ApiError> {
     let Path(name) = table.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    let table = state.tables.get(&name).cloned().ok_or_else(|| {
-        let mut known: Vec<&str> = state.tables.keys().map(String::as_str).collect();
-        known.sort_unstable();
+    let mut table = state.table(&name).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
                 "unknown table {name}; configured tables: {}",
-                known.join(", ")
+                state.table_names().join(", ")
             ),
         )
     })?;
-    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    let object: Json = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
-    let Json::Object(object) = object else {
-        return Err(ApiError::bad_request(format!(
-            "the body must be a JSON object of column name → value, got {}",
-            json_kind(&object)
-        )));
-    };
-    let values = row_values(&table, op, &object).map_err(ApiError::bad_request)?;
+    let body = body.map_err(|e| {
+        if super::deadline::is_expired(&e) {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, e.body_text())
+        } else {
+            ApiError::new(e.status(), e.body_text())
+        }
+    })?;
+    // Raw values: numbers go to MySQL as the client wrote them (model::json).
+    let object = RawObject::parse(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the body must be a JSON object of column name → value: {e}"
+        ))
+    })?;
+    // A column the plan does not know may be one a DDL added since it was made.
+    if object
+        .0
+        .iter()
+        .any(|(column, _)| table.schema.position(column).is_none())
+    {
+        table = state.refresh(&table).await;
+    }
+    let mut outcome = write_once(&state, &table, op, &object).await;
+    // MySQL no longer knows a planned column, or a value no longer decodes as planned: a
+    // DDL since the plan. Such a failure rolled the write back, so once re-planned it is
+    // tried again (a direct-mode mq write that failed after its commit repeats the same
+    // upsert or delete: the same effect).
+    if let Err(Failed::Write(e)) = &outcome
+        && e.suggests_schema_change()
+    {
+        let fresh = state.refresh(&table).await;
+        if !Arc::ptr_eq(&fresh, &table) {
+            outcome = write_once(&state, &fresh, op, &object).await;
+        }
+    }
+    match outcome {
+        Ok(receipt) => Ok(axum::Json(receipt_json(&name, op, &receipt)).into_response()),
+        Err(Failed::Refused(e)) => Err(e),
+        Err(Failed::Write(e)) => Err(e.into()),
+    }
+}
+
+/// Why [`write_once`] did not write.
+enum Failed {
+    /// The request does not fit the table (or the write task died): the answer as is.
+    Refused(ApiError),
+    /// The strategy's write path failed.
+    Write(Error),
+}
+
+/// Checks `object` against `table` and writes it through the strategy.
+async fn write_once(
+    state: &ApiState,
+    table: &Arc<SyncedTable>,
+    op: Op,
+    object: &RawObject,
+) -> std::result::Result<WriteReceipt, Failed> {
+    let values =
+        row_values(table, op, object).map_err(|e| Failed::Refused(ApiError::bad_request(e)))?;
     let write = RowWrite {
         table: table.clone(),
         op,
@@ -67,17 +116,17 @@ async fn write(
     };
     // Its own task: a client that hangs up must not cut the write path in two.
     let strategy = state.strategy.clone();
-    let receipt = state
+    state
         .writes
         .spawn(async move { strategy.write(write).await })
         .await
         .map_err(|e| {
-            ApiError::new(
+            Failed::Refused(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the write of a row of {name} failed: {e}"),
-            )
-        })??;
-    Ok(axum::Json(receipt_json(&name, op, &receipt)).into_response())
+                format!("the write of a row of {} failed: {e}", table.name()),
+            ))
+        })?
+        .map_err(Failed::Write)
 }
 
 /// The 200 answer of a write.

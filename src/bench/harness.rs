@@ -621,7 +621,7 @@ async fn writer(
             None if !variant.kind.writes_need_the_daemon() => Some(
                 crate::mysql::write::commit(&pool, &write)
                     .await
-                    .map(|row| (unix_micros(SystemTime::now()), row)),
+                    .map(|written| (unix_micros(SystemTime::now()), written.into_upserted())),
             ),
             None => {
                 // Every write this writer would have made while the daemon is down is

@@ -667,6 +667,7 @@ impl Storm<'_> {
             crate::mysql::scan::TableScan::open(&mut conn, &table, 5_000, "read storm").await?;
         while let Some(batch) = scan.next_batch().await? {
             let changes: Vec<Change> = batch
+                .rows
                 .into_iter()
                 .map(|row| Change {
                     table: table.clone(),

@@ -12,7 +12,7 @@ use mysql_async::prelude::Queryable;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::redact::redact_url;
+use crate::redact::{redact_url, scrub};
 use crate::strategy::binlog::server::{BinlogSettings, binary_log_status, binlog_settings};
 
 /// How serious a finding is.
@@ -99,10 +99,50 @@ pub async fn run(config: &Config, path: &Path) -> bool {
 /// Runs every check; never fails itself — unreachable services are findings.
 pub async fn check(config: &Config) -> Report {
     let mut report = Report::default();
+    check_exposure(config, &mut report);
     check_mysql(config, &mut report).await;
     check_redis(config, &mut report).await;
     check_amqp(config, &mut report).await;
     report
+}
+
+/// Who can reach the API and the metrics: notes for what is open beyond this machine
+/// (validation already refused a tokenless remote API that was not explicitly allowed).
+fn check_exposure(config: &Config, report: &mut Report) {
+    if let Some(api) = &config.api {
+        let listen = api.listen;
+        match (listen.ip().is_loopback(), &api.token) {
+            (true, None) => report.push(
+                Severity::Ok,
+                format!(
+                    "api.listen {listen} is loopback; without api.token it answers only requests \
+                     addressed to localhost (DNS rebinding guard)"
+                ),
+            ),
+            (_, Some(_)) => report.push(
+                Severity::Ok,
+                format!("api.listen {listen}: every route but /healthz needs api.token"),
+            ),
+            (false, None) => report.push(
+                Severity::Note,
+                format!(
+                    "api.listen {listen} is not loopback and has no api.token \
+                     (api.allow_unauthenticated_remote = true): anyone who reaches it can write \
+                     every synced table; make sure a firewall or proxy guards it"
+                ),
+            ),
+        }
+    }
+    if !config.metrics_listen.ip().is_loopback() {
+        report.push(
+            Severity::Note,
+            format!(
+                "metrics.listen {} is not a loopback address: anyone who reaches it reads the \
+                 metrics (table names, rates, errors); bind it to 127.0.0.1 or firewall it",
+                config.metrics_listen
+            ),
+        );
+    }
 }
 
 async fn check_mysql(config: &Config, report: &mut Report) {
@@ -169,17 +209,20 @@ async fn check_mysql(config: &Config, report: &mut Report) {
     check_binlog_position(&mut conn, binlog, report).await;
 
     match crate::mysql::schema::load_tables(&config.tables, &pool, &config.mysql_url).await {
-        Ok(tables) => report.push(
-            Severity::Ok,
-            format!(
-                "tables: {}",
-                tables
-                    .iter()
-                    .map(|t| t.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ),
+        Ok(tables) => {
+            report.push(
+                Severity::Ok,
+                format!(
+                    "tables: {}",
+                    tables
+                        .iter()
+                        .map(|t| t.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            check_table_privileges(config, &pool, &tables, report).await;
+        }
         Err(Error::Config(problems)) => {
             for p in problems {
                 report.push(Severity::Problem, p);
@@ -189,6 +232,38 @@ async fn check_mysql(config: &Config, report: &mut Report) {
     }
     drop(conn);
     pool.disconnect().await.ok();
+}
+
+/// The table privileges the strategy needs, as `run` checks them at start (`EXPLAIN` dry
+/// runs: roles and wildcards count as the server counts them).
+async fn check_table_privileges(
+    config: &Config,
+    pool: &mysql_async::Pool,
+    tables: &[std::sync::Arc<crate::model::table::SyncedTable>],
+    report: &mut Report,
+) {
+    match crate::cmd::run::missing_privileges(config, pool, tables).await {
+        Ok(problems) if problems.is_empty() => {
+            let names: Vec<&str> = crate::cmd::run::table_privileges(config)
+                .iter()
+                .map(|p| p.name())
+                .collect();
+            report.push(
+                Severity::Ok,
+                format!(
+                    "the MySQL user may {} the tables, as strategy {} needs",
+                    names.join(", "),
+                    config.strategy
+                ),
+            );
+        }
+        Ok(problems) => {
+            for problem in problems {
+                report.push(Severity::Problem, problem);
+            }
+        }
+        Err(e) => report.push(Severity::Problem, e.to_string()),
+    }
 }
 
 async fn server_id_of(conn: &mut mysql_async::Conn) -> Option<u32> {
@@ -380,7 +455,10 @@ async fn check_amqp(config: &Config, report: &mut Report) {
             report.push(Severity::Ok, format!("RabbitMQ reachable at {url}"));
             conn.close(200, "doctor done".into()).await.ok();
         }
-        Ok(Err(e)) => report.push(severity, format!("cannot reach RabbitMQ at {url}: {e}")),
+        Ok(Err(e)) => report.push(
+            severity,
+            scrub(&format!("cannot reach RabbitMQ at {url}: {e}"), amqp_url),
+        ),
         Err(_) => report.push(
             severity,
             format!(

@@ -18,6 +18,8 @@ use crate::api::config::ApiConfig;
 use crate::api::{ApiState, Readiness};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::model::table::SyncedTable;
+use crate::mysql::grants::{self, Privilege};
 use crate::redis::Applier;
 use crate::strategy::{Services, Strategy, SyncStrategy};
 
@@ -50,6 +52,52 @@ pub async fn connect(config: &Config) -> Result<Services> {
     }
 }
 
+/// The privileges the configured MySQL user needs on every synced table: `SELECT`
+/// (snapshot, `verify`, reads, a write's read-back), plus `INSERT`, `UPDATE` and `DELETE`
+/// when the application's writes go through cachesync (the strategy needs the daemon for
+/// its writes, or an `[api]` serves them).
+pub fn table_privileges(config: &Config) -> Vec<Privilege> {
+    let mut wanted = vec![Privilege::Select];
+    if config.strategy.writes_need_the_daemon() || config.api.is_some() {
+        wanted.extend([Privilege::Insert, Privilege::Update, Privilege::Delete]);
+    }
+    wanted
+}
+
+/// What [`table_privileges`] finds missing, one line per table in the config's style,
+/// each with the `GRANT` that fixes it; empty when nothing is.
+pub async fn missing_privileges(
+    config: &Config,
+    pool: &mysql_async::Pool,
+    tables: &[Arc<SyncedTable>],
+) -> Result<Vec<String>> {
+    let wanted = table_privileges(config);
+    let mut conn = crate::mysql::get_conn(pool, &config.mysql_url).await?;
+    let grantee = grants::current_user(&mut conn).await;
+    let mut problems = Vec::new();
+    for table in tables {
+        let missing = grants::missing(&mut conn, table, &wanted).await?;
+        if missing.is_empty() {
+            continue;
+        }
+        let names: Vec<&str> = missing.iter().map(|p| p.name()).collect();
+        let why = if missing == [Privilege::Select] {
+            "to read its rows"
+        } else {
+            "for the application's writes through cachesync"
+        };
+        problems.push(format!(
+            "tables[{}].name: MySQL user {grantee} lacks {} on {}, which strategy {} needs {why}: {}",
+            table.config.index,
+            names.join(", "),
+            table.name(),
+            config.strategy,
+            grants::grant_statement(&missing, &table.sql.table, &grantee)
+        ));
+    }
+    Ok(problems)
+}
+
 /// A started strategy: its write path ready, its background work running until
 /// [`Daemon::stop`] (the way SIGTERM stops it) or [`Daemon::abort`] (the way `kill -9`
 /// does).
@@ -62,9 +110,16 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Connects ([`connect`]) and starts the configured strategy.
+    /// Connects ([`connect`]), checks that the MySQL user may do what the strategy needs
+    /// ([`missing_privileges`]: a strategy that starts but fails every write is worse than
+    /// one that does not start), and starts the configured strategy.
     pub async fn start(config: &Config) -> Result<Daemon> {
         let services = connect(config).await?;
+        let problems = missing_privileges(config, &services.pool, &services.tables).await?;
+        if !problems.is_empty() {
+            services.pool.disconnect().await.ok();
+            return Err(Error::Config(problems));
+        }
         Daemon::start_on(config, services)
     }
 
@@ -171,6 +226,13 @@ impl Daemon {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     spawn_signal_handler(shutdown.clone())?;
     crate::metrics::install(config.metrics_listen)?;
+    if !config.metrics_listen.ip().is_loopback() {
+        warn!(
+            listen = %config.metrics_listen,
+            "metrics.listen is not a loopback address: anyone who reaches it reads the \
+             metrics (table names, rates, errors); bind it to 127.0.0.1 or firewall it"
+        );
+    }
     let mut daemon = Daemon::start(&config).await?;
     let names: Vec<String> = daemon.services.tables.iter().map(|t| t.name()).collect();
     config.strategy.register_series(&names);
@@ -188,9 +250,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let api_stop = CancellationToken::new();
     let mut serving = tokio::spawn({
         let api_stop = api_stop.clone();
+        let limits = config
+            .api
+            .as_ref()
+            .map(|api| api.limits)
+            .unwrap_or_default();
         async move {
             match api {
-                Some((listener, state)) => crate::api::serve(listener, state, api_stop).await,
+                Some((listener, state)) => {
+                    crate::api::serve_with(listener, state, api_stop, limits).await
+                }
                 None => {
                     api_stop.cancelled().await;
                     Ok(())

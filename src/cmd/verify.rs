@@ -58,7 +58,7 @@ use crate::error::{Error, Result};
 use crate::model::cell::{Cell, Encoded, Format, VERSION_FIELD};
 use crate::model::change::{Change, Op};
 use crate::model::column::ColumnType;
-use crate::model::key::TemplatePart;
+use crate::model::key::{KeyTemplate, TemplatePart};
 use crate::model::table::{Mode, SyncedTable};
 use crate::mysql::scan::TableScan;
 use crate::redis::keyspace::{is_companion, split_version, tombstone_key};
@@ -136,6 +136,11 @@ pub struct TableReport {
     pub extra: Divergence,
     /// Keys whose value differs from the row's encoding (or has the wrong type).
     pub different: Divergence,
+    /// Rows that cannot be decoded (a poison row: an invalid JSON document, ...). Their
+    /// keys must be absent — the sync stream removes them — so a key that is there counts
+    /// as different too; these are reported, not counted as divergent: the cache is
+    /// right, the row needs fixing in MySQL. Examples read `key (column: reason)`.
+    pub undecodable: Divergence,
     /// With `--repair`: keys rewritten or deleted.
     pub repaired: u64,
     /// With `--repair`: repaired keys that still differ when compared again.
@@ -178,16 +183,36 @@ impl fmt::Display for Report {
             .chain([5])
             .max()
             .unwrap_or(5);
+        // The undecodable column only when there is something in it: the usual output
+        // keeps the columns scripts already read.
+        let undecodable: u64 = self.tables.iter().map(|t| t.undecodable.count).sum();
+        let last = |n: u64| {
+            if undecodable > 0 {
+                format!("  {n:>11}")
+            } else {
+                String::new()
+            }
+        };
         writeln!(
             f,
-            "{:<width$}  {:>10}  {:>8}  {:>8}  {:>9}",
-            "table", "rows", "missing", "extra", "different"
+            "{:<width$}  {:>10}  {:>8}  {:>8}  {:>9}{}",
+            "table",
+            "rows",
+            "missing",
+            "extra",
+            "different",
+            if undecodable > 0 { "  undecodable" } else { "" }
         )?;
         for t in &self.tables {
             writeln!(
                 f,
-                "{:<width$}  {:>10}  {:>8}  {:>8}  {:>9}",
-                t.table, t.rows, t.missing.count, t.extra.count, t.different.count
+                "{:<width$}  {:>10}  {:>8}  {:>8}  {:>9}{}",
+                t.table,
+                t.rows,
+                t.missing.count,
+                t.extra.count,
+                t.different.count,
+                last(t.undecodable.count)
             )?;
         }
         for t in &self.tables {
@@ -195,6 +220,7 @@ impl fmt::Display for Report {
                 ("missing", &t.missing),
                 ("extra", &t.extra),
                 ("different", &t.different),
+                ("undecodable", &t.undecodable),
             ] {
                 for key in &divergence.examples {
                     writeln!(f, "  {} {kind}: {key}", t.table)?;
@@ -207,6 +233,13 @@ impl fmt::Display for Report {
                     t.table, t.repaired
                 )?;
             }
+        }
+        if undecodable > 0 {
+            writeln!(
+                f,
+                "{undecodable} rows cannot be decoded: not cached (readers fall back to MySQL); \
+                 fix them in MySQL"
+            )?;
         }
         match self.divergent() {
             0 => writeln!(f, "in sync"),
@@ -302,31 +335,68 @@ async fn scan_rows(
 ) -> Result<HashSet<String>> {
     let mut scan = TableScan::open(conn, table, options.batch, "verify").await?;
     let mut seen = HashSet::new();
-    while let Some(rows) = scan.next_batch().await? {
-        let batch: Vec<(String, Vec<Cell>)> = rows
+    while let Some(scanned) = scan.next_batch().await? {
+        report.rows += scanned.len() as u64;
+        let mut batch: Vec<(String, Expected)> = scanned
+            .rows
             .into_iter()
-            .map(|cells| (table.key_of(&cells), cells))
+            .map(|cells| (table.key_of(&cells), Expected::Row(cells)))
             .collect();
+        for undecodable in scanned.undecodable {
+            let (column, reason) = match &undecodable.error {
+                Error::Decode { column, reason, .. } => (column.clone(), reason.clone()),
+                other => ("*".to_owned(), other.to_string()),
+            };
+            match undecodable.key_row {
+                Some(key_row) => {
+                    let key = table.key_of(&key_row);
+                    report
+                        .undecodable
+                        .add(&format!("{key} ({column}: {reason})"), options.examples);
+                    batch.push((key, Expected::Absent(key_row)));
+                }
+                None => report.undecodable.add(
+                    &format!("a row whose key cannot be decoded either ({column}: {reason})"),
+                    options.examples,
+                ),
+            }
+        }
         compare_batch(redis, table, &batch, options, report, divergent).await?;
-        report.rows += batch.len() as u64;
         seen.extend(batch.into_iter().map(|(key, _)| key));
     }
     Ok(seen)
+}
+
+/// What a key of a scanned row should hold.
+enum Expected {
+    /// The row's encoding.
+    Row(Vec<Cell>),
+    /// Nothing: the row cannot be decoded, so its key must be absent (its key cells).
+    Absent(Vec<Cell>),
 }
 
 /// Compares one batch of rows with Redis.
 async fn compare_batch(
     redis: &mut RedisConn,
     table: &SyncedTable,
-    batch: &[(String, Vec<Cell>)],
+    batch: &[(String, Expected)],
     options: &Options,
     report: &mut TableReport,
     divergent: &mut Vec<Divergent>,
 ) -> Result<()> {
     let keys: Vec<&str> = batch.iter().map(|(key, _)| key.as_str()).collect();
     let stored = fetch(redis, table, &keys).await?;
-    for ((key, cells), stored) in batch.iter().zip(stored) {
-        let verdict = judge(table, cells, &stored);
+    for ((key, expected), stored) in batch.iter().zip(stored) {
+        let (verdict, cells) = match expected {
+            Expected::Row(cells) => (judge(table, cells, &stored), cells),
+            Expected::Absent(key_row) => (
+                match stored {
+                    Stored::Missing => Verdict::Same,
+                    _ => Verdict::Different,
+                },
+                key_row,
+            ),
+        };
         let record = match verdict {
             Verdict::Same => false,
             Verdict::Missing => {
@@ -432,39 +502,13 @@ async fn fetch(redis: &mut RedisConn, table: &SyncedTable, keys: &[&str]) -> Res
         .collect()
 }
 
-/// A key template split into literal text and placeholders (by row position).
-enum Piece {
-    Literal(String),
-    Placeholder(usize),
-}
-
-/// The template of `table`, split into pieces; placeholders are bound to row positions.
-fn pieces(table: &SyncedTable) -> Vec<Piece> {
-    table
-        .config
-        .key
-        .parts()
-        .map(|part| match part {
-            TemplatePart::Literal(text) => Piece::Literal(text.to_owned()),
-            TemplatePart::Column(column) => Piece::Placeholder(
-                table
-                    .encoder
-                    .names()
-                    .iter()
-                    .position(|n| n == column)
-                    .unwrap_or(0),
-            ),
-        })
-        .collect()
-}
-
 /// The `SCAN MATCH` pattern of a key template: literal parts with the glob characters
 /// `*?[]\` escaped, `*` for each placeholder.
-fn match_pattern(pieces: &[Piece]) -> String {
+fn match_pattern(template: &KeyTemplate) -> String {
     let mut pattern = String::new();
-    for piece in pieces {
-        match piece {
-            Piece::Literal(text) => {
+    for part in template.parts() {
+        match part {
+            TemplatePart::Literal(text) => {
                 for c in text.chars() {
                     if matches!(c, '*' | '?' | '[' | ']' | '\\') {
                         pattern.push('\\');
@@ -472,42 +516,10 @@ fn match_pattern(pieces: &[Piece]) -> String {
                     pattern.push(c);
                 }
             }
-            Piece::Placeholder(_) => pattern.push('*'),
+            TemplatePart::Column(_) => pattern.push('*'),
         }
     }
     pattern
-}
-
-/// Splits `key` into placeholder texts by the template, `None` when it does not fit.
-/// Placeholder texts are non-empty; ambiguity is resolved by backtracking.
-fn parse_key<'k>(pieces: &[Piece], key: &'k str) -> Option<Vec<(usize, &'k str)>> {
-    fn go<'k>(pieces: &[Piece], key: &'k str, out: &mut Vec<(usize, &'k str)>) -> bool {
-        match pieces.split_first() {
-            None => key.is_empty(),
-            Some((Piece::Literal(text), rest)) => key
-                .strip_prefix(text.as_str())
-                .is_some_and(|k| go(rest, k, out)),
-            Some((Piece::Placeholder(position), rest)) => {
-                if rest.is_empty() {
-                    if key.is_empty() {
-                        return false;
-                    }
-                    out.push((*position, key));
-                    return true;
-                }
-                for (end, _) in key.char_indices().skip(1).chain([(key.len(), ' ')]) {
-                    out.push((*position, &key[..end]));
-                    if go(rest, &key[end..], out) {
-                        return true;
-                    }
-                    out.pop();
-                }
-                false
-            }
-        }
-    }
-    let mut out = Vec::new();
-    go(pieces, key, &mut out).then_some(out)
 }
 
 /// Finds keys matching the table's template that no row produced.
@@ -519,8 +531,7 @@ async fn scan_extra(
     report: &mut TableReport,
     divergent: &mut Vec<Divergent>,
 ) -> Result<()> {
-    let pieces = pieces(table);
-    let pattern = match_pattern(&pieces);
+    let pattern = match_pattern(&table.config.key);
     let mut cursor: u64 = 0;
     loop {
         let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
@@ -540,15 +551,19 @@ async fn scan_extra(
             if seen.contains(&key) || is_companion(&key) || options.skip_keys.contains(&key) {
                 continue;
             }
-            let Some(parts) = parse_key(&pieces, &key) else {
+            // The exact inverse of rendering (see `crate::model::key`): a key that does
+            // not split is not one of this table's.
+            let Some(parts) = table.config.key.split_key(&key) else {
                 continue;
             };
             report.extra.add(&key, options.examples);
             if options.repair {
                 // Only the key cells matter: they render back to exactly this key.
                 let mut row = vec![Cell::Null; table.types.len()];
-                for (position, text) in parts {
-                    row[position] = Cell::Text(text.to_owned());
+                for (column, text) in parts {
+                    if let Some(position) = table.encoder.names().iter().position(|n| n == column) {
+                        row[position] = Cell::Text(text);
+                    }
                 }
                 divergent.push(Divergent { key, row });
             }
@@ -679,7 +694,10 @@ async fn read_row(
     let Some(row) = row else {
         return Ok(None);
     };
-    let cells = table.decode_sql_row(&row)?;
+    // An undecodable row is repaired as absent: its key must not hold a value.
+    let Ok(cells) = table.decode_sql_row_or_key(&row) else {
+        return Ok(None);
+    };
     // `user:01` finds the row of `user:1`, which does not own `user:01`.
     Ok((table.key_of(&cells) == item.key).then_some(cells))
 }
@@ -716,37 +734,10 @@ fn unhex(hex: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    fn pieces_of(parts: &[(&str, bool)]) -> Vec<Piece> {
-        parts
-            .iter()
-            .enumerate()
-            .map(|(i, (text, placeholder))| {
-                if *placeholder {
-                    Piece::Placeholder(i)
-                } else {
-                    Piece::Literal((*text).to_owned())
-                }
-            })
-            .collect()
-    }
-
     #[test]
     fn verify_match_pattern_escapes_glob_characters() {
-        let pieces = pieces_of(&[("a*?[]\\:", false), ("id", true), (":x", false)]);
-        assert_eq!(match_pattern(&pieces), "a\\*\\?\\[\\]\\\\:*:x");
-    }
-
-    #[test]
-    fn verify_parse_key_backtracks() {
-        let pieces = pieces_of(&[("o:", false), ("shop", true), (":", false), ("id", true)]);
-        assert_eq!(
-            parse_key(&pieces, "o:eu:west:7"),
-            Some(vec![(1, "eu"), (3, "west:7")])
-        );
-        let pieces = pieces_of(&[("o:", false), ("a", true), (":x", false)]);
-        assert_eq!(parse_key(&pieces, "o:1:x:2:x"), Some(vec![(1, "1:x:2")]));
-        assert_eq!(parse_key(&pieces, "o::x"), None);
-        assert_eq!(parse_key(&pieces, "p:1:x"), None);
+        let template = KeyTemplate::parse("a*?[]\\:{id}:x").unwrap();
+        assert_eq!(match_pattern(&template), "a\\*\\?\\[\\]\\\\:*:x");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use self::table::RawTable;
 use crate::api::config::{ApiConfig, RawApi};
 use crate::error::{Error, Result};
 use crate::model::table::TableConfig;
+use crate::redact::scrub;
 use crate::redis::keyspace::DeploymentKeys;
 use crate::snapshot::config::{RawSnapshot, SnapshotConfig};
 use crate::strategy::binlog::config::{BinlogConfig, RawBinlog};
@@ -122,7 +123,11 @@ impl Config {
 
     /// The keys this deployment keeps in Redis (checkpoint, marker, snapshot progress).
     pub fn deployment_keys(&self) -> DeploymentKeys {
-        DeploymentKeys::new(&self.name, self.binlog.checkpoint_key.as_deref())
+        DeploymentKeys::new(
+            &self.name,
+            self.binlog.checkpoint_key.as_deref(),
+            self.binlog.dead_letter_key.as_deref(),
+        )
     }
 
     /// The strategies' own sections, for [`crate::strategy::Strategy::build`].
@@ -208,11 +213,12 @@ impl RawConfig {
             }
         };
 
+        // Parser messages may quote the URL: never its password.
         if let Err(e) = mysql_async::Opts::from_url(&self.mysql.url) {
-            problems.push(format!("mysql.url: {e}"));
+            problems.push(scrub(&format!("mysql.url: {e}"), &self.mysql.url));
         }
         if let Err(e) = redis::Client::open(self.redis.url.as_str()) {
-            problems.push(format!("redis.url: {e}"));
+            problems.push(scrub(&format!("redis.url: {e}"), &self.redis.url));
         }
         if self.redis.tombstone_ttl == 0 {
             problems.push("redis.tombstone_ttl: must be at least 1 second".to_owned());

@@ -1,11 +1,13 @@
 //! Row changes: what the application asks for ([`RowWrite`]), what is committed and on its
-//! way to Redis ([`Change`]), and what applying a batch did ([`Applied`]).
+//! way to Redis ([`Change`]), what applying a batch did ([`Applied`]), and what could not
+//! be decoded at all ([`DeadLetter`]).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::cell::Cell;
 use super::table::{Mode, SyncedTable};
+use crate::error::Error;
 
 /// What a change does to its row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,4 +69,52 @@ pub struct RowWrite {
 pub fn unix_micros(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A row change read from MySQL that cannot be decoded (an invalid JSON document stored
+/// past its CHECK constraint, text that is not UTF-8, ...), as recorded in the dead-letter
+/// list. It never stops the stream: the row's key is removed when it can be named, so
+/// readers fall back to MySQL, and `verify --repair` (or the row's next change) fills it
+/// once the row is fixed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeadLetter {
+    /// Where it was read: `binlog` (the stream) or `snapshot` (a table scan).
+    pub source: String,
+    /// `database.table`.
+    pub table: String,
+    /// The row's Redis key, when its key columns decode (that key was removed).
+    pub key: Option<String>,
+    /// The column that could not be decoded; `*` for the whole row image.
+    pub column: String,
+    pub reason: String,
+    /// Where in the binlog (`file:position` of the event's end, or of the snapshot).
+    pub position: String,
+    /// When it was recorded, µs since the Unix epoch.
+    pub at_us: u64,
+}
+
+impl DeadLetter {
+    /// The dead letter of a row of `table` whose decoding failed with `error`; `key_row`
+    /// holds its key cells when those decoded.
+    pub fn new(
+        source: &str,
+        table: &SyncedTable,
+        key_row: Option<&[Cell]>,
+        error: &Error,
+        position: String,
+    ) -> DeadLetter {
+        let (column, reason) = match error {
+            Error::Decode { column, reason, .. } => (column.clone(), reason.clone()),
+            other => ("*".to_owned(), other.to_string()),
+        };
+        DeadLetter {
+            source: source.to_owned(),
+            table: table.name(),
+            key: key_row.map(|row| table.key_of(row)),
+            column,
+            reason,
+            position,
+            at_us: unix_micros(SystemTime::now()),
+        }
+    }
 }

@@ -16,6 +16,7 @@
 
 use mysql_async::Value;
 use mysql_async::binlog::value::BinlogValue;
+use serde_json::value::RawValue;
 
 use super::cell::Cell;
 use super::column::ColumnType;
@@ -167,53 +168,74 @@ pub fn from_binlog(ty: &ColumnType, value: &BinlogValue<'_>) -> Result<Cell, Dec
 }
 
 /// Decodes a value in its canonical JSON form (what the `json` encoding writes, and what
-/// change events carry) back into a cell of a column of type `ty`.
-pub fn from_json(ty: &ColumnType, value: &serde_json::Value) -> Result<Cell, DecodeError> {
-    use serde_json::Value as J;
-    let wrong = || format!("{value} does not fit a column of type {ty:?}");
-    match (ty, value) {
-        (_, J::Null) => Ok(Cell::Null),
-        (ColumnType::Json, v) => Ok(Cell::Json(v.to_string())),
-        (
-            ColumnType::Int { unsigned: true, .. } | ColumnType::Year | ColumnType::Bit,
-            J::Number(n),
-        ) => n.as_u64().map(Cell::UInt).ok_or_else(wrong),
-        (
-            ColumnType::Int {
-                unsigned: false, ..
-            },
-            J::Number(n),
-        ) => n.as_i64().map(Cell::Int).ok_or_else(wrong),
-        (ColumnType::Float, J::Number(n)) => {
-            n.as_f64().map(|f| Cell::Float(f as f32)).ok_or_else(wrong)
+/// change events carry) back into a cell of a column of type `ty`. The value is raw JSON
+/// text, so a `JSON` column's numbers keep their exact text.
+pub fn from_json(ty: &ColumnType, value: &RawValue) -> Result<Cell, DecodeError> {
+    use super::json;
+    let text = value.get().trim();
+    let wrong = || format!("{text} does not fit a column of type {ty:?}");
+    if json::is_null(value) {
+        return Ok(Cell::Null);
+    }
+    match ty {
+        ColumnType::Json => {
+            let mut doc = String::with_capacity(text.len());
+            json::write_canonical(value, &mut doc)?;
+            Ok(Cell::Json(doc))
         }
-        (ColumnType::Double, J::Number(n)) => n.as_f64().map(Cell::Double).ok_or_else(wrong),
-        (ColumnType::Decimal { scale }, J::String(s)) => {
-            normalize_decimal(s, *scale).map(Cell::Text)
+        ColumnType::Int { unsigned: true, .. } | ColumnType::Year | ColumnType::Bit => {
+            json::as_number(value)
+                .and_then(|n| n.parse().ok())
+                .map(Cell::UInt)
+                .ok_or_else(wrong)
         }
-        (ColumnType::Binary { pad_to }, J::String(s)) => {
+        ColumnType::Int {
+            unsigned: false, ..
+        } => json::as_number(value)
+            .and_then(|n| n.parse().ok())
+            .map(Cell::Int)
+            .ok_or_else(wrong),
+        ColumnType::Float => json::as_number(value)
+            .and_then(|n| n.parse::<f64>().ok())
+            .map(|f| Cell::Float(f as f32))
+            .ok_or_else(wrong),
+        ColumnType::Double => json::as_number(value)
+            .and_then(|n| n.parse().ok())
+            .map(Cell::Double)
+            .ok_or_else(wrong),
+        ColumnType::Decimal { scale } => match json::as_string(value) {
+            Some(s) => normalize_decimal(&s, *scale).map(Cell::Text),
+            None => Err(wrong()),
+        },
+        ColumnType::Binary { pad_to } => {
             use base64::Engine as _;
+            let s = json::as_string(value).ok_or_else(wrong)?;
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(s)
                 .map_err(|e| format!("invalid base64 for a binary column: {e}"))?;
             Ok(Cell::Bytes(padded(&bytes, *pad_to)))
         }
-        (
-            ColumnType::Text
-            | ColumnType::Enum(_)
-            | ColumnType::Set(_)
-            | ColumnType::Date
-            | ColumnType::DateTime { .. }
-            | ColumnType::Timestamp { .. }
-            | ColumnType::Time { .. },
-            J::String(s),
-        ) => Ok(Cell::Text(s.clone())),
-        _ => Err(wrong()),
+        ColumnType::Text
+        | ColumnType::Enum(_)
+        | ColumnType::Set(_)
+        | ColumnType::Date
+        | ColumnType::DateTime { .. }
+        | ColumnType::Timestamp { .. }
+        | ColumnType::Time { .. } => json::as_string(value).map(Cell::Text).ok_or_else(wrong),
     }
 }
 
 fn unexpected(value: &Value) -> DecodeError {
-    format!("unexpected value {value:?}")
+    // Not `{value:?}`: mysql_common's Debug of a TIME multiplies its day count, which
+    // overflows (a panic in debug builds) for a value no server sends but a broken
+    // stream could.
+    match value {
+        Value::Time(negative, days, h, m, s, us) => format!(
+            "unexpected value TIME({}{days} days {h:02}:{m:02}:{s:02}.{us:06})",
+            if *negative { "-" } else { "" }
+        ),
+        other => format!("unexpected value {other:?}"),
+    }
 }
 
 fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
@@ -252,8 +274,10 @@ fn enum_member(members: &[String], index: i64) -> Result<Cell, DecodeError> {
         // Index 0 is the "invalid value" MySQL stores for a bad ENUM in non-strict mode,
         // and SELECT shows it as the empty string.
         0 => Ok(Cell::Text(String::new())),
-        i => members
-            .get((i - 1) as usize)
+        i => i
+            .checked_sub(1)
+            .and_then(|position| usize::try_from(position).ok())
+            .and_then(|position| members.get(position))
             .map(|m| Cell::Text(m.clone()))
             .ok_or_else(|| {
                 format!(
@@ -278,10 +302,12 @@ fn set_members(members: &[String], mask: &[u8]) -> String {
     out
 }
 
+/// A `JSON` column's document, canonical (compact, keys sorted) with its numbers exactly
+/// as MySQL holds them ([`super::json`]).
 fn normalize_json(bytes: &[u8]) -> Result<Cell, DecodeError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON document: {e}"))?;
-    Ok(Cell::Json(value.to_string()))
+    super::json::canonical_bytes(bytes)
+        .map(Cell::Json)
+        .map_err(|e| format!("invalid JSON document: {e}"))
 }
 
 /// Writes `text` (a decimal number) with exactly `scale` fractional digits.
@@ -329,7 +355,10 @@ fn temporal(ty: &ColumnType, value: &Value) -> Result<Cell, DecodeError> {
         },
         Value::Time(negative, days, h, mi, s, us) => Temporal::Time {
             negative: *negative,
-            hours: days * 24 + u32::from(*h),
+            hours: days
+                .checked_mul(24)
+                .and_then(|hours| hours.checked_add(u32::from(*h)))
+                .ok_or_else(|| unexpected(value))?,
             minute: *mi,
             second: *s,
             micros: *us,
@@ -450,7 +479,10 @@ fn parse_temporal(ty: &ColumnType, text: &str) -> Result<Temporal, DecodeError> 
 }
 
 /// `.ffffff` cut to the column's fractional-seconds precision; empty for precision 0.
+/// (Microseconds above 999 999 come only from a broken value; they are clamped rather
+/// than written as a seventh digit.)
 fn fraction(micros: u32, fsp: u8) -> String {
+    let micros = micros.min(999_999);
     if fsp == 0 {
         return String::new();
     }
@@ -458,8 +490,14 @@ fn fraction(micros: u32, fsp: u8) -> String {
     format!(".{}", &digits[..usize::from(fsp.min(6))])
 }
 
-/// UTC `YYYY-MM-DD HH:MM:SS[.ffffff]` of a Unix timestamp.
+/// UTC `YYYY-MM-DD HH:MM:SS[.ffffff]` of a Unix timestamp. Epoch 0 is MySQL's zero
+/// `TIMESTAMP` (stored under a lax `sql_mode`), which `SELECT` shows as
+/// `0000-00-00 00:00:00`: no TIMESTAMP can be 1970-01-01 00:00:00 UTC (its range starts
+/// a second later).
 fn epoch_text(secs: i64, micros: u32, fsp: u8) -> String {
+    if secs == 0 && micros == 0 {
+        return format!("0000-00-00 00:00:00{}", fraction(0, fsp));
+    }
     let days = secs.div_euclid(86_400);
     let of_day = secs.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
@@ -611,8 +649,17 @@ mod tests {
             text("2024-02-29 23:59:58.000123")
         );
         assert_eq!(
+            binlog(ts6.clone(), Value::Bytes(b"1".to_vec())),
+            text("1970-01-01 00:00:01.000000")
+        );
+        // The zero TIMESTAMP of a lax sql_mode reads as SELECT shows it.
+        assert_eq!(
             binlog(ts6, Value::Bytes(b"0".to_vec())),
-            text("1970-01-01 00:00:00.000000")
+            text("0000-00-00 00:00:00.000000")
+        );
+        assert_eq!(
+            binlog(ColumnType::Timestamp { fsp: 0 }, Value::Int(0)),
+            text("0000-00-00 00:00:00")
         );
         let ts0 = ColumnType::Timestamp { fsp: 0 };
         assert_eq!(
@@ -697,6 +744,14 @@ mod tests {
         );
         assert_eq!(a, Cell::Json(r#"{"a":[true,null,"x"],"b":1}"#.to_owned()));
         assert!(from_sql(&ColumnType::Json, &Value::Bytes(b"{".to_vec())).is_err());
+        // Numbers are kept as MySQL holds them, not rounded through an f64.
+        assert_eq!(
+            sql(
+                ColumnType::Json,
+                Value::Bytes(b"[14871.466378840501, 18446744073709551616]".to_vec())
+            ),
+            Cell::Json("[14871.466378840501,18446744073709551616]".to_owned())
+        );
     }
 
     #[test]
@@ -738,8 +793,9 @@ mod tests {
             ),
             (ColumnType::Text, serde_json::Value::Null, Cell::Null),
         ];
+        let raw = |v: &serde_json::Value| serde_json::value::to_raw_value(v).unwrap();
         for (ty, value, want) in cases {
-            assert_eq!(from_json(&ty, &value), Ok(want), "{ty:?} {value}");
+            assert_eq!(from_json(&ty, &raw(&value)), Ok(want), "{ty:?} {value}");
         }
         assert!(
             from_json(
@@ -747,11 +803,23 @@ mod tests {
                     unsigned: false,
                     bytes: 4
                 },
-                &json!("7")
+                &raw(&json!("7"))
             )
             .is_err()
         );
-        assert!(from_json(&ColumnType::Binary { pad_to: None }, &json!("not base64!")).is_err());
+        assert!(
+            from_json(
+                &ColumnType::Binary { pad_to: None },
+                &raw(&json!("not base64!"))
+            )
+            .is_err()
+        );
+        // A JSON column's numbers keep their text.
+        let exact = RawValue::from_string("[14871.466378840501, 1e400]".to_owned()).unwrap();
+        assert_eq!(
+            from_json(&ColumnType::Json, &exact),
+            Ok(Cell::Json("[14871.466378840501,1e400]".to_owned()))
+        );
     }
 
     #[test]

@@ -89,7 +89,7 @@ pub fn parse_qualified_name(
 }
 
 /// A column of a table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Column {
     pub name: String,
     /// `Err` holds the declared type when cachesync cannot encode it; such a column may
@@ -98,7 +98,7 @@ pub struct Column {
 }
 
 /// A table as `information_schema` describes it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TableSchema {
     pub database: String,
     pub table: String,
@@ -120,6 +120,15 @@ impl TableSchema {
     pub fn position(&self, column: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == column)
     }
+}
+
+/// A row read from MySQL that cannot be decoded whole.
+#[derive(Debug)]
+pub struct UndecodableRow {
+    /// Its key cells (every other cell NULL), when those decode.
+    pub key_row: Option<Vec<Cell>>,
+    /// Why: an [`Error::Decode`] naming the column.
+    pub error: Error,
 }
 
 /// Everything needed to move one configured table's rows into Redis.
@@ -357,37 +366,84 @@ impl SyncedTable {
             .collect()
     }
 
-    /// Decodes a binlog row image (all table columns, table order) into the synced cells.
-    pub fn decode_binlog_row(&self, row: &BinlogRow) -> Result<Vec<Cell>> {
-        if row.len() != self.schema.columns.len() {
-            return Err(Error::Decode {
-                table: self.name(),
-                column: "*".to_owned(),
-                reason: format!(
-                    "the binlog row has {} columns but the table had {} when cachesync read its schema",
-                    row.len(),
-                    self.schema.columns.len()
-                ),
-            });
-        }
-        self.selected
-            .iter()
-            .zip(&self.types)
-            .enumerate()
-            .map(|(i, (&column, ty))| {
-                let value = row.as_ref(column).ok_or_else(|| Error::Decode {
-                    table: self.name(),
-                    column: self.encoder.names()[i].clone(),
-                    reason: "missing from the binlog row image (binlog_row_image must be FULL)"
-                        .to_owned(),
-                })?;
-                super::decode::from_binlog(ty, value).map_err(|reason| Error::Decode {
+    /// Decodes a SQL result row holding the synced columns; when a column cannot be
+    /// decoded, says which and keeps the row's key cells if those decode, so the row can
+    /// still be named (and its key removed, or reported).
+    pub fn decode_sql_row_or_key(
+        &self,
+        row: &mysql_async::Row,
+    ) -> std::result::Result<Vec<Cell>, UndecodableRow> {
+        self.decode_sql_row(row).map_err(|error| UndecodableRow {
+            key_row: self.decode_sql_key(row).ok(),
+            error,
+        })
+    }
+
+    /// The key cells of a SQL result row holding the synced columns (every other cell
+    /// NULL): enough to name the row's key and delete it, even when another of its
+    /// columns cannot be decoded.
+    pub fn decode_sql_key(&self, row: &mysql_async::Row) -> Result<Vec<Cell>> {
+        let mut cells = vec![Cell::Null; self.types.len()];
+        for &i in &self.key_positions {
+            let value = row.as_ref(i).unwrap_or(&mysql_async::Value::NULL);
+            cells[i] =
+                super::decode::from_sql(&self.types[i], value).map_err(|reason| Error::Decode {
                     table: self.name(),
                     column: self.encoder.names()[i].clone(),
                     reason,
-                })
-            })
+                })?;
+        }
+        Ok(cells)
+    }
+
+    /// The key cells of a binlog row image (every other cell NULL), like
+    /// [`SyncedTable::decode_sql_key`]: a before image needs no more, and a row whose
+    /// other columns are undecodable can still be named.
+    pub fn decode_binlog_key(&self, row: &BinlogRow) -> Result<Vec<Cell>> {
+        self.check_binlog_width(row)?;
+        let mut cells = vec![Cell::Null; self.types.len()];
+        for &i in &self.key_positions {
+            cells[i] = self.decode_binlog_cell(row, i)?;
+        }
+        Ok(cells)
+    }
+
+    /// Decodes a binlog row image (all table columns, table order) into the synced cells.
+    pub fn decode_binlog_row(&self, row: &BinlogRow) -> Result<Vec<Cell>> {
+        self.check_binlog_width(row)?;
+        (0..self.types.len())
+            .map(|i| self.decode_binlog_cell(row, i))
             .collect()
+    }
+
+    fn check_binlog_width(&self, row: &BinlogRow) -> Result<()> {
+        if row.len() == self.schema.columns.len() {
+            return Ok(());
+        }
+        Err(Error::Decode {
+            table: self.name(),
+            column: "*".to_owned(),
+            reason: format!(
+                "the binlog row has {} columns but the table had {} when cachesync read its schema",
+                row.len(),
+                self.schema.columns.len()
+            ),
+        })
+    }
+
+    /// Synced cell `i` (row order) of a binlog row image.
+    fn decode_binlog_cell(&self, row: &BinlogRow, i: usize) -> Result<Cell> {
+        let decode_error = |reason: String| Error::Decode {
+            table: self.name(),
+            column: self.encoder.names()[i].clone(),
+            reason,
+        };
+        let value = row.as_ref(self.selected[i]).ok_or_else(|| {
+            decode_error(
+                "missing from the binlog row image (binlog_row_image must be FULL)".to_owned(),
+            )
+        })?;
+        super::decode::from_binlog(&self.types[i], value).map_err(decode_error)
     }
 
     /// Builds the plan for `config` from `schema`, or lists what does not fit.

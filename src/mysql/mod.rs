@@ -1,7 +1,9 @@
 //! Talking to MySQL: connections with the session settings the canonical encoding relies
-//! on ([`pool`], [`get_conn`]), what the configured tables look like ([`schema`]), the
-//! application's row write ([`write`]) and reading a whole table in batches ([`scan`]).
+//! on ([`pool`], [`get_conn`]), what the configured tables look like ([`schema`]) and what
+//! the user may do to them ([`grants`]), the application's row write ([`write`](mod@write)) and
+//! reading a whole table in batches ([`scan`]).
 
+pub mod grants;
 pub mod scan;
 pub mod schema;
 pub mod write;
@@ -28,7 +30,8 @@ pub fn pool(url: &str) -> Result<Pool> {
 
 /// The options [`pool`] uses, for a caller that changes one (another user, say).
 pub fn pool_opts(url: &str) -> Result<OptsBuilder> {
-    let opts = Opts::from_url(url).map_err(|e| Error::Config(vec![format!("mysql.url: {e}")]))?;
+    let opts = Opts::from_url(url)
+        .map_err(|e| Error::Config(vec![crate::redact::scrub(&format!("mysql.url: {e}"), url)]))?;
     // With mysql_async's default `inactive_connection_ttl` of 0, a returned connection is
     // closed at once whenever 10 (the pool's lower bound) are idle: a burst of concurrent
     // cache misses or writes then opens a new connection per query. With a TTL, idle

@@ -1,5 +1,7 @@
 //! Reading a whole synced table from MySQL in batches of decoded rows, with progress
-//! logs — what the snapshot, `verify` and the Bloom filter's build all do.
+//! logs — what the snapshot, `verify` and the Bloom filter's build all do. A row that
+//! cannot be decoded (a poison row) does not stop a scan: it comes back apart, for the
+//! caller to report.
 
 use std::time::{Duration, Instant};
 
@@ -9,10 +11,30 @@ use tracing::info;
 
 use crate::error::{Error, Result};
 use crate::model::cell::Cell;
-use crate::model::table::SyncedTable;
+use crate::model::table::{SyncedTable, UndecodableRow};
 
 /// How often progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// One batch of a [`TableScan`].
+#[derive(Debug, Default)]
+pub struct ScanBatch {
+    /// The rows that decoded, in scan order.
+    pub rows: Vec<Vec<Cell>>,
+    /// The rows that did not, with why and their key cells when those decode.
+    pub undecodable: Vec<UndecodableRow>,
+}
+
+impl ScanBatch {
+    /// Rows read, decoded or not.
+    pub fn len(&self) -> usize {
+        self.rows.len() + self.undecodable.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// A running `SELECT` of a synced table (binary protocol, so floats keep their exact
 /// value), read in batches; logs `what` progress every 2 s (rows done / estimated
@@ -54,20 +76,26 @@ impl<'a> TableScan<'a> {
         })
     }
 
-    /// Up to `batch` decoded rows; `None` once the table is read.
-    pub async fn next_batch(&mut self) -> Result<Option<Vec<Vec<Cell>>>> {
-        let mut rows = Vec::with_capacity(self.batch);
-        while rows.len() < self.batch {
+    /// Up to `batch` rows, decoded or not; `None` once the table is read.
+    pub async fn next_batch(&mut self) -> Result<Option<ScanBatch>> {
+        let mut batch = ScanBatch {
+            rows: Vec::with_capacity(self.batch),
+            undecodable: Vec::new(),
+        };
+        while batch.len() < self.batch {
             let row: Option<mysql_async::Row> = self
                 .result
                 .next()
                 .await
                 .map_err(|e| Error::mysql(format!("reading {}", self.table.name()), e))?;
             let Some(row) = row else { break };
-            rows.push(self.table.decode_sql_row(&row)?);
+            match self.table.decode_sql_row_or_key(&row) {
+                Ok(cells) => batch.rows.push(cells),
+                Err(undecodable) => batch.undecodable.push(undecodable),
+            }
         }
-        self.rows += rows.len() as u64;
-        if rows.is_empty() {
+        self.rows += batch.len() as u64;
+        if batch.is_empty() {
             self.report(Some(self.rows));
             return Ok(None);
         }
@@ -75,7 +103,7 @@ impl<'a> TableScan<'a> {
             self.last_report = Instant::now();
             self.report(self.estimate);
         }
-        Ok(Some(rows))
+        Ok(Some(batch))
     }
 
     fn report(&self, estimate: Option<u64>) {

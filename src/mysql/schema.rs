@@ -116,6 +116,102 @@ async fn mariadb_json_columns(
         .collect()
 }
 
+/// What a table looks like now compared with its plan (see [`replan`]).
+pub enum Replanned {
+    /// Same columns, types and primary key: the plan stands.
+    Unchanged,
+    /// A DDL changed it: the new plan, for the same `[[tables]]` entry.
+    Changed(Box<SyncedTable>),
+    /// The table is gone.
+    Gone,
+}
+
+/// Plans `table` again from what `information_schema` says now, with its `[[tables]]`
+/// entry: what a long-running reader or writer does after a DDL instead of failing (or
+/// silently dropping a new column) until a restart. `Err` when the table no longer fits
+/// its entry (a key column dropped, a type cachesync cannot encode), naming what.
+pub async fn replan(conn: &mut mysql_async::Conn, table: &SyncedTable) -> Result<Replanned> {
+    let Some(schema) = read_table(conn, &table.schema.database, &table.schema.table).await? else {
+        return Ok(Replanned::Gone);
+    };
+    if schema == table.schema {
+        return Ok(Replanned::Unchanged);
+    }
+    SyncedTable::plan(&table.config, schema)
+        .map(|plan| Replanned::Changed(Box::new(plan)))
+        .map_err(Error::Config)
+}
+
+/// Re-plans tables on demand after something suggested a DDL changed them (a column the
+/// plan does not know, MySQL's "unknown column", a value that no longer decodes) — for
+/// the long-running readers and writers that cannot wait for a restart: the write API,
+/// the read path, the mq consumer. A table found unchanged is not looked at again for a
+/// second, so a client sending a column that does not exist cannot make every request
+/// query `information_schema`.
+pub struct Replanner {
+    pool: mysql_async::Pool,
+    mysql_url: String,
+    unchanged_at: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl Replanner {
+    /// How soon a table found unchanged is looked at again.
+    pub const UNCHANGED_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+    pub fn new(pool: mysql_async::Pool, mysql_url: &str) -> Replanner {
+        Replanner {
+            pool,
+            mysql_url: mysql_url.to_owned(),
+            unchanged_at: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// The new plan of `table` when a DDL changed it; `None` when it is unchanged, gone,
+    /// looked at less than [`Replanner::UNCHANGED_RECHECK`] ago, or no longer fits its
+    /// `[[tables]]` entry (logged: the caller keeps the plan it has).
+    pub async fn replan(&self, table: &SyncedTable) -> Option<SyncedTable> {
+        let name = table.name();
+        {
+            let unchanged = self.unchanged_at.lock().unwrap_or_else(|e| e.into_inner());
+            if unchanged
+                .get(&name)
+                .is_some_and(|at| at.elapsed() < Self::UNCHANGED_RECHECK)
+            {
+                return None;
+            }
+        }
+        let replanned = async {
+            let mut conn = super::get_conn(&self.pool, &self.mysql_url).await?;
+            replan(&mut conn, table).await
+        };
+        match replanned.await {
+            Ok(Replanned::Changed(plan)) => {
+                tracing::info!(
+                    table = %name,
+                    columns = plan.encoder.names().join(","),
+                    "schema re-read after a DDL"
+                );
+                Some(*plan)
+            }
+            Ok(Replanned::Unchanged | Replanned::Gone) => {
+                self.unchanged_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name, std::time::Instant::now());
+                None
+            }
+            Err(e) => {
+                tracing::warn!(
+                    table = %name,
+                    error = %e,
+                    "could not re-plan the table after a DDL; keeping its plan"
+                );
+                None
+            }
+        }
+    }
+}
+
 /// MySQL's estimate of `table`'s row count (for progress logs), if it has one.
 pub async fn estimated_rows(conn: &mut mysql_async::Conn, table: &SyncedTable) -> Option<u64> {
     conn.exec_first(

@@ -4,7 +4,10 @@
 //! KEY UPDATE` (so it names every `NOT NULL` column without a default); the committed row
 //! is read back in the same transaction (`FOR UPDATE`: the write holds the row lock, so
 //! what is read is what commits), which makes defaults, triggers and type coercion part
-//! of the image a strategy sends on.
+//! of the image a strategy sends on. A delete first reads the row it is about to delete
+//! (`FOR UPDATE`, key columns), so Redis is keyed by the row MySQL changed, not by the
+//! request's spelling of its key: under a case- or accent-insensitive collation
+//! `DELETE {"code":"ABC"}` removes row `abc`, whose key is `…:abc`.
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, TxOpts, Value};
@@ -14,9 +17,47 @@ use crate::model::cell::Cell;
 use crate::model::change::{Op, RowWrite};
 use crate::model::table::{SyncedTable, quote_ident};
 
-/// Commits `write` to MySQL and returns the committed row image (`None` for a
-/// delete or an upsert whose row is gone).
-pub async fn commit(pool: &mysql_async::Pool, write: &RowWrite) -> Result<Option<Vec<Cell>>> {
+/// A write as it will commit, read back inside its transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Written {
+    /// The row as it commits: defaults, triggers and coercions included.
+    Upserted(Vec<Cell>),
+    /// The key cells (every other cell NULL) of the row the delete removed, as MySQL
+    /// spells them; `None` when no row matched.
+    Deleted(Option<Vec<Cell>>),
+}
+
+impl Written {
+    /// The committed row of an upsert.
+    pub fn upserted(&self) -> Option<&[Cell]> {
+        match self {
+            Written::Upserted(row) => Some(row),
+            Written::Deleted(_) => None,
+        }
+    }
+
+    pub fn into_upserted(self) -> Option<Vec<Cell>> {
+        match self {
+            Written::Upserted(row) => Some(row),
+            Written::Deleted(_) => None,
+        }
+    }
+
+    /// What the change does to Redis and the row that names its key: the committed row
+    /// of an upsert; the deleted row's key cells; when a delete matched no row, the key
+    /// the request named (nothing changed in MySQL, and removing that key is harmless:
+    /// no row can own it, or the delete would have matched it).
+    pub fn change_row(self, table: &SyncedTable, write: &RowWrite) -> Result<(Op, Vec<Cell>)> {
+        match self {
+            Written::Upserted(row) => Ok((Op::Upsert, row)),
+            Written::Deleted(Some(key_row)) => Ok((Op::Delete, key_row)),
+            Written::Deleted(None) => Ok((Op::Delete, key_only_row(table, write)?)),
+        }
+    }
+}
+
+/// Commits `write` to MySQL and returns what it wrote ([`Written`]).
+pub async fn commit(pool: &mysql_async::Pool, write: &RowWrite) -> Result<Written> {
     let mut conn = pool
         .get_conn()
         .await
@@ -25,52 +66,62 @@ pub async fn commit(pool: &mysql_async::Pool, write: &RowWrite) -> Result<Option
         .start_transaction(TxOpts::default())
         .await
         .map_err(|e| Error::mysql("writing a row: BEGIN", e))?;
-    let row = write_in(&mut tx, write).await?;
+    let written = write_in(&mut tx, write).await?;
     tx.commit()
         .await
         .map_err(|e| Error::mysql("writing a row: COMMIT", e))?;
-    Ok(row)
+    Ok(written)
 }
 
-/// Makes `write` inside the open transaction `tx` and returns the row image as it will
+/// Makes `write` inside the open transaction `tx` and returns what it wrote as it will
 /// commit, so a caller can add its own statements (an outbox row) before committing.
-pub async fn write_in(
-    tx: &mut mysql_async::Transaction<'_>,
-    write: &RowWrite,
-) -> Result<Option<Vec<Cell>>> {
+pub async fn write_in(tx: &mut mysql_async::Transaction<'_>, write: &RowWrite) -> Result<Written> {
     let table = &write.table;
     let sql = SqlWrite::build(table, write)?;
+    if write.op == Op::Delete {
+        // The row about to go, as MySQL spells its key; locked until the commit.
+        let found: Option<mysql_async::Row> = tx
+            .exec_first(
+                table.sql.select_for_update.as_str(),
+                Params::Positional(sql.key_params.clone()),
+            )
+            .await
+            .map_err(|e| {
+                Error::mysql(format!("reading the row to delete of {}", table.name()), e)
+            })?;
+        // Key cells only: a row whose other columns cannot be decoded is still deletable.
+        let key_row = found.map(|row| table.decode_sql_key(&row)).transpose()?;
+        tx.exec_drop(&sql.statement, Params::Positional(sql.params))
+            .await
+            .map_err(|e| Error::mysql(format!("writing a row of {}", table.name()), e))?;
+        return Ok(Written::Deleted(key_row));
+    }
     tx.exec_drop(&sql.statement, Params::Positional(sql.params))
         .await
         .map_err(|e| Error::mysql(format!("writing a row of {}", table.name()), e))?;
-    match write.op {
-        Op::Delete => Ok(None),
-        Op::Upsert => {
-            let found: Option<mysql_async::Row> = tx
-                .exec_first(
-                    table.sql.select_for_update.as_str(),
-                    Params::Positional(sql.key_params),
-                )
-                .await
-                .map_err(|e| {
-                    Error::mysql(
-                        format!("reading back the written row of {}", table.name()),
-                        e,
-                    )
-                })?;
-            // `ON DUPLICATE KEY UPDATE` fires on *any* unique key: when this primary key
-            // is new but a UNIQUE secondary value is taken, it updated that other row.
-            // The caller drops `tx` on this error, which rolls that back.
-            match found {
-                Some(row) => table.decode_sql_row(&row).map(Some),
-                None => Err(Error::Conflict(format!(
-                    "writing a row of {}: no row has the written primary key afterwards: another \
-                     row already holds one of its unique values (duplicate entry on a UNIQUE \
-                     secondary index), or MySQL converted the key value; nothing was written",
-                    table.name()
-                ))),
-            }
-        }
+    let found: Option<mysql_async::Row> = tx
+        .exec_first(
+            table.sql.select_for_update.as_str(),
+            Params::Positional(sql.key_params),
+        )
+        .await
+        .map_err(|e| {
+            Error::mysql(
+                format!("reading back the written row of {}", table.name()),
+                e,
+            )
+        })?;
+    // `ON DUPLICATE KEY UPDATE` fires on *any* unique key: when this primary key is new
+    // but a UNIQUE secondary value is taken, it updated that other row. The caller drops
+    // `tx` on this error, which rolls that back.
+    match found {
+        Some(row) => table.decode_sql_row(&row).map(Written::Upserted),
+        None => Err(Error::Conflict(format!(
+            "writing a row of {}: no row has the written primary key afterwards: another \
+             row already holds one of its unique values (duplicate entry on a UNIQUE \
+             secondary index), or MySQL converted the key value; nothing was written",
+            table.name()
+        ))),
     }
 }
 

@@ -50,13 +50,13 @@ pub mod flight;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use mysql_async::Value;
 use mysql_async::prelude::Queryable;
-use serde_json::Value as Json;
+use serde_json::value::RawValue;
 use tracing::{debug, warn};
 
 use self::flight::Flights;
@@ -65,6 +65,7 @@ use crate::metrics as m;
 use crate::model::cell::{Cell, Encoded, Format, RowEncoder};
 use crate::model::column::ColumnType;
 use crate::model::table::{ReadConfig, SyncedTable};
+use crate::mysql::schema::Replanner;
 use crate::redis::RedisConn;
 use crate::redis::applier::{Applier, FillOp};
 use crate::redis::bloom::Bloom;
@@ -133,8 +134,10 @@ pub struct ReadPath {
     mysql_url: String,
     applier: Applier,
     redis: RedisConn,
-    /// By `database.table`.
-    tables: HashMap<String, Arc<TableReader>>,
+    /// By `database.table`; a reader is replaced when a DDL changed its table.
+    tables: RwLock<HashMap<String, Arc<TableReader>>>,
+    /// Re-plans a table after a read that suggested a DDL.
+    replanner: Replanner,
     /// A test's pause between a refill's MySQL read and its fill; `hooked` says whether
     /// there is one, so a fill without takes no lock.
     fill_hook: Mutex<Option<FillHook>>,
@@ -178,11 +181,12 @@ impl ReadPath {
             .map(|t| (t.name(), Arc::new(TableReader::new(t.clone()))))
             .collect();
         Arc::new(ReadPath {
-            pool,
             mysql_url: mysql_url.to_owned(),
             redis: applier.connection(),
             applier,
-            tables,
+            tables: RwLock::new(tables),
+            replanner: Replanner::new(pool.clone(), mysql_url),
+            pool,
             fill_hook: Mutex::new(None),
             hooked: AtomicBool::new(false),
         })
@@ -192,7 +196,14 @@ impl ReadPath {
     /// [`Bloom::build`]); returns `(table, rows added)` for the filters built here.
     pub async fn build_bloom_filters(&self) -> Result<Vec<(String, u64)>> {
         let mut built = Vec::new();
-        for reader in self.tables.values() {
+        let readers: Vec<Arc<TableReader>> = self
+            .tables
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for reader in &readers {
             let Some(bloom) = &reader.bloom else { continue };
             let mut conn = crate::mysql::get_conn(&self.pool, &self.mysql_url).await?;
             let mut redis = self.redis.clone();
@@ -231,15 +242,44 @@ impl ReadPath {
         let started = Instant::now();
         let reader = self.reader(table)?;
         let key = reader.row_key(pairs)?;
-        let answer = self.lookup(&reader, key).await;
+        let mut answer = self.lookup(&reader, key).await;
+        // MySQL no longer knows a planned column, or a value no longer decodes as
+        // planned: a DDL since the plan. Re-plan and read once more.
+        if let Err(ReadError::Failed(e)) = &answer
+            && e.suggests_schema_change()
+            && let Some(fresh) = self.refresh(&reader).await
+        {
+            let key = fresh.row_key(pairs)?;
+            answer = self.lookup(&fresh, key).await;
+        }
         metrics::histogram!(m::READ_DURATION, "table" => reader.name.clone())
             .record(started.elapsed().as_secs_f64());
         answer
     }
 
+    /// Replaces the plan of a table (re-planned after a DDL, by the write API or
+    /// the read path's own refresh): later reads select and encode the new columns. Its L1 and
+    /// single-flight state start afresh; its Bloom filter stays (it holds keys).
+    pub fn replace_table(&self, table: Arc<SyncedTable>) {
+        let reader = Arc::new(TableReader::new(table));
+        self.tables
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(reader.name.clone(), reader);
+    }
+
+    /// Reads `reader`'s table schema again; the new reader when a DDL changed it (see
+    /// [`Replanner`] for the rate limit).
+    async fn refresh(&self, reader: &Arc<TableReader>) -> Option<Arc<TableReader>> {
+        let plan = self.replanner.replan(&reader.table).await?;
+        self.replace_table(Arc::new(plan));
+        self.reader(&reader.name).ok()
+    }
+
     fn reader(&self, table: &str) -> std::result::Result<Arc<TableReader>, ReadError> {
-        let reader = self.tables.get(table).ok_or_else(|| {
-            let mut known: Vec<&str> = self.tables.keys().map(String::as_str).collect();
+        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        let reader = tables.get(table).ok_or_else(|| {
+            let mut known: Vec<&str> = tables.keys().map(String::as_str).collect();
             known.sort_unstable();
             ReadError::UnknownTable(format!(
                 "unknown table {table}; configured tables: {}",
@@ -745,36 +785,30 @@ impl TableReader {
 /// key) and the `SELECT` parameter. Integers must be integers; binary columns take
 /// standard base64, as the API's bodies do; other types are taken as text.
 fn key_value(ty: &ColumnType, text: &str) -> std::result::Result<(Cell, Value), String> {
-    let json = match ty {
+    let raw = match ty {
         ColumnType::Int { .. } | ColumnType::Year | ColumnType::Bit => {
-            let number: serde_json::Number = text
+            let _: serde_json::Number = text
                 .parse()
                 .map_err(|_| format!("expected an integer, got {text:?}"))?;
-            Json::Number(number)
+            RawValue::from_string(text.to_owned())
         }
         ColumnType::Float | ColumnType::Double => {
-            let number: serde_json::Number = text
+            let _: serde_json::Number = text
                 .parse()
                 .map_err(|_| format!("expected a number, got {text:?}"))?;
-            Json::Number(number)
+            RawValue::from_string(text.to_owned())
         }
-        _ => Json::String(text.to_owned()),
-    };
-    let value = crate::model::params::sql_value(ty, &json)?;
+        _ => serde_json::value::to_raw_value(text),
+    }
+    .map_err(|e| format!("cannot use {text:?} as a key: {e}"))?;
+    let value = crate::model::params::sql_value(ty, &raw)?;
     let cell = match (&value, ty) {
         (Value::Int(v), _) => Cell::Int(*v),
         (Value::UInt(v), _) => Cell::UInt(*v),
         (Value::Double(v), ColumnType::Float) => Cell::Float(*v as f32),
         (Value::Double(v), _) => Cell::Double(*v),
-        (Value::Bytes(bytes), ColumnType::Binary { pad_to }) => {
-            let mut bytes = bytes.clone();
-            if let Some(n) = pad_to
-                && bytes.len() < *n
-            {
-                bytes.resize(*n, 0);
-            }
-            Cell::Bytes(bytes)
-        }
+        // Already zero-padded to a BINARY(n) column's width by `sql_value`.
+        (Value::Bytes(bytes), ColumnType::Binary { .. }) => Cell::Bytes(bytes.clone()),
         (Value::Bytes(bytes), _) => Cell::Text(String::from_utf8_lossy(bytes).into_owned()),
         _ => return Err(format!("cannot use {text:?} as a key")),
     };

@@ -26,12 +26,12 @@ use rand::Rng;
 
 use super::bloom::Bloom;
 use super::connection::{RedisConn, connect};
-use super::keyspace::{fill_key, tombstone_key};
+use super::keyspace::{DEAD_LETTER_CAP, fill_key, tombstone_key};
 use crate::error::{Error, Result};
 use crate::metrics as m;
 use crate::model::cell::{Cell, Encoded, Format};
-use crate::model::change::{Applied, Change, Op, unix_micros};
-use crate::model::table::{Mode, SyncedTable};
+use crate::model::change::{Applied, Change, DeadLetter, Op, unix_micros};
+use crate::model::table::{Mode, SyncedTable, UndecodableRow};
 use crate::mysql::scan::TableScan;
 
 /// The version-guarded write of one or more changes, optionally with a checkpoint.
@@ -548,6 +548,10 @@ impl Applier {
     /// Writes every row of `table` (read from MySQL on `conn`, `batch` rows per read and
     /// pipeline, progress logged as `what`) to Redis, each at the version `version_of`
     /// gives it: the version guard still keeps a newer value that is already there.
+    ///
+    /// A row that cannot be decoded does not stop the load: its key is deleted (at the
+    /// version `version_of` gives its key cells), so no older value of it is served, and
+    /// it is returned for the caller to record.
     pub async fn load_table(
         &self,
         conn: &mut mysql_async::Conn,
@@ -555,10 +559,22 @@ impl Applier {
         batch: usize,
         what: &'static str,
         version_of: impl Fn(&[Cell]) -> Option<u64>,
-    ) -> Result<()> {
+    ) -> Result<Vec<UndecodableRow>> {
         let mut scan = TableScan::open(conn, table, batch, what).await?;
-        while let Some(rows) = scan.next_batch().await? {
-            let changes: Vec<Change> = rows
+        let mut undecodable = Vec::new();
+        while let Some(batch) = scan.next_batch().await? {
+            let removals = batch.undecodable.iter().filter_map(|u| {
+                let key_row = u.key_row.clone()?;
+                Some(Change {
+                    table: table.clone(),
+                    op: Op::Delete,
+                    version: version_of(&key_row),
+                    row: key_row,
+                    committed_at_us: None,
+                })
+            });
+            let changes: Vec<Change> = batch
+                .rows
                 .into_iter()
                 .map(|row| Change {
                     table: table.clone(),
@@ -567,10 +583,34 @@ impl Applier {
                     row,
                     committed_at_us: None,
                 })
+                .chain(removals)
                 .collect();
             self.apply(&changes).await?;
+            undecodable.extend(batch.undecodable);
         }
-        Ok(())
+        Ok(undecodable)
+    }
+
+    /// Records `letters` in the dead-letter list `list_key`, newest first, keeping the
+    /// newest [`DEAD_LETTER_CAP`] (one JSON object per entry, see [`DeadLetter`]).
+    pub async fn record_dead_letters(&self, list_key: &str, letters: &[DeadLetter]) -> Result<()> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for letter in letters {
+            let entry = serde_json::to_string(letter).unwrap_or_default();
+            pipe.cmd("LPUSH").arg(list_key).arg(entry).ignore();
+        }
+        pipe.cmd("LTRIM")
+            .arg(list_key)
+            .arg(0)
+            .arg(DEAD_LETTER_CAP - 1)
+            .ignore();
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| Error::redis(format!("recording dead letters in {list_key}"), e))
     }
 
     fn record(&self, changes: &[Change], results: &[i64]) -> Applied {

@@ -141,9 +141,11 @@ impl Bloom {
         }
         let outcome = async {
             let mut scan = TableScan::open(mysql, table, BUILD_BATCH, "bloom filter").await?;
-            while let Some(rows) = scan.next_batch().await? {
+            while let Some(batch) = scan.next_batch().await? {
                 let mut pipe = redis::pipe();
-                for row in &rows {
+                // An undecodable row exists too: a "no such row" answer would be wrong.
+                let undecodable = batch.undecodable.iter().filter_map(|u| u.key_row.as_ref());
+                for row in batch.rows.iter().chain(undecodable) {
                     self.add_to(&mut pipe, &table.key_of(row));
                 }
                 pipe.query_async::<()>(redis)

@@ -6,7 +6,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 
 use crate::error::{Error, Result};
-use crate::redact::redact_url;
+use crate::redact::{redact_url, scrub};
 
 /// The connection every Redis user in cachesync holds: cheap to clone (clones share one
 /// multiplexed connection) and reconnecting by itself after a failure. Redis Sentinel and
@@ -19,7 +19,7 @@ pub async fn connect(url: &str) -> Result<RedisConn> {
     let unreachable = |reason: String| Error::Unreachable {
         service: "Redis",
         url: redact_url(url),
-        reason,
+        reason: scrub(&reason, url),
     };
     let client = redis::Client::open(url).map_err(|e| unreachable(e.to_string()))?;
     let config = redis::aio::ConnectionManagerConfig::new()

@@ -1,8 +1,8 @@
 //! Every key layout cachesync writes in Redis, and the version field's shape, in one
 //! place: a row's companion keys (tombstone, read marker) that share its Redis Cluster
-//! slot, reading `_cachesync_v` out of a stored JSON document, and the keys a deployment
-//! keeps for itself ([`DeploymentKeys`]). The apply script (`apply.lua`) follows the
-//! same layout.
+//! slot, the bound of a dead-letter list, reading `_cachesync_v` out of a stored JSON
+//! document, and the keys a deployment keeps for itself ([`DeploymentKeys`]). The apply
+//! script (`apply.lua`) follows the same layout.
 
 use crate::model::cell::VERSION_FIELD;
 
@@ -11,6 +11,10 @@ pub const TOMBSTONE_SUFFIX: &str = ":cachesync:tombstone";
 
 /// Suffix of read-marker keys (the read path's fill lease or "no such row" marker).
 pub const FILL_SUFFIX: &str = ":cachesync:fill";
+
+/// Most entries a dead-letter list (`binlog.dead_letter_key`) keeps: the newest, so a
+/// table full of poison rows cannot grow Redis without bound.
+pub const DEAD_LETTER_CAP: usize = 10_000;
 
 /// The tombstone key of a row key, in the same Redis Cluster slot.
 ///
@@ -72,18 +76,22 @@ pub struct DeploymentKeys {
     /// The online snapshots not finished yet: table → where the next chunk starts (see
     /// [`crate::snapshot`]). Gone when none is running.
     pub snapshots: String,
+    /// (binlog) the list of row changes that could not be decoded;
+    /// `binlog.dead_letter_key` when the config sets one.
+    pub dead_letter: String,
 }
 
 impl DeploymentKeys {
     /// The keys of deployment `name`, with the binlog checkpoint at `checkpoint` when the
     /// config names one.
-    pub fn new(name: &str, checkpoint: Option<&str>) -> DeploymentKeys {
+    pub fn new(name: &str, checkpoint: Option<&str>, dead_letter: Option<&str>) -> DeploymentKeys {
         let key = |what: &str| format!("cachesync:{{{name}}}:{what}");
         DeploymentKeys {
             name: name.to_owned(),
             checkpoint: checkpoint.map_or_else(|| key("checkpoint"), str::to_owned),
             marker: key("marker"),
             snapshots: key("snapshots"),
+            dead_letter: dead_letter.map_or_else(|| key("dead-letter"), str::to_owned),
         }
     }
 
@@ -141,12 +149,12 @@ mod tests {
 
     #[test]
     fn deployment_keys_share_one_slot() {
-        let keys = DeploymentKeys::new("shop", None);
+        let keys = DeploymentKeys::new("shop", None, None);
         assert_eq!(keys.checkpoint, "cachesync:{shop}:checkpoint");
         assert_eq!(keys.marker, "cachesync:{shop}:marker");
         assert_eq!(keys.snapshots, "cachesync:{shop}:snapshots");
         assert!(keys.default_checkpoint());
-        let set = DeploymentKeys::new("shop", Some(LEGACY_CHECKPOINT_KEY));
+        let set = DeploymentKeys::new("shop", Some(LEGACY_CHECKPOINT_KEY), None);
         assert_eq!(set.checkpoint, LEGACY_CHECKPOINT_KEY);
         assert!(!set.default_checkpoint());
     }

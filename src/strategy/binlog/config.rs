@@ -17,6 +17,11 @@ pub struct RawBinlog {
     /// `cachesync:{<name>}:checkpoint`, unique per deployment.
     #[serde(default)]
     pub checkpoint_key: Option<String>,
+    /// Redis list where row changes that cannot be decoded are recorded (newest first,
+    /// the newest 10 000 kept), each with its table, key, column, reason and position; by
+    /// default `cachesync:{<name>}:dead-letter`, unique per deployment.
+    #[serde(default)]
+    pub dead_letter_key: Option<String>,
     /// Most row changes per Redis call; also bounds memory for huge transactions.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -39,6 +44,7 @@ impl Default for RawBinlog {
         RawBinlog {
             server_id: default_server_id(),
             checkpoint_key: None,
+            dead_letter_key: None,
             batch_size: default_batch_size(),
             heartbeat_table: None,
             heartbeat_interval_ms: default_heartbeat_interval_ms(),
@@ -61,6 +67,9 @@ pub struct BinlogConfig {
     /// Set in the config; `None`: the deployment's default
     /// ([`crate::redis::keyspace::DeploymentKeys`]).
     pub checkpoint_key: Option<String>,
+    /// Set in the config; `None`: the deployment's default
+    /// ([`crate::redis::keyspace::DeploymentKeys`]).
+    pub dead_letter_key: Option<String>,
     pub batch_size: usize,
     /// `(database, table)` of the heartbeat table, when configured.
     pub heartbeat_table: Option<(String, String)>,
@@ -78,6 +87,12 @@ impl RawBinlog {
         if self.checkpoint_key.as_deref() == Some("") {
             problems.push("binlog.checkpoint_key: must not be empty".to_owned());
         }
+        if self.dead_letter_key.as_deref() == Some("") {
+            problems.push("binlog.dead_letter_key: must not be empty".to_owned());
+        } else if self.dead_letter_key.is_some() && self.dead_letter_key == self.checkpoint_key {
+            problems
+                .push("binlog.dead_letter_key: must differ from binlog.checkpoint_key".to_owned());
+        }
         if self.batch_size == 0 {
             problems.push("binlog.batch_size: must be at least 1".to_owned());
         }
@@ -91,6 +106,7 @@ impl RawBinlog {
         (problems.len() == before).then(|| BinlogConfig {
             server_id: self.server_id,
             checkpoint_key: self.checkpoint_key.clone(),
+            dead_letter_key: self.dead_letter_key.clone(),
             batch_size: self.batch_size,
             heartbeat_table,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),

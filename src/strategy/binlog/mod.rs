@@ -63,7 +63,7 @@ use self::tail::{Batch, Tailer};
 use super::{RedisOutcome, Services, StrategyKind, SyncStrategy, WriteReceipt};
 use crate::error::{Error, Result, Retry};
 use crate::metrics as m;
-use crate::model::change::{RowWrite, unix_micros};
+use crate::model::change::{Applied, DeadLetter, RowWrite, unix_micros};
 use crate::model::table::SyncedTable;
 use crate::redis::keyspace::{DeploymentKeys, LEGACY_CHECKPOINT_KEY};
 use crate::redis::{Applier, RedisConn};
@@ -217,8 +217,14 @@ impl Binlog {
     /// progress, which it supersedes): `cachesync snapshot` for a stopped daemon.
     pub async fn snapshot(&self) -> Result<BinlogPosition> {
         let server = self.server_identity().await?;
-        let position =
-            snapshot::load(&self.pool, &self.mysql_url, &self.tables, &self.applier).await?;
+        let position = snapshot::load(
+            &self.pool,
+            &self.mysql_url,
+            &self.tables,
+            &self.applier,
+            &self.keys.dead_letter,
+        )
+        .await?;
         let text = format!(
             "{}{}",
             Checkpoint::at(position.clone()),
@@ -236,23 +242,28 @@ impl Binlog {
     }
 
     /// Refuses to start on a server whose binlog cannot feed this strategy, saying what
-    /// to change (the same checks as `cachesync doctor`).
+    /// to change (the same checks as `cachesync doctor`), before anything is loaded: a
+    /// user without replication grants must not sit through a whole snapshot to learn it.
     async fn preflight(&self) -> Result<()> {
         let mut conn = crate::mysql::get_conn(&self.pool, &self.mysql_url).await?;
         let settings = server::binlog_settings(&mut conn).await;
         for advice in &settings.advice {
             warn!("{advice}");
         }
-        if settings.wrong.is_empty() {
+        let mut problems: Vec<String> = settings
+            .wrong
+            .iter()
+            .map(|w| format!("the binlog strategy cannot run: {w}"))
+            .collect();
+        if problems.is_empty()
+            && let Some(missing) = self.missing_grants(&mut conn).await?
+        {
+            problems.push(missing);
+        }
+        if problems.is_empty() {
             Ok(())
         } else {
-            Err(Error::Config(
-                settings
-                    .wrong
-                    .iter()
-                    .map(|w| format!("the binlog strategy cannot run: {w}"))
-                    .collect(),
-            ))
+            Err(Error::Config(problems))
         }
     }
 
@@ -437,6 +448,40 @@ impl Binlog {
         Ok(())
     }
 
+    /// REPLICATION CLIENT (reading the binlog position: the snapshot on MySQL, `doctor`)
+    /// and REPLICATION SLAVE (streaming), each tried rather than read off `SHOW GRANTS`,
+    /// so grants through roles count; the line to print when any is missing.
+    async fn missing_grants(&self, conn: &mut mysql_async::Conn) -> Result<Option<String>> {
+        let mut missing = Vec::new();
+        let position = match server::binary_log_status(conn).await {
+            Ok(position) => position,
+            Err(Error::Mysql { source, .. })
+                if crate::mysql::grants::is_privilege_error(&source) =>
+            {
+                missing.push("REPLICATION CLIENT");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let from = match self.checkpoint().await? {
+            Some(stored) => Some(stored.checkpoint.position),
+            None => position,
+        };
+        if !server::may_stream(&self.mysql_url, self.config.server_id, from.as_ref()).await? {
+            missing.insert(0, "REPLICATION SLAVE");
+        }
+        if missing.is_empty() {
+            return Ok(None);
+        }
+        let grantee = crate::mysql::grants::current_user(conn).await;
+        Ok(Some(format!(
+            "the binlog strategy cannot run: MySQL user {grantee} lacks {}, which it needs to \
+             stream the binlog and read its position: GRANT {} ON *.* TO {grantee}",
+            missing.join(" and "),
+            missing.join(", ")
+        )))
+    }
+
     /// Tails from `from`, reconnecting with backoff, until `shutdown`.
     async fn tail(
         &self,
@@ -488,6 +533,7 @@ impl Binlog {
             self.applier.clone(),
             batches,
             self.keys.checkpoint.clone(),
+            self.keys.dead_letter.clone(),
             suffix.to_owned(),
             written.clone(),
             session.clone(),
@@ -571,13 +617,15 @@ impl SyncStrategy for Binlog {
     }
 
     async fn write(&self, write: RowWrite) -> Result<WriteReceipt> {
-        let image = crate::mysql::write::commit(&self.pool, &write).await?;
+        let written = crate::mysql::write::commit(&self.pool, &write).await?;
         let committed_at_us = unix_micros(SystemTime::now());
         Ok(WriteReceipt {
             committed_at_us,
-            version: image.as_deref().and_then(|row| write.table.version_of(row)),
+            version: written
+                .upserted()
+                .and_then(|row| write.table.version_of(row)),
             redis: RedisOutcome::Background,
-            row: image,
+            row: written.into_upserted(),
         })
     }
 
@@ -642,11 +690,15 @@ impl SyncStrategy for Binlog {
 /// Applies batches in order, retrying transient Redis failures with backoff, and keeps
 /// `lag_seconds` current. A batch that ends a transaction moves the checkpoint (to its
 /// position followed by `suffix`) only if the checkpoint is still what `written` holds;
-/// otherwise nothing of it is written and this returns [`Error::CheckpointMoved`].
+/// otherwise nothing of it is written and this returns [`Error::CheckpointMoved`]. A
+/// batch's dead letters are recorded (in `dead_letter_key`) before its changes: a crash in
+/// between records them again on the replay, never loses them (each names its position,
+/// so a repeat is recognisable).
 async fn apply_batches(
     applier: Applier,
     mut batches: mpsc::Receiver<Batch>,
     checkpoint_key: String,
+    dead_letter_key: String,
     suffix: String,
     written: Arc<Mutex<Written>>,
     shutdown: CancellationToken,
@@ -654,31 +706,41 @@ async fn apply_batches(
     let strategy = StrategyKind::Binlog.name();
     while let Some(batch) = batches.recv().await {
         let mut retry = Retry::new("Redis write failed; retrying the batch", &shutdown);
+        let mut dead_lettered = batch.dead_letters.is_empty();
         loop {
-            let outcome = match &batch.checkpoint {
-                Some(checkpoint) => {
-                    let text = format!("{checkpoint}{suffix}");
-                    let mut held = written.lock().await;
-                    held.in_flight = Some((text.clone(), checkpoint.position.clone()));
-                    let outcome = applier
-                        .apply_with_checkpoint_if(
-                            &batch.changes,
-                            &checkpoint_key,
-                            &text,
-                            Some(&held.text),
-                        )
-                        .await;
-                    if outcome.is_ok() {
-                        *held = Written {
-                            text,
-                            position: checkpoint.position.clone(),
-                            in_flight: None,
-                        };
+            let mut outcome = Ok(Applied::default());
+            if !dead_lettered {
+                outcome = dead_letter(&applier, &dead_letter_key, &batch.dead_letters)
+                    .await
+                    .map(|()| Applied::default());
+                dead_lettered = outcome.is_ok();
+            }
+            if outcome.is_ok() {
+                outcome = match &batch.checkpoint {
+                    Some(checkpoint) => {
+                        let text = format!("{checkpoint}{suffix}");
+                        let mut held = written.lock().await;
+                        held.in_flight = Some((text.clone(), checkpoint.position.clone()));
+                        let outcome = applier
+                            .apply_with_checkpoint_if(
+                                &batch.changes,
+                                &checkpoint_key,
+                                &text,
+                                Some(&held.text),
+                            )
+                            .await;
+                        if outcome.is_ok() {
+                            *held = Written {
+                                text,
+                                position: checkpoint.position.clone(),
+                                in_flight: None,
+                            };
+                        }
+                        outcome
                     }
-                    outcome
-                }
-                None => applier.apply(&batch.changes).await,
-            };
+                    None => applier.apply(&batch.changes).await,
+                };
+            }
             match outcome {
                 Ok(_) => break,
                 Err(e) => {
@@ -701,6 +763,33 @@ async fn apply_batches(
             continue;
         };
         metrics::gauge!(m::LAG, "strategy" => strategy).set(lag);
+    }
+    Ok(())
+}
+
+/// Records `letters` in the dead-letter list `list_key`, then logs each at warn and
+/// counts it in `cachesync_undecodable_rows_total`: a row change that cannot be decoded
+/// is never silent, and never stops the stream.
+pub(crate) async fn dead_letter(
+    applier: &Applier,
+    list_key: &str,
+    letters: &[DeadLetter],
+) -> Result<()> {
+    applier.record_dead_letters(list_key, letters).await?;
+    for letter in letters {
+        warn!(
+            source = %letter.source,
+            table = %letter.table,
+            key = letter.key.as_deref().unwrap_or("(its key columns cannot be decoded either)"),
+            column = %letter.column,
+            reason = %letter.reason,
+            position = %letter.position,
+            dead_letter_key = list_key,
+            "a row change cannot be decoded: its key is removed (readers fall back to MySQL) \
+             and it is dead-lettered; fix the row in MySQL"
+        );
+        metrics::counter!(m::UNDECODABLE_ROWS, "strategy" => StrategyKind::Binlog.name(), "table" => letter.table.clone())
+            .increment(1);
     }
     Ok(())
 }

@@ -1,11 +1,16 @@
 //! What the binlog strategy needs from the server, read the same way by the strategy's
 //! start-up check and by `cachesync doctor`: its binlog settings ([`binlog_settings`])
-//! and its current binlog position ([`binary_log_status`]).
+//! and its current binlog position ([`binary_log_status`]); and, for the start-up check
+//! alone, whether the user may stream the binlog at all ([`may_stream`]).
 
+use std::time::Duration;
+
+use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
 
 use super::position::BinlogPosition;
 use crate::error::{Error, Result};
+use crate::mysql::grants::is_privilege_error;
 
 /// The server's binlog settings: what is right (`log_bin=ON`, ...) and, for what is
 /// not, the setting to change.
@@ -148,6 +153,53 @@ pub async fn identity(conn: &mut mysql_async::Conn) -> Result<String> {
         .map_err(|e| Error::mysql("reading the server's identity", e))?;
     let (id, host, port) = row.unwrap_or_default();
     Ok(format!("id:{id}@{host}:{port}"))
+}
+
+/// Whether the server lets the user of `mysql_url` stream the binlog (REPLICATION SLAVE),
+/// tried exactly as the tailer will: a dump request with `server_id` from `from` (or,
+/// unknown, the first binlog), ended after the first event. A user without the grant is
+/// answered at once (1227, or 1045 from MariaDB); anything else (a purged file, a slow server) is for
+/// the tailer to report, so it counts as allowed here.
+///
+/// Only for the strategy's own start, right before it streams with the same id: a dump
+/// request replaces any other replica using that id, as the daemon's stream will anyway.
+/// (`doctor` reads `SHOW GRANTS` instead, so it never disturbs a running daemon.)
+pub async fn may_stream(
+    mysql_url: &str,
+    server_id: u32,
+    from: Option<&BinlogPosition>,
+) -> Result<bool> {
+    const FIRST_EVENT_WITHIN: Duration = Duration::from_secs(5);
+    let opts = mysql_async::Opts::from_url(mysql_url).map_err(|e| {
+        Error::Config(vec![crate::redact::scrub(
+            &format!("mysql.url: {e}"),
+            mysql_url,
+        )])
+    })?;
+    let conn = mysql_async::Conn::new(opts)
+        .await
+        .map_err(|e| Error::mysql("connecting to try the binlog stream", e))?;
+    let request = mysql_async::BinlogStreamRequest::new(server_id);
+    let request = match from {
+        Some(from) => request
+            .with_filename(from.file.as_bytes())
+            .with_pos(from.pos),
+        None => request.with_pos(4u64),
+    };
+    // Connected already, so an "access denied" (MariaDB answers a dump without the grant
+    // with 1045) is the dump being refused, as in the tailer's `stream_error`.
+    let refused = |e: &mysql_async::Error| {
+        is_privilege_error(e) || matches!(e, mysql_async::Error::Server(s) if s.code == 1045)
+    };
+    let mut stream = match conn.get_binlog_stream(request).await {
+        Ok(stream) => stream,
+        Err(e) => return Ok(!refused(&e)),
+    };
+    let first = tokio::time::timeout(FIRST_EVENT_WITHIN, stream.next()).await;
+    let allowed = !matches!(&first, Ok(Some(Err(e))) if refused(e));
+    // The probe's only job is done; its connection goes with the stream.
+    drop(stream);
+    Ok(allowed)
 }
 
 /// ER_PARSE_ERROR: the server does not know the statement (not a missing privilege or

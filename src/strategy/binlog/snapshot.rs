@@ -16,6 +16,7 @@ use tracing::info;
 use super::position::BinlogPosition;
 use super::server::binary_log_status;
 use crate::error::{Error, Result};
+use crate::model::change::DeadLetter;
 use crate::model::table::{Mode, SyncedTable};
 use crate::redis::Applier;
 
@@ -23,12 +24,14 @@ use crate::redis::Applier;
 const CHUNK: usize = 1_000;
 
 /// Loads `tables` into Redis and returns the binlog position to tail from. The caller
-/// stores it as the checkpoint once the load is complete.
+/// stores it as the checkpoint once the load is complete. A row that cannot be decoded
+/// does not stop the load: its key is removed and it is recorded in `dead_letter_key`.
 pub async fn load(
     pool: &mysql_async::Pool,
     mysql_url: &str,
     tables: &[Arc<SyncedTable>],
     applier: &Applier,
+    dead_letter_key: &str,
 ) -> Result<BinlogPosition> {
     let mut conn = crate::mysql::get_conn(pool, mysql_url).await?;
     let position = begin_consistent_snapshot(&mut conn).await?;
@@ -40,9 +43,22 @@ pub async fn load(
             info!(table = %table.name(), "snapshot skips the table: invalidate mode");
             continue;
         }
-        applier
+        let undecodable = applier
             .load_table(&mut conn, table, CHUNK, "snapshot", |_| Some(version))
             .await?;
+        let letters: Vec<DeadLetter> = undecodable
+            .iter()
+            .map(|u| {
+                DeadLetter::new(
+                    "snapshot",
+                    table,
+                    u.key_row.as_deref(),
+                    &u.error,
+                    position.to_string(),
+                )
+            })
+            .collect();
+        super::dead_letter(applier, dead_letter_key, &letters).await?;
     }
     conn.query_drop("COMMIT")
         .await

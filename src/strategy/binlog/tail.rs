@@ -12,6 +12,9 @@
 //! stays bounded by `batch_size` × channel capacity — and only its last piece moves the
 //! checkpoint, so a crash part-way replays the whole transaction (harmless: same
 //! versions, same bytes) and loses none of it.
+//!
+//! Poison rows: a row image that cannot be decoded never stops the stream; it becomes a
+//! delete of its key plus a [`DeadLetter`] carried in the batch (see `push_row_change`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use futures_util::StreamExt;
 use mysql_async::binlog::events::{
     Event, EventData, OptionalMetadataField, RowsEventData, TableMapEvent,
 };
+use mysql_async::binlog::row::BinlogRow;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 use tokio::sync::mpsc;
@@ -30,7 +34,7 @@ use tracing::{debug, info};
 use super::position::{BinlogPosition, Checkpoint, GtidSet};
 use crate::error::{Error, Result};
 use crate::model::cell::Cell;
-use crate::model::change::{Change, Op};
+use crate::model::change::{Change, DeadLetter, Op};
 use crate::model::column::ColumnType;
 use crate::model::table::{SyncedTable, TableSchema};
 use crate::redact::redact_url;
@@ -49,6 +53,9 @@ const MARIADB_GTID_EVENT: u8 = 162;
 #[derive(Debug, Default)]
 pub struct Batch {
     pub changes: Vec<Change>,
+    /// Row changes that could not be decoded, to record in the dead-letter list before
+    /// the batch is applied (the batch holds the deletes of their keys).
+    pub dead_letters: Vec<DeadLetter>,
     /// Set when the batch ends at a transaction boundary: where to resume after it.
     pub checkpoint: Option<Checkpoint>,
     /// Lower bound of the newest event's commit time in the batch, µs since the Unix
@@ -118,7 +125,9 @@ impl Read {
     /// Whether something read (changes, or a boundary past the last checkpoint) has not
     /// been handed over.
     fn has_unsent(&self, last_sent: &BinlogPosition) -> bool {
-        !self.pending.changes.is_empty() || &self.boundary != last_sent
+        !self.pending.changes.is_empty()
+            || !self.pending.dead_letters.is_empty()
+            || &self.boundary != last_sent
     }
 }
 
@@ -383,20 +392,34 @@ impl Tailer {
         // coarse for a per-change latency.
         let committed_at_us = self.heartbeat.is_some().then_some(commit_us);
         for row in rows.rows(tme) {
-            let (before, after) = row.map_err(|e| Error::Decode {
-                table: table.name(),
-                column: "*".to_owned(),
-                reason: format!("row event ending at {end}: {e}"),
-            })?;
-            let before = before.map(|r| table.decode_binlog_row(&r)).transpose()?;
-            let after = after.map(|r| table.decode_binlog_row(&r)).transpose()?;
+            let (before, after) = match row {
+                Ok(images) => images,
+                Err(e) => {
+                    // The event itself does not parse, so neither does the rest of it: a
+                    // poison the stream goes past, like an undecodable value.
+                    let error = Error::Decode {
+                        table: table.name(),
+                        column: "*".to_owned(),
+                        reason: format!("row event: {e}"),
+                    };
+                    read.pending.dead_letters.push(DeadLetter::new(
+                        "binlog",
+                        &table,
+                        None,
+                        &error,
+                        end.to_string(),
+                    ));
+                    break;
+                }
+            };
             push_row_change(
-                &mut read.pending.changes,
+                &mut read.pending,
                 &table,
-                before,
-                after,
+                before.as_ref(),
+                after.as_ref(),
                 version,
                 committed_at_us,
+                &end,
             );
         }
         read.pending.commit_us = commit_us;
@@ -408,8 +431,12 @@ impl Tailer {
     }
 
     async fn connect(&self) -> Result<Conn> {
-        let opts = mysql_async::Opts::from_url(&self.mysql_url)
-            .map_err(|e| Error::Config(vec![format!("mysql.url: {e}")]))?;
+        let opts = mysql_async::Opts::from_url(&self.mysql_url).map_err(|e| {
+            Error::Config(vec![crate::redact::scrub(
+                &format!("mysql.url: {e}"),
+                &self.mysql_url,
+            )])
+        })?;
         Conn::new(opts).await.map_err(|e| Error::Unreachable {
             service: "MySQL",
             url: redact_url(&self.mysql_url),
@@ -642,13 +669,20 @@ fn column_names(tme: &TableMapEvent<'_>) -> Option<Vec<String>> {
 
 /// Turns one row image pair into changes: insert → upsert, delete → delete, update →
 /// upsert (plus a delete of the old key when the primary key changed).
+///
+/// Poison rows never stop the stream. A before image only names the old key, so only its
+/// key columns are decoded: a row stored undecodable can still be fixed or deleted. An
+/// after image that cannot be decoded becomes a delete of its key (readers fall back to
+/// MySQL; the row's next decodable change, or `verify --repair`, fills it again) and a
+/// dead letter saying which column, why and where.
 fn push_row_change(
-    changes: &mut Vec<Change>,
+    pending: &mut Batch,
     table: &Arc<SyncedTable>,
-    before: Option<Vec<Cell>>,
-    after: Option<Vec<Cell>>,
+    before: Option<&BinlogRow>,
+    after: Option<&BinlogRow>,
     version: u64,
     committed_at_us: Option<u64>,
+    end: &BinlogPosition,
 ) {
     let change = |op: Op, row: Vec<Cell>| Change {
         table: table.clone(),
@@ -659,14 +693,46 @@ fn push_row_change(
         // coarse for a per-change latency.
         committed_at_us,
     };
-    match (before, after) {
-        (None, Some(after)) => changes.push(change(Op::Upsert, after)),
-        (Some(before), None) => changes.push(change(Op::Delete, before)),
-        (Some(before), Some(after)) => {
-            if table.key_of(&before) != table.key_of(&after) {
-                changes.push(change(Op::Delete, before));
+    let mut dead_letter = |key_row: Option<&[Cell]>, error: &Error| {
+        pending.dead_letters.push(DeadLetter::new(
+            "binlog",
+            table,
+            key_row,
+            error,
+            end.to_string(),
+        ));
+    };
+    let before = match before.map(|r| table.decode_binlog_key(r)) {
+        Some(Ok(key_row)) => Some(key_row),
+        Some(Err(e)) => {
+            dead_letter(None, &e);
+            None
+        }
+        None => None,
+    };
+    let after = match after.map(|r| (r, table.decode_binlog_row(r))) {
+        None => None,
+        Some((_, Ok(row))) => Some((Op::Upsert, row)),
+        Some((image, Err(e))) => match table.decode_binlog_key(image) {
+            Ok(key_row) => {
+                dead_letter(Some(&key_row), &e);
+                Some((Op::Delete, key_row))
             }
-            changes.push(change(Op::Upsert, after));
+            Err(_) => {
+                dead_letter(None, &e);
+                None
+            }
+        },
+    };
+    match (before, after) {
+        (Some(before), None) => pending.changes.push(change(Op::Delete, before)),
+        (before, Some((op, row))) => {
+            if let Some(before) = before
+                && table.key_of(&before) != table.key_of(&row)
+            {
+                pending.changes.push(change(Op::Delete, before));
+            }
+            pending.changes.push(change(op, row));
         }
         (None, None) => {}
     }

@@ -294,16 +294,11 @@ impl SyncStrategy for DualWrite {
 
     async fn write(&self, write: RowWrite) -> Result<WriteReceipt> {
         let table = write.table.clone();
-        let image = crate::mysql::write::commit(&self.pool, &write).await?;
+        let written = crate::mysql::write::commit(&self.pool, &write).await?;
         let committed_at_us = unix_micros(SystemTime::now());
-        let (op, row) = match image {
-            Some(row) => (Op::Upsert, row),
-            // A delete only needs the key: the primary-key cells, others NULL.
-            None => (
-                Op::Delete,
-                crate::mysql::write::key_only_row(&table, &write)?,
-            ),
-        };
+        // Keyed by the row MySQL changed; a delete only needs its key cells (others NULL,
+        // so it carries no version).
+        let (op, row) = written.change_row(&table, &write)?;
         let version = table.version_of(&row);
         let change = Change {
             table: table.clone(),

@@ -21,17 +21,43 @@ use tokio::sync::Mutex;
 
 use super::config::AmqpConfig;
 use crate::error::{Error, Result};
-use crate::redact::redact_url;
+use crate::redact::{redact_url, scrub};
 
 /// Routing key of change events.
 pub const ROUTING_KEY: &str = "change";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A broker failure that is not the broker's answer (a timeout) as [`Error::Unreachable`];
+/// the message never shows the password, even parts a URL parser misread and quoted.
 fn amqp_error(config: &AmqpConfig, what: &str, e: impl std::fmt::Display) -> Error {
     Error::Unreachable {
         service: "RabbitMQ",
         url: redact_url(&config.url),
-        reason: format!("{what}: {e}"),
+        reason: scrub(&format!("{what}: {e}"), &config.url),
+    }
+}
+
+/// A broker failure from lapin. A refused login (`ACCESS_REFUSED`: wrong user or
+/// password) or a vhost the user may not open (`NOT_ALLOWED`) is [`Error::Refused`]:
+/// retrying cannot fix it, so the daemon stops and says so instead of logging a retry
+/// every second while writes hang. Anything else is [`Error::Unreachable`] (retried).
+pub fn broker_error(config: &AmqpConfig, what: &str, e: &lapin::Error) -> Error {
+    const ACCESS_REFUSED: u16 = 403;
+    const NOT_ALLOWED: u16 = 530;
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(amqp)
+            if matches!(amqp.get_id(), ACCESS_REFUSED | NOT_ALLOWED) =>
+        {
+            Error::Refused {
+                service: "RabbitMQ",
+                url: redact_url(&config.url),
+                reason: scrub(
+                    &format!("{what}: {e} (check the user, password and vhost in amqp.url)"),
+                    &config.url,
+                ),
+            }
+        }
+        _ => amqp_error(config, what, e),
     }
 }
 
@@ -46,7 +72,7 @@ pub async fn connect(config: &AmqpConfig, name: &str) -> Result<Connection> {
     .await
     {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(amqp_error(config, "connecting", e)),
+        Ok(Err(e)) => Err(broker_error(config, "connecting", &e)),
         Err(_) => Err(amqp_error(
             config,
             "connecting",
@@ -66,7 +92,7 @@ pub async fn declare_topology(channel: &Channel, config: &AmqpConfig) -> Result<
         ..QueueDeclareOptions::default()
     };
     let dead_exchange = format!("{}.dead", config.exchange);
-    let fail = |what: &str, e: lapin::Error| amqp_error(config, what, e);
+    let fail = |what: &str, e: lapin::Error| broker_error(config, what, &e);
     channel
         .exchange_declare(
             config.exchange.as_str().into(),
@@ -168,11 +194,11 @@ impl Publisher {
         let channel = conn
             .create_channel()
             .await
-            .map_err(|e| amqp_error(&self.config, "opening a channel", e))?;
+            .map_err(|e| broker_error(&self.config, "opening a channel", &e))?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
-            .map_err(|e| amqp_error(&self.config, "enabling publisher confirms", e))?;
+            .map_err(|e| broker_error(&self.config, "enabling publisher confirms", &e))?;
         declare_topology(&channel, &self.config).await?;
         *link = Some((conn, channel.clone()));
         Ok(channel)
@@ -193,13 +219,13 @@ impl Publisher {
                     properties.clone(),
                 )
                 .await
-                .map_err(|e| amqp_error(&self.config, "publishing", e))?;
+                .map_err(|e| broker_error(&self.config, "publishing", &e))?;
             confirms.push(confirm);
         }
         for confirm in confirms {
             let confirmation = confirm
                 .await
-                .map_err(|e| amqp_error(&self.config, "waiting for the publisher confirm", e))?;
+                .map_err(|e| broker_error(&self.config, "waiting for the publisher confirm", &e))?;
             if confirmation.is_nack() {
                 return Err(Error::Strategy {
                     strategy: "mq",

@@ -18,22 +18,27 @@ use tracing::{info, warn};
 
 use super::broker;
 use super::config::AmqpConfig;
-use super::message::ChangeEvent;
+use super::message::{ChangeEvent, Unapplicable};
 use crate::error::{Error, Result, Retry};
 use crate::metrics as m;
+use crate::model::change::Change;
 use crate::model::table::SyncedTable;
+use crate::mysql::schema::Replanner;
 use crate::redis::Applier;
 
-/// Consumes until `shutdown`, reconnecting with backoff when the broker goes away.
+/// Consumes until `shutdown`, reconnecting with backoff when the broker goes away. An
+/// event whose row does not fit its table's plan makes `replanner` look at the table
+/// again (a DDL since the start) before the event is applied or dead-lettered.
 pub async fn consume(
     applier: Applier,
     config: AmqpConfig,
-    tables: HashMap<String, Arc<SyncedTable>>,
+    mut tables: HashMap<String, Arc<SyncedTable>>,
+    replanner: Arc<Replanner>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let mut retry = Retry::new("consumer lost the broker; reconnecting", &shutdown);
     loop {
-        match consume_once(&applier, &config, &tables, &shutdown).await {
+        match consume_once(&applier, &config, &mut tables, &replanner, &shutdown).await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 if !retry.again(e).await? {
@@ -47,14 +52,11 @@ pub async fn consume(
 async fn consume_once(
     applier: &Applier,
     config: &AmqpConfig,
-    tables: &HashMap<String, Arc<SyncedTable>>,
+    tables: &mut HashMap<String, Arc<SyncedTable>>,
+    replanner: &Replanner,
     shutdown: &CancellationToken,
 ) -> Result<()> {
-    let broker_error = |what: &str, e: lapin::Error| Error::Unreachable {
-        service: "RabbitMQ",
-        url: crate::redact::redact_url(&config.url),
-        reason: format!("{what}: {e}"),
-    };
+    let broker_error = |what: &str, e: lapin::Error| broker::broker_error(config, what, &e);
     let conn = broker::connect(config, "cachesync-consumer").await?;
     let channel = conn
         .create_channel()
@@ -103,13 +105,13 @@ async fn consume_once(
         let mut changes = Vec::with_capacity(batch.len());
         let mut last_tag = None;
         for delivery in &batch {
-            match ChangeEvent::parse(&delivery.data, tables) {
+            match parse(&delivery.data, tables, replanner).await {
                 Ok(change) => {
                     changes.push(change);
                     last_tag = Some(delivery.delivery_tag);
                 }
                 Err(reason) => {
-                    warn!(reason, "change event cannot be applied; dead-lettering it");
+                    warn!(%reason, "change event cannot be applied; dead-lettering it");
                     metrics::counter!(m::DEAD_LETTERED, "strategy" => "mq").increment(1);
                     channel
                         .basic_reject(delivery.delivery_tag, BasicRejectOptions { requeue: false })
@@ -140,4 +142,30 @@ async fn consume_once(
                 .map_err(|e| broker_error("acknowledging", e))?;
         }
     }
+}
+
+/// Reads a delivery into a change; when its row does not fit its table's plan (a
+/// column the plan lacks, or one it has that the row lacks), re-plans the table once —
+/// a DDL since the plan was made — and reads it again.
+async fn parse(
+    payload: &[u8],
+    tables: &mut HashMap<String, Arc<SyncedTable>>,
+    replanner: &Replanner,
+) -> std::result::Result<Change, Unapplicable> {
+    let parsed = ChangeEvent::parse(payload, tables);
+    let stale = match &parsed {
+        Ok(parsed) if parsed.unplanned => Some(parsed.change.table.clone()),
+        Err(Unapplicable {
+            shape_of: Some(name),
+            ..
+        }) => tables.get(name).cloned(),
+        _ => None,
+    };
+    if let Some(table) = stale
+        && let Some(plan) = replanner.replan(&table).await
+    {
+        tables.insert(table.name(), Arc::new(plan));
+        return ChangeEvent::parse(payload, tables).map(|parsed| parsed.change);
+    }
+    parsed.map(|parsed| parsed.change)
 }

@@ -21,8 +21,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use serde_json::value::RawValue;
+
 use crate::model::cell::Cell;
 use crate::model::change::{Change, Op};
+use crate::model::json::RawObject;
 use crate::model::table::SyncedTable;
 
 /// The `schema` value of this version of the format.
@@ -35,7 +38,8 @@ pub struct ChangeEvent {
     pub schema: String,
     pub table: String,
     pub op: EventOp,
-    pub row: serde_json::Map<String, serde_json::Value>,
+    /// Column → value, each value's JSON text kept exactly (a `JSON` column's numbers).
+    pub row: RawObject,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,7 +62,7 @@ impl ChangeEvent {
         version: Option<u64>,
         committed_at_us: Option<u64>,
     ) -> ChangeEvent {
-        let mut object = serde_json::Map::with_capacity(row.len());
+        let mut members = Vec::with_capacity(row.len());
         for (i, (cell, name)) in row.iter().zip(table.encoder.names()).enumerate() {
             // A delete needs only the key; leave the other (NULL) cells out.
             if op == Op::Delete && !table.is_key_position(i) {
@@ -66,8 +70,13 @@ impl ChangeEvent {
             }
             let mut text = Vec::new();
             cell.write_json(&mut text);
-            let value = serde_json::from_slice(&text).unwrap_or(serde_json::Value::Null);
-            object.insert(name.clone(), value);
+            // `write_json` writes valid JSON (a JSON column's canonical document, a
+            // number, a string): taken as raw text, nothing is re-parsed or rounded.
+            let value = String::from_utf8(text)
+                .ok()
+                .and_then(|t| RawValue::from_string(t).ok())
+                .unwrap_or_default();
+            members.push((name.clone(), value));
         }
         ChangeEvent {
             schema: SCHEMA.to_owned(),
@@ -76,7 +85,7 @@ impl ChangeEvent {
                 Op::Upsert => EventOp::Upsert,
                 Op::Delete => EventOp::Delete,
             },
-            row: object,
+            row: RawObject(members),
             version,
             committed_at_us,
         }
@@ -87,41 +96,93 @@ impl ChangeEvent {
     }
 
     /// Reads an event and turns it into a change of one of `tables`. `Err` says why the
-    /// message can never be applied (it goes to the dead-letter queue).
+    /// message cannot be applied (it goes to the dead-letter queue, unless the table's
+    /// plan was stale: [`Unapplicable::shape_of`]).
     pub fn parse(
         payload: &[u8],
         tables: &HashMap<String, Arc<SyncedTable>>,
-    ) -> Result<Change, String> {
-        let event: ChangeEvent =
-            serde_json::from_slice(payload).map_err(|e| format!("not a change event: {e}"))?;
+    ) -> Result<Parsed, Unapplicable> {
+        let event: ChangeEvent = serde_json::from_slice(payload)
+            .map_err(|e| Unapplicable::malformed(format!("not a change event: {e}")))?;
         if event.schema != SCHEMA {
-            return Err(format!(
+            return Err(Unapplicable::malformed(format!(
                 "unknown schema {:?} (expected {SCHEMA})",
                 event.schema
-            ));
+            )));
         }
-        let table = tables
-            .get(&event.table)
-            .ok_or_else(|| format!("table {} is not configured", event.table))?;
+        let table = tables.get(&event.table).ok_or_else(|| {
+            Unapplicable::malformed(format!("table {} is not configured", event.table))
+        })?;
         let mut row = Vec::with_capacity(table.types.len());
         for (i, (name, ty)) in table.encoder.names().iter().zip(&table.types).enumerate() {
             let cell = match event.row.get(name) {
-                Some(value) => crate::model::decode::from_json(ty, value)
-                    .map_err(|e| format!("{}.{name}: {e}", event.table))?,
+                Some(value) => crate::model::decode::from_json(ty, value).map_err(|e| {
+                    Unapplicable::shape(&event.table, format!("{}.{name}: {e}", event.table))
+                })?,
                 None if event.op == EventOp::Delete && !table.is_key_position(i) => Cell::Null,
-                None => return Err(format!("{}: the row has no {name}", event.table)),
+                None => {
+                    return Err(Unapplicable::shape(
+                        &event.table,
+                        format!("{}: the row has no {name}", event.table),
+                    ));
+                }
             };
             row.push(cell);
         }
-        Ok(Change {
-            table: table.clone(),
-            op: match event.op {
-                EventOp::Upsert => Op::Upsert,
-                EventOp::Delete => Op::Delete,
+        let names = table.encoder.names();
+        let unplanned = event.row.0.iter().any(|(name, _)| !names.contains(name));
+        Ok(Parsed {
+            change: Change {
+                table: table.clone(),
+                op: match event.op {
+                    EventOp::Upsert => Op::Upsert,
+                    EventOp::Delete => Op::Delete,
+                },
+                row,
+                version: event.version,
+                committed_at_us: event.committed_at_us,
             },
-            row,
-            version: event.version,
-            committed_at_us: event.committed_at_us,
+            unplanned,
         })
+    }
+}
+
+/// A change event read into a change.
+#[derive(Debug)]
+pub struct Parsed {
+    pub change: Change,
+    /// The row had columns the table's plan does not sync. Other producers may send
+    /// whole rows (they are ignored); after a DDL that added a column, the plan is stale.
+    pub unplanned: bool,
+}
+
+/// Why a change event cannot be applied.
+#[derive(Debug)]
+pub struct Unapplicable {
+    pub reason: String,
+    /// The configured table whose plan the row does not fit (a planned column missing,
+    /// a value of another type): a DDL may have changed it since it was planned.
+    pub shape_of: Option<String>,
+}
+
+impl Unapplicable {
+    fn malformed(reason: String) -> Unapplicable {
+        Unapplicable {
+            reason,
+            shape_of: None,
+        }
+    }
+
+    fn shape(table: &str, reason: String) -> Unapplicable {
+        Unapplicable {
+            reason,
+            shape_of: Some(table.to_owned()),
+        }
+    }
+}
+
+impl std::fmt::Display for Unapplicable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
     }
 }

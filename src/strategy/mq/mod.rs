@@ -36,8 +36,10 @@ use self::message::ChangeEvent;
 use super::{RedisOutcome, Services, StrategyKind, SyncStrategy, WriteReceipt};
 use crate::error::{Error, Result};
 use crate::model::cell::Cell;
-use crate::model::change::{Op, RowWrite, unix_micros};
+use crate::model::change::{RowWrite, unix_micros};
 use crate::model::table::SyncedTable;
+use crate::mysql::schema::Replanner;
+use crate::mysql::write::Written;
 use crate::redis::Applier;
 use crate::snapshot::Snapshots;
 
@@ -117,13 +119,13 @@ impl Mq {
     /// The first half of a `direct` write: commit the row and build its event. Exposed
     /// so tests can stop here, as a crash would.
     pub async fn commit_direct(&self, write: &RowWrite) -> Result<(ChangeEvent, Committed)> {
-        let image = crate::mysql::write::commit(&self.pool, write).await?;
+        let written = crate::mysql::write::commit(&self.pool, write).await?;
         let committed_at_us = unix_micros(SystemTime::now());
         Ok((
-            self.event(write, image.as_deref(), None, committed_at_us)?,
+            self.event(write, &written, None, committed_at_us)?,
             Committed {
                 committed_at_us,
-                row: image,
+                row: written.into_upserted(),
             },
         ))
     }
@@ -137,12 +139,12 @@ impl Mq {
             .start_transaction(TxOpts::default())
             .await
             .map_err(|e| Error::mysql("writing a row: BEGIN", e))?;
-        let image = crate::mysql::write::write_in(&mut tx, write).await?;
+        let written = crate::mysql::write::write_in(&mut tx, write).await?;
         // The commit time is not known yet; the relay stamps the event's version (the
         // outbox id) and the consumer measures propagation from this moment, just
         // before COMMIT.
         let committed_at_us = unix_micros(SystemTime::now());
-        let event = self.event(write, image.as_deref(), None, committed_at_us)?;
+        let event = self.event(write, &written, None, committed_at_us)?;
         let id = outbox::insert(&mut tx, &self.config.outbox_table, &event).await?;
         tx.commit()
             .await
@@ -151,32 +153,27 @@ impl Mq {
             id,
             Committed {
                 committed_at_us,
-                row: image,
+                row: written.into_upserted(),
             },
         ))
     }
 
+    /// The change event of `written`, keyed by the row MySQL changed (a delete by the
+    /// deleted row's key cells, not the request's spelling of them).
     fn event(
         &self,
         write: &RowWrite,
-        image: Option<&[Cell]>,
+        written: &Written,
         version: Option<u64>,
         committed_at_us: u64,
     ) -> Result<ChangeEvent> {
         let table = &write.table;
-        let key_only;
-        let (op, row) = match image {
-            Some(row) => (Op::Upsert, row),
-            None => {
-                key_only = crate::mysql::write::key_only_row(table, write)?;
-                (Op::Delete, key_only.as_slice())
-            }
-        };
-        let version = version.or_else(|| table.version_of(row));
+        let (op, row) = written.clone().change_row(table, write)?;
+        let version = version.or_else(|| table.version_of(&row));
         Ok(ChangeEvent::new(
             table,
             op,
-            row,
+            &row,
             version,
             Some(committed_at_us),
         ))
@@ -260,6 +257,7 @@ impl SyncStrategy for Mq {
             self.applier.clone(),
             self.config.clone(),
             self.tables.clone(),
+            Arc::new(Replanner::new(self.pool.clone(), &self.mysql_url)),
             shutdown.clone(),
         )
         .await;
