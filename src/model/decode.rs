@@ -9,6 +9,7 @@
 //!   1-based index, SET as a bit mask, TIMESTAMP as epoch seconds, YEAR as `1900 + n`,
 //!   BINARY(n) with trailing zero bytes stripped, unsigned integers possibly as negative
 //!   signed ones when the server sends no signedness metadata, MySQL 8 JSON as binary JSONB.
+//!   Spatial values are the one type both sources give alike (SRID + WKB bytes).
 //!
 //! The column's declared type ([`ColumnType`], read from `information_schema`) decides
 //! the canonical form: the same `Value::Int(-1)` is `-1` in a signed `TINYINT` and `255`
@@ -78,6 +79,12 @@ pub fn from_sql(ty: &ColumnType, value: &Value) -> Result<Cell, DecodeError> {
         },
         ColumnType::Binary { pad_to } => match value {
             Value::Bytes(bytes) => Ok(Cell::Bytes(padded(bytes, *pad_to))),
+            other => Err(unexpected(other)),
+        },
+        // The binlog logs the same internal bytes a SELECT returns (SRID + WKB), so both
+        // sources arrive here.
+        ColumnType::Geometry => match value {
+            Value::Bytes(bytes) => super::geometry::ewkt(bytes).map(Cell::Text),
             other => Err(unexpected(other)),
         },
         ColumnType::Bit => match value {
@@ -205,7 +212,8 @@ pub fn from_json(ty: &ColumnType, value: &serde_json::Value) -> Result<Cell, Dec
             | ColumnType::Date
             | ColumnType::DateTime { .. }
             | ColumnType::Timestamp { .. }
-            | ColumnType::Time { .. },
+            | ColumnType::Time { .. }
+            | ColumnType::Geometry,
             J::String(s),
         ) => Ok(Cell::Text(s.clone())),
         _ => Err(wrong()),
