@@ -3,6 +3,9 @@
 //!
 //! Binlog settings are problems for the `binlog` strategy and notes for the others (they
 //! do not need a binlog, but a user comparing strategies will want to know).
+//!
+//! It also lists the foreign keys whose `CASCADE` / `SET NULL` rules change synced rows
+//! behind every strategy's back, and what cachesync does about each.
 
 use std::fmt;
 use std::path::Path;
@@ -13,6 +16,7 @@ use mysql_async::prelude::Queryable;
 use crate::config::Config;
 use crate::error::Error;
 use crate::redact::redact_url;
+use crate::strategy::binlog::cascade;
 use crate::strategy::binlog::server::{BinlogSettings, binary_log_status, binlog_settings};
 
 /// How serious a finding is.
@@ -169,17 +173,20 @@ async fn check_mysql(config: &Config, report: &mut Report) {
     check_binlog_position(&mut conn, binlog, report).await;
 
     match crate::mysql::schema::load_tables(&config.tables, &pool, &config.mysql_url).await {
-        Ok(tables) => report.push(
-            Severity::Ok,
-            format!(
-                "tables: {}",
-                tables
-                    .iter()
-                    .map(|t| t.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ),
+        Ok(tables) => {
+            report.push(
+                Severity::Ok,
+                format!(
+                    "tables: {}",
+                    tables
+                        .iter()
+                        .map(|t| t.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            check_cascades(config, &pool, &tables, report).await;
+        }
         Err(Error::Config(problems)) => {
             for p in problems {
                 report.push(Severity::Problem, p);
@@ -189,6 +196,46 @@ async fn check_mysql(config: &Config, report: &mut Report) {
     }
     drop(conn);
     pool.disconnect().await.ok();
+}
+
+/// The foreign keys whose cascades change synced rows without a trace in the binlog (or
+/// in any strategy's write path), and what cachesync does about each.
+async fn check_cascades(
+    config: &Config,
+    pool: &mysql_async::Pool,
+    tables: &[std::sync::Arc<crate::model::table::SyncedTable>],
+    report: &mut Report,
+) {
+    let graph = match cascade::load(pool, &config.mysql_url, tables).await {
+        Ok(graph) => graph,
+        Err(e) => return report.push(Severity::Note, format!("cannot read the foreign keys: {e}")),
+    };
+    for relation in &graph.relations {
+        if config.strategy.tails_binlog() {
+            report.push(
+                Severity::Ok,
+                format!(
+                    "{}: cascades are not in the binlog; cachesync {}",
+                    relation.fk,
+                    relation.what_cachesync_does()
+                ),
+            );
+        } else {
+            report.push(
+                Severity::Note,
+                format!(
+                    "{}: MySQL changes {} rows itself and {} does not see it; enable [verify] \
+                     to repair them",
+                    relation.fk,
+                    relation.fk.child_name(),
+                    config.strategy
+                ),
+            );
+        }
+    }
+    for note in graph.notes {
+        report.push(Severity::Note, note);
+    }
 }
 
 async fn server_id_of(conn: &mut mysql_async::Conn) -> Option<u32> {

@@ -1,6 +1,7 @@
 //! What a row is, with no I/O: canonical cells and their two Redis encodings, decoding
 //! from SQL, binlog and JSON (spatial values as Extended WKT), key templates, a
-//! configured table's plan and SQL, and the changes that travel from MySQL to Redis. Everything above builds on these types; this folder
+//! configured table's plan and SQL, foreign keys between tables, and the changes that
+//! travel from MySQL to Redis. Everything above builds on these types; this folder
 //! imports nothing of cachesync's but [`crate::error`].
 
 pub mod cell;
@@ -10,4 +11,5 @@ pub mod decode;
 pub mod geometry;
 pub mod key;
 pub mod params;
+pub mod relation;
 pub mod table;

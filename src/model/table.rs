@@ -162,6 +162,13 @@ pub struct TableSql {
     pub select_shared: String,
     /// `DELETE FROM <table> WHERE <pk> = ?`.
     pub delete_by_key: String,
+    /// `select_all ORDER BY <pk> LIMIT ?`: the first page of a scan in primary-key order.
+    pub select_first_page: String,
+    /// `select_all WHERE <pk> > (?…) ORDER BY <pk> LIMIT ?`: the page after a key. For a
+    /// key `(a, b)` the condition is `a > ? OR (a = ? AND b > ?)` (each short statement
+    /// an index range on the primary key, which MariaDB and MySQL both optimise); its
+    /// parameters are [`TableSql::after_key_params`] of the last key read, then the limit.
+    pub select_page_after: String,
 }
 
 impl TableSql {
@@ -180,7 +187,23 @@ impl TableSql {
             .collect::<Vec<_>>()
             .join(" AND ");
         let select_by_key = format!("{select_all} WHERE {key_where}");
+        let pk: Vec<String> = schema
+            .primary_key_names()
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect();
+        let order = pk.join(", ");
+        let after = (0..pk.len())
+            .map(|k| {
+                let mut terms: Vec<String> = pk[..k].iter().map(|c| format!("{c} = ?")).collect();
+                terms.push(format!("{} > ?", pk[k]));
+                format!("({})", terms.join(" AND "))
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
         TableSql {
+            select_first_page: format!("{select_all} ORDER BY {order} LIMIT ?"),
+            select_page_after: format!("{select_all} WHERE {after} ORDER BY {order} LIMIT ?"),
             select_for_update: format!("{select_by_key} FOR UPDATE"),
             select_shared: format!("{select_by_key} LOCK IN SHARE MODE"),
             delete_by_key: format!("DELETE FROM {table} WHERE {key_where}"),
@@ -188,6 +211,27 @@ impl TableSql {
             select_all,
             table,
         }
+    }
+}
+
+impl TableSql {
+    /// The parameters of [`TableSql::select_page_after`]'s condition for the last key
+    /// read, `key` (primary-key values in key order): `a, a, b` for a key `(a, b)`.
+    pub fn after_key_params<T: Clone>(key: &[T]) -> Vec<T> {
+        (0..key.len())
+            .flat_map(|k| key[..=k].iter().cloned())
+            .collect()
+    }
+
+    /// `select_all WHERE <c1> = ? AND <c2> = ?`: rows by other columns (a foreign key's,
+    /// which InnoDB always indexes); built once by whoever plans such a look-up.
+    pub fn select_where(&self, columns: &[String]) -> String {
+        let condition = columns
+            .iter()
+            .map(|c| format!("{} = ?", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        format!("{} WHERE {condition}", self.select_all)
     }
 }
 
@@ -262,6 +306,50 @@ impl SyncedTable {
                     column: self.encoder.names()[i].clone(),
                     reason,
                 })
+            })
+            .collect()
+    }
+
+    /// Decodes a row as the `json` encoding stored it (the version member ignored); a
+    /// column the document lacks is NULL.
+    pub fn decode_stored_json(&self, doc: &[u8]) -> Result<Vec<Cell>> {
+        let decode_error = |column: &str, reason: String| Error::Decode {
+            table: self.name(),
+            column: column.to_owned(),
+            reason,
+        };
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(doc)
+            .map_err(|e| decode_error("*", format!("the stored JSON document: {e}")))?;
+        self.encoder
+            .names()
+            .iter()
+            .zip(&self.types)
+            .map(|(name, ty)| {
+                let value = object.get(name).unwrap_or(&serde_json::Value::Null);
+                super::decode::from_json(ty, value).map_err(|reason| decode_error(name, reason))
+            })
+            .collect()
+    }
+
+    /// Decodes a row as the `hash` encoding stored it (field → text; an absent field is
+    /// NULL).
+    pub fn decode_stored_hash(
+        &self,
+        fields: &std::collections::HashMap<Vec<u8>, Vec<u8>>,
+    ) -> Result<Vec<Cell>> {
+        self.encoder
+            .names()
+            .iter()
+            .zip(&self.types)
+            .map(|(name, ty)| match fields.get(name.as_bytes()) {
+                None => Ok(Cell::Null),
+                Some(text) => {
+                    super::decode::from_hash_text(ty, text).map_err(|reason| Error::Decode {
+                        table: self.name(),
+                        column: name.clone(),
+                        reason,
+                    })
+                }
             })
             .collect()
     }
@@ -449,5 +537,36 @@ mod tests {
     #[test]
     fn quotes_identifiers() {
         assert_eq!(quote_ident("we`ird"), "`we``ird`");
+    }
+
+    #[test]
+    fn pages_follow_the_primary_key() {
+        let schema = TableSchema {
+            database: "db".into(),
+            table: "t".into(),
+            columns: ["a", "b", "v"]
+                .iter()
+                .map(|n| Column {
+                    name: (*n).into(),
+                    ty: Ok(ColumnType::Text),
+                })
+                .collect(),
+            primary_key: vec![0, 1],
+        };
+        let names: Vec<String> = ["a", "b", "v"].iter().map(|n| (*n).into()).collect();
+        let sql = TableSql::new(&schema, &names);
+        assert_eq!(
+            sql.select_first_page,
+            "SELECT `a`, `b`, `v` FROM `db`.`t` ORDER BY `a`, `b` LIMIT ?"
+        );
+        assert_eq!(
+            sql.select_page_after,
+            "SELECT `a`, `b`, `v` FROM `db`.`t` WHERE (`a` > ?) OR (`a` = ? AND `b` > ?) ORDER BY `a`, `b` LIMIT ?"
+        );
+        assert_eq!(TableSql::after_key_params(&[1, 2]), vec![1, 1, 2]);
+        assert_eq!(
+            sql.select_where(&["v".to_owned()]),
+            "SELECT `a`, `b`, `v` FROM `db`.`t` WHERE `v` = ?"
+        );
     }
 }

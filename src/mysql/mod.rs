@@ -1,7 +1,9 @@
 //! Talking to MySQL: connections with the session settings the canonical encoding relies
 //! on ([`pool`], [`get_conn`]), what the configured tables look like ([`schema`]), the
-//! application's row write ([`write`]) and reading a whole table in batches ([`scan`]).
+//! application's row write ([`write`]), reading a whole table in batches ([`scan`]) and
+//! reading some of its rows by key, by other columns or a page at a time ([`lookup`]).
 
+pub mod lookup;
 pub mod scan;
 pub mod schema;
 pub mod write;

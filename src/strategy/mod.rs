@@ -142,7 +142,12 @@ impl StrategyKind {
             StrategyKind::Mq => {
                 metrics::counter!(m::DEAD_LETTERED, "strategy" => self.name()).increment(0)
             }
-            StrategyKind::Binlog => {}
+            StrategyKind::Binlog => {
+                for table in tables {
+                    metrics::counter!(m::CASCADED_CHANGES, "strategy" => self.name(), "table" => table.clone())
+                        .increment(0);
+                }
+            }
         }
     }
 }

@@ -16,7 +16,11 @@
 //!
 //! Without a checkpoint the tables are first loaded by a consistent snapshot
 //! ([`snapshot`]) whose binlog position becomes the first checkpoint.
+//!
+//! What the binlog does not show — foreign-key cascades, carried out by InnoDB and never
+//! logged — is emulated by [`cascade`], resolved in the applier's order.
 
+pub mod cascade;
 pub mod config;
 pub mod heartbeat;
 pub mod position;
@@ -31,6 +35,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use self::cascade::Resolver;
 use self::config::BinlogConfig;
 use self::position::{BinlogPosition, Checkpoint};
 use self::tail::{Batch, Tailer};
@@ -189,8 +194,15 @@ impl SyncStrategy for Binlog {
             ));
         }
         let (out, batches) = mpsc::channel(CHANNEL_CAPACITY);
+        let resolver = Resolver::new(
+            self.pool.clone(),
+            self.mysql_url.clone(),
+            self.applier.connection(),
+            StrategyKind::Binlog.name(),
+        );
         let applying = tokio::spawn(apply_batches(
             self.applier.clone(),
+            resolver,
             batches,
             self.config.checkpoint_key.clone(),
             shutdown.clone(),
@@ -206,30 +218,20 @@ impl SyncStrategy for Binlog {
     }
 }
 
-/// Applies batches in order, retrying transient Redis failures with backoff, and keeps
+/// Applies batches in order, retrying transient failures with backoff, and keeps
 /// `lag_seconds` current.
 pub async fn apply_batches(
     applier: Applier,
+    resolver: Resolver,
     mut batches: mpsc::Receiver<Batch>,
     checkpoint_key: String,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let strategy = StrategyKind::Binlog.name();
     while let Some(batch) = batches.recv().await {
-        let mut retry = Retry::new("Redis write failed; retrying the batch", &shutdown);
+        let mut retry = Retry::new("applying a batch failed; retrying it", &shutdown);
         loop {
-            let outcome = match &batch.checkpoint {
-                Some(checkpoint) => {
-                    applier
-                        .apply_with_checkpoint(
-                            &batch.changes,
-                            &checkpoint_key,
-                            &checkpoint.to_string(),
-                        )
-                        .await
-                }
-                None => applier.apply(&batch.changes).await,
-            };
+            let outcome = apply_batch(&applier, &resolver, &batch, &checkpoint_key).await;
             match outcome {
                 Ok(_) => break,
                 Err(e) => {
@@ -253,5 +255,34 @@ pub async fn apply_batches(
         };
         metrics::gauge!(m::LAG, "strategy" => strategy).set(lag);
     }
+    Ok(())
+}
+
+/// Applies one batch: its changes and checkpoint in one atomic call — or, when it
+/// carries foreign-key cascades, its changes first, then the cascades' child changes
+/// with the checkpoint (the order [`cascade`]'s argument needs). Applying a batch again
+/// after a failure part-way is harmless: every change rewrites its own version.
+async fn apply_batch(
+    applier: &Applier,
+    resolver: &Resolver,
+    batch: &Batch,
+    checkpoint_key: &str,
+) -> Result<()> {
+    let derived;
+    let last = if batch.cascades.is_empty() {
+        &batch.changes
+    } else {
+        applier.apply(&batch.changes).await?;
+        derived = resolver.resolve(&batch.cascades).await?;
+        &derived
+    };
+    match &batch.checkpoint {
+        Some(checkpoint) => {
+            applier
+                .apply_with_checkpoint(last, checkpoint_key, &checkpoint.to_string())
+                .await?
+        }
+        None => applier.apply(last).await?,
+    };
     Ok(())
 }

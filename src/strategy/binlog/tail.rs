@@ -12,6 +12,10 @@
 //! stays bounded by `batch_size` × channel capacity — and only its last piece moves the
 //! checkpoint, so a crash part-way replays the whole transaction (harmless: same
 //! versions, same bytes) and loses none of it.
+//!
+//! Foreign-key cascades are not logged: rows of a parent table whose cascades cachesync
+//! emulates also go to [`super::cascade::Graph::on_row`], and the cascades it returns
+//! travel in the batch ([`Batch::cascades`]) to be resolved after the batch's changes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +31,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::cascade::{Cascade, Graph};
 use super::position::{BinlogPosition, Checkpoint, GtidSet};
 use crate::error::{Error, Result};
 use crate::model::cell::Cell;
@@ -49,6 +54,9 @@ const MARIADB_GTID_EVENT: u8 = 162;
 #[derive(Debug, Default)]
 pub struct Batch {
     pub changes: Vec<Change>,
+    /// Parent changes whose foreign-key cascades MySQL did not log, in stream order; the
+    /// applier resolves them after `changes` are in Redis (see [`super::cascade`]).
+    pub cascades: Vec<Cascade>,
     /// Set when the batch ends at a transaction boundary: where to resume after it.
     pub checkpoint: Option<Checkpoint>,
     /// Lower bound of the newest event's commit time in the batch, µs since the Unix
@@ -85,6 +93,9 @@ pub struct Tailer {
     heartbeat: Option<(String, String)>,
     /// The newest heartbeat time read off the stream, µs since the Unix epoch.
     last_heartbeat_us: u64,
+    /// The foreign keys whose cascades are emulated; `None` until read, and again after a
+    /// DDL statement or a re-planned table may have changed them.
+    cascades: Option<Arc<Graph>>,
 }
 
 /// What one connection's stream has read so far; a reconnect starts a new one.
@@ -95,6 +106,8 @@ struct Read {
     by_id: HashMap<u64, Arc<SyncedTable>>,
     /// Table ids of the heartbeat table.
     heartbeat_ids: Vec<u64>,
+    /// Parent tables whose rows may start a foreign-key cascade, by table id.
+    parent_ids: HashMap<u64, (String, String)>,
     /// Changes read and not yet handed to the applier.
     pending: Batch,
     /// Inside a transaction: no checkpoint may be placed.
@@ -109,6 +122,7 @@ impl Read {
             file: position.file.clone(),
             by_id: HashMap::new(),
             heartbeat_ids: Vec::new(),
+            parent_ids: HashMap::new(),
             pending: Batch::default(),
             in_tx: false,
             boundary: position.clone(),
@@ -118,7 +132,9 @@ impl Read {
     /// Whether something read (changes, or a boundary past the last checkpoint) has not
     /// been handed over.
     fn has_unsent(&self, last_sent: &BinlogPosition) -> bool {
-        !self.pending.changes.is_empty() || &self.boundary != last_sent
+        !self.pending.changes.is_empty()
+            || !self.pending.cascades.is_empty()
+            || &self.boundary != last_sent
     }
 }
 
@@ -152,6 +168,7 @@ impl Tailer {
             heartbeat,
             last_heartbeat_us: 0,
             last_sent: from,
+            cascades: None,
         }
     }
 
@@ -164,6 +181,7 @@ impl Tailer {
         let from = self.last_sent.position.clone();
         self.gtids = self.last_sent.gtids.clone();
         self.open_gtid = None;
+        self.cascade_graph().await?;
         let mut stream = self.open_stream(&from).await?;
         let mut read = Read::from(&from);
         loop {
@@ -261,6 +279,7 @@ impl Tailer {
                     if !statement.eq_ignore_ascii_case("COMMIT") {
                         self.note_ddl(&query.schema(), statement);
                         read.by_id.clear();
+                        read.parent_ids.clear();
                     }
                     self.on_commit(end, commit_us, read, out).await?;
                 }
@@ -341,7 +360,55 @@ impl Tailer {
         } else if self.heartbeat.as_ref() == Some(&key) {
             read.heartbeat_ids.push(tme.table_id());
         }
+        if self.cascade_graph().await?.watches(&key) {
+            self.check_parent_shape(&key, tme).await?;
+            read.parent_ids.insert(tme.table_id(), key);
+        }
         Ok(())
+    }
+
+    /// The emulated foreign keys, read again when a DDL statement or a re-plan may have
+    /// changed them.
+    async fn cascade_graph(&mut self) -> Result<Arc<Graph>> {
+        if let Some(graph) = &self.cascades {
+            return Ok(graph.clone());
+        }
+        let tables: Vec<Arc<SyncedTable>> = self.tables.values().cloned().collect();
+        let graph = Arc::new(super::cascade::load(&self.pool, &self.mysql_url, &tables).await?);
+        graph.log();
+        self.cascades = Some(graph.clone());
+        Ok(graph)
+    }
+
+    /// Parent rows are decoded by the column positions the graph read; a table map of
+    /// another shape means a DDL the graph has not seen: read it again, once.
+    async fn check_parent_shape(
+        &mut self,
+        key: &(String, String),
+        tme: &TableMapEvent<'_>,
+    ) -> Result<()> {
+        let fits = |graph: &Graph| {
+            graph.parent_columns(key).is_some_and(|planned| {
+                planned.len() == tme.columns_count() as usize
+                    && column_names(tme).is_none_or(|logged| logged == planned)
+            })
+        };
+        if fits(&*self.cascade_graph().await?) {
+            return Ok(());
+        }
+        self.cascades = None;
+        if fits(&*self.cascade_graph().await?) {
+            return Ok(());
+        }
+        Err(Error::Strategy {
+            strategy: "binlog",
+            reason: format!(
+                "the binlog rows of {}.{} (a parent of a foreign-key cascade cachesync \
+                 emulates) no longer match its current schema (several DDL changes behind?); \
+                 run `cachesync snapshot` to reload",
+                key.0, key.1
+            ),
+        })
     }
 
     /// Row images of a synced table become changes (a heartbeat row moves the commit-time
@@ -369,9 +436,15 @@ impl Tailer {
             }
             return Ok(());
         }
-        let Some(table) = read.by_id.get(&rows.table_id()).cloned() else {
-            return Ok(());
+        let table = read.by_id.get(&rows.table_id()).cloned();
+        let parent = read.parent_ids.get(&rows.table_id()).cloned();
+        let graph = match &parent {
+            Some(_) => Some(self.cascade_graph().await?),
+            None => None,
         };
+        if table.is_none() && parent.is_none() {
+            return Ok(());
+        }
         let tme = stream
             .get_tme(rows.table_id())
             .ok_or_else(|| Error::Strategy {
@@ -384,15 +457,25 @@ impl Tailer {
         let committed_at_us = self.heartbeat.is_some().then_some(commit_us);
         for row in rows.rows(tme) {
             let (before, after) = row.map_err(|e| Error::Decode {
-                table: table.name(),
+                table: format!("{}.{}", tme.database_name(), tme.table_name()),
                 column: "*".to_owned(),
                 reason: format!("row event ending at {end}: {e}"),
             })?;
+            if let (Some(graph), Some(parent)) = (&graph, &parent) {
+                graph.on_row(
+                    parent,
+                    before.as_ref(),
+                    after.as_ref(),
+                    version,
+                    &mut read.pending.cascades,
+                )?;
+            }
+            let Some(table) = &table else { continue };
             let before = before.map(|r| table.decode_binlog_row(&r)).transpose()?;
             let after = after.map(|r| table.decode_binlog_row(&r)).transpose()?;
             push_row_change(
                 &mut read.pending.changes,
-                &table,
+                table,
                 before,
                 after,
                 version,
@@ -400,7 +483,7 @@ impl Tailer {
             );
         }
         read.pending.commit_us = commit_us;
-        if read.pending.changes.len() >= self.batch_size {
+        if read.pending.changes.len() + read.pending.cascades.len() >= self.batch_size {
             // A huge transaction: hand over a piece, without a checkpoint.
             self.flush(out, &mut read.pending, None).await?;
         }
@@ -443,7 +526,9 @@ impl Tailer {
         pending: &mut Batch,
         boundary: &BinlogPosition,
     ) -> Result<()> {
-        if pending.changes.len() >= self.batch_size || out.capacity() == out.max_capacity() {
+        if pending.changes.len() + pending.cascades.len() >= self.batch_size
+            || out.capacity() == out.max_capacity()
+        {
             self.flush(out, pending, Some(boundary.clone())).await?;
         }
         Ok(())
@@ -474,11 +559,23 @@ impl Tailer {
     /// `information_schema` at their next table map.
     fn note_ddl(&mut self, default_schema: &str, statement: &str) {
         let lower = statement.to_ascii_lowercase();
+        let parents: Vec<(String, String)> = self
+            .cascades
+            .iter()
+            .flat_map(|graph| graph.relations.iter().map(|r| r.fk.parent.clone()))
+            .collect();
+        let named = |database: &str, table: &str| {
+            lower.contains(&table.to_ascii_lowercase())
+                && (default_schema.eq_ignore_ascii_case(database)
+                    || lower.contains(&database.to_ascii_lowercase()))
+        };
+        // A foreign key is added or dropped by a DDL naming its child (a synced table),
+        // and a parent's columns move with a DDL naming the parent.
+        if self.tables.keys().chain(&parents).any(|(d, t)| named(d, t)) {
+            self.cascades = None;
+        }
         for (database, table) in self.tables.keys() {
-            let mentions_table = lower.contains(&table.to_ascii_lowercase());
-            let in_database = default_schema.eq_ignore_ascii_case(database)
-                || lower.contains(&database.to_ascii_lowercase());
-            if mentions_table && in_database {
+            if named(database, table) {
                 debug!(database, table, "DDL seen; the schema will be re-read");
                 self.dirty.push((database.clone(), table.clone()));
             }
@@ -521,6 +618,8 @@ impl Tailer {
         info!(table = %planned.name(), columns = planned.encoder.names().join(","), "schema re-read");
         self.dirty.retain(|k| k != key);
         self.tables.insert(key.clone(), planned.clone());
+        // The cascade graph holds the old plan of this table.
+        self.cascades = None;
         Ok(planned)
     }
 }
