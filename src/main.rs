@@ -311,6 +311,10 @@ impl Command {
                     repair,
                     strategy: config.strategy,
                     skip_keys: vec![config.binlog.checkpoint_key.clone()],
+                    checkpoint_key: config
+                        .strategy
+                        .tails_binlog()
+                        .then(|| config.binlog.checkpoint_key.clone()),
                 };
                 cachesync::cmd::verify::run(&config, &options).await
             }

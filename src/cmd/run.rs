@@ -2,7 +2,8 @@
 //!
 //! Start-up connects to everything at once and reports every failure together (MySQL and
 //! Redis both down is two lines, not one fix-and-retry cycle). [`Daemon`] is a started
-//! strategy — the same start and stop for `run`, the benchmark and the criterion benches.
+//! strategy — the same start and stop for `run`, the benchmark and the criterion benches —
+//! with continuous verification running next to it when the config has `[verify]`.
 //! Shutdown follows Vector: the first SIGINT/SIGTERM stops the API (no new writes; those
 //! in flight finish), then asks the strategy to finish what it holds, all within
 //! [`DRAIN_TIMEOUT`]; a second signal exits at once.
@@ -57,6 +58,9 @@ pub struct Daemon {
     stop: CancellationToken,
     /// `None` once the background work has ended and its outcome was taken.
     task: Option<JoinHandle<Result<()>>>,
+    /// Continuous verification ([`super::anti_entropy`]), when `[verify]` is on. It stops
+    /// with the strategy.
+    verifying: Option<JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -79,11 +83,23 @@ impl Daemon {
             let stop = stop.clone();
             async move { strategy.run(stop).await }
         });
+        let verifying = config.verify.clone().map(|settings| {
+            let target = super::anti_entropy::Target {
+                services: services.clone(),
+                strategy: config.strategy.name(),
+                checkpoint_key: config
+                    .strategy
+                    .tails_binlog()
+                    .then(|| config.binlog.checkpoint_key.clone()),
+            };
+            tokio::spawn(super::anti_entropy::run(target, settings, stop.clone()))
+        });
         Ok(Daemon {
             strategy,
             services,
             stop,
             task: Some(task),
+            verifying,
         })
     }
 
@@ -124,6 +140,10 @@ impl Daemon {
     pub async fn stop(mut self) -> Result<()> {
         self.stop.cancel();
         let outcome = self.finished().await;
+        if let Some(verifying) = self.verifying.take() {
+            // It stops at its next await; a repair in flight is version-guarded anyway.
+            verifying.await.ok();
+        }
         let applied = self.services.applier.totals();
         info!(
             written = applied.written,
@@ -139,6 +159,19 @@ impl Daemon {
     pub fn abort(self) {
         if let Some(task) = &self.task {
             task.abort();
+        }
+        if let Some(verifying) = &self.verifying {
+            verifying.abort();
+        }
+    }
+}
+
+/// Continuous verification belongs to the daemon: it does not outlive it (a strategy
+/// that ended by itself, a daemon dropped without [`Daemon::stop`]).
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(verifying) = &self.verifying {
+            verifying.abort();
         }
     }
 }
