@@ -9,7 +9,8 @@
 //! - `two_level_cascades_through_composite_keys`: region → city (primary key
 //!   `(region_id, city_no)`, so a cascaded update moves the city's Redis key) → address
 //!   (`ON UPDATE CASCADE ON DELETE SET NULL`) and parcel (`CASCADE` both ways), with a
-//!   synced parent and concurrent child writers.
+//!   synced parent and concurrent child writers; and a city moved by its region's
+//!   cascade that moves again by its own change in the same transaction.
 //! - `a_parent_change_and_a_child_change_in_one_transaction`: both orders, for updates,
 //!   deletes and a parent deleted and inserted again in the same transaction.
 //! - `doctor_lists_the_cascades_and_what_cachesync_does`.
@@ -318,6 +319,13 @@ async fn two_level_cascades_through_composite_keys() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop_writers(stop, running).await;
+    // A city moved by its region's cascade then moves again by its own change, in one
+    // transaction: its key before the cascade must go, whatever it is called now.
+    db.exec(
+        "BEGIN; UPDATE region SET region_id = 209 WHERE region_id = 9; \
+         UPDATE city SET city_no = 999 WHERE region_id = 209 AND city_no = 8; COMMIT",
+    )
+    .await;
 
     let moved: u64 = db
         .conn

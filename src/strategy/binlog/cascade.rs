@@ -18,20 +18,25 @@
 //! travels in its batch with the version of the parent's event. Once the batch's own
 //! changes are in Redis, [`Resolver::resolve`] does what MySQL did to the children:
 //!
-//! - `ON UPDATE CASCADE`: the children now hold the new key, so they are re-read from
-//!   MySQL by the foreign-key columns (`WHERE fk = new`, on the index InnoDB keeps for
-//!   every foreign key) and written; a child whose Redis key contains a foreign-key
-//!   column also has its old key deleted.
-//! - `ON UPDATE SET NULL`, `ON DELETE SET NULL`, `ON DELETE CASCADE`: MySQL can no
-//!   longer find the children by the old key, but Redis still holds them. They are the
-//!   child table's keys (a `SCAN` of its key pattern, narrowed to the old value when the
-//!   key template contains the foreign-key columns) whose stored foreign-key columns hold
-//!   the old key. Each is re-read by primary key and written, or deleted when its row is
-//!   gone.
-//! - A child change found this way is in turn a parent change for the relations below
-//!   it (grandchildren), resolved the same way, down to MySQL's own limit of 15 levels.
-//!   Each (relation, old key) is resolved once per batch, so a cycle (a table that
-//!   references itself) ends.
+//! - `ON UPDATE CASCADE`, when the child's Redis key holds no foreign-key column: the
+//!   children now hold the new key, so they are re-read from MySQL by the foreign-key
+//!   columns (`WHERE fk = new`, on the index InnoDB keeps for every foreign key) and
+//!   written.
+//! - `ON UPDATE SET NULL`, `ON DELETE SET NULL`, `ON DELETE CASCADE`, and `ON UPDATE
+//!   CASCADE` when the key holds a foreign-key column (the cascade moves the row to
+//!   another key): MySQL can no longer find the children by the old key, but Redis still
+//!   holds them as the stream showed them. They are the child table's keys (a `SCAN` of
+//!   its key pattern, narrowed to the old value when the template contains the
+//!   foreign-key columns) whose stored foreign-key columns hold the old key. For each,
+//!   cachesync knows what MySQL did at the parent's event — the foreign key became the
+//!   new key or NULL, or the row went — and re-reads the row by the primary key that left
+//!   it with: written when it exists, its key deleted when not, and the old key deleted
+//!   when the row moved. (Re-reading by that key, not by the new foreign key, also finds
+//!   the right keys when the child changed its own key again afterwards.)
+//! - What MySQL did to a child at the parent's event is in turn a parent change for the
+//!   relations below it (grandchildren), resolved the same way, down to MySQL's own
+//!   limit of 15 levels. Each (relation, old key, new key) is resolved once per batch,
+//!   so a cycle (a table that references itself) ends.
 //!
 //! # Why a later change of a child is never overtaken
 //!
@@ -40,7 +45,9 @@
 //!
 //! 1. It runs after every change of its batch, and so every change logged before P, is in
 //!    Redis: the `SCAN` sees each child row as the stream has shown it, nothing of it
-//!    still in flight.
+//!    still in flight. A child the stream changed again after P shows that later image,
+//!    which already includes the cascade, and needs nothing (if it still matches, the
+//!    guard refuses the derived write, point 4).
 //! 2. It reads MySQL after P's transaction committed, with a locking read
 //!    (`LOCK IN SHARE MODE`). A replica can receive an event a moment before InnoDB's
 //!    commit makes it visible (the binlog is written first); the parent's transaction
@@ -119,6 +126,9 @@ pub struct Relation {
     parent_columns: Vec<(usize, ColumnType)>,
     /// The foreign-key columns' positions in the child's synced rows, in constraint order.
     child_positions: Vec<usize>,
+    /// Whether a foreign-key column is part of the child's Redis key, so an
+    /// `ON UPDATE CASCADE` moves the child to another key.
+    fk_in_key: bool,
     /// The children by foreign key, locking and not (the fallback of point 2).
     select_children_shared: String,
     select_children: String,
@@ -138,6 +148,9 @@ impl Relation {
             .all(|p| self.child.key.positions().any(|k| k == *p));
         let mut done = Vec::new();
         match self.fk.on_update {
+            FkRule::Cascade if self.fk_in_key => done.push(format!(
+                "moves the {child} rows of a changed {parent} key, found in Redis, to their new keys"
+            )),
             FkRule::Cascade => done.push(format!(
                 "re-reads the {child} rows by ({columns}) when a {parent} key changes"
             )),
@@ -155,8 +168,9 @@ impl Relation {
             )),
             FkRule::Restrict | FkRule::SetDefault => {}
         }
-        let scans =
-            matches!(self.fk.on_update, FkRule::SetNull) || self.fk.on_delete.changes_children();
+        let scans = matches!(self.fk.on_update, FkRule::SetNull)
+            || (self.fk.on_update == FkRule::Cascade && self.fk_in_key)
+            || self.fk.on_delete.changes_children();
         let cost = match (scans, narrowed) {
             (false, _) => String::new(),
             (true, true) => " (a SCAN of the keyspace narrowed by the key template)".to_owned(),
@@ -308,7 +322,11 @@ pub fn plan(
             continue;
         };
         let select_children = child.sql.select_where(&fk.child_columns);
+        let fk_in_key = child_positions
+            .iter()
+            .any(|p| child.key.positions().any(|k| k == *p));
         graph.relations.push(Relation {
+            fk_in_key,
             select_children_shared: format!("{select_children} LOCK IN SHARE MODE"),
             select_children,
             fk: (*fk).clone(),
@@ -533,14 +551,16 @@ impl Resolver {
                 break;
             }
             depth += 1;
-            // Each (relation, old key, kind of change) once: a cycle ends.
+            // Each (relation, old key, new key or deletion) once: a cycle ends. (A parent
+            // key can change twice in one batch, 1 → 10 and, inserted again, 1 → 20: both
+            // count.)
             level.retain(|w| {
                 seen.insert((
                     // The graph's address tells graphs apart (a batch spans a reload).
                     Arc::as_ptr(&w.graph) as usize,
                     w.relation,
                     cells_text(&w.old),
-                    w.new.is_none(),
+                    w.new.as_deref().map(cells_text),
                 ))
             });
             let mut next = Vec::new();
@@ -548,7 +568,7 @@ impl Resolver {
             for work in &level {
                 let relation = work.relation();
                 match (&work.new, relation.fk.rule(work.new.is_none())) {
-                    (Some(new), FkRule::Cascade) => {
+                    (Some(new), FkRule::Cascade) if !relation.fk_in_key => {
                         self.follow_update(&mut conn, work, new, &mut out, &mut next)
                             .await?
                     }
@@ -595,22 +615,20 @@ impl Resolver {
             rows => rows?,
         };
         for row in rows {
-            // The row as it was before the cascade: the foreign key held the old value.
-            let mut before = row.clone();
-            for (k, &p) in relation.child_positions.iter().enumerate() {
-                before[p] = work.old[k].clone();
-            }
-            if child.key_of(&before) != child.key_of(&row) {
-                out.push(change(child, Op::Delete, before.clone(), work.version));
-            }
-            cascade_on(work, &before, Some(&row), next);
+            // What MySQL did at the parent's event: the foreign key went from old to new.
+            // (The child's key holds no foreign-key column here, so it did not move.)
+            let before = with_columns(&row, &relation.child_positions, Some(&work.old));
+            let after = with_columns(&row, &relation.child_positions, Some(new));
+            cascade_on(work, &before, Some(&after), next);
             out.push(change(child, Op::Upsert, row, work.version));
         }
         Ok(())
     }
 
-    /// `SET NULL`, `ON DELETE CASCADE`: find the children in Redis by the old key, then
-    /// re-read each by primary key. `group` holds changes of one relation.
+    /// `SET NULL`, `ON DELETE CASCADE`, and `ON UPDATE CASCADE` of a child whose key holds
+    /// the foreign key: find the children in Redis by the old key (as the stream showed
+    /// them), then re-read each by the primary key MySQL gave it at the parent's event.
+    /// `group` holds changes of one relation.
     async fn follow_in_redis(
         &self,
         conn: &mut mysql_async::Conn,
@@ -621,13 +639,11 @@ impl Resolver {
     ) -> Result<()> {
         let relation = group[0].relation();
         let child = &relation.child;
-        // Old key → the newest version among the group's changes of it.
-        let mut wanted: HashMap<Vec<u8>, &Work> = HashMap::new();
+        // Old key → the group's changes of it (usually one; a parent key can change twice
+        // in a batch, 1 → 10 and, inserted again, 1 → 20).
+        let mut wanted: HashMap<Vec<u8>, Vec<&Work>> = HashMap::new();
         for work in group {
-            let entry = wanted.entry(cells_text(&work.old)).or_insert(work);
-            if work.version > entry.version {
-                *entry = work;
-            }
+            wanted.entry(cells_text(&work.old)).or_default().push(work);
         }
         let pattern = if let [only] = group {
             child.key.scan_pattern(|position| {
@@ -656,27 +672,58 @@ impl Resolver {
                     .iter()
                     .map(|&p| stored[p].clone())
                     .collect();
-                let Some(work) = wanted.get(&cells_text(&fk)) else {
+                let Some(works) = wanted.get(&cells_text(&fk)) else {
                     continue;
                 };
-                let now = match lookup::by_key(conn, child, &stored, ReadMode::Shared).await {
-                    Err(e) if lookup::is_lock_wait_timeout(&e) => {
-                        debug!(key = %key, "row locked by a later transaction; reading without a lock");
-                        lookup::by_key(conn, child, &stored, ReadMode::Plain).await?
-                    }
-                    now => now?,
-                };
-                cascade_on(work, &stored, now.as_ref(), next);
-                out.push(match now {
-                    Some(row) => change(child, Op::Upsert, row, work.version),
-                    None => change(child, Op::Delete, stored, work.version),
-                });
+                for work in works {
+                    self.follow_one(conn, work, &stored, out, next).await?;
+                }
             }
             cursor = next_cursor;
             if cursor == 0 {
                 return Ok(());
             }
         }
+    }
+
+    /// One child row Redis holds, `stored`, that `work`'s cascade changed.
+    async fn follow_one(
+        &self,
+        conn: &mut mysql_async::Conn,
+        work: &Work,
+        stored: &[Cell],
+        out: &mut Vec<Change>,
+        next: &mut Vec<Work>,
+    ) -> Result<()> {
+        let relation = work.relation();
+        let child = &relation.child;
+        // What MySQL did to the row at the parent's event.
+        let after = match (&work.new, relation.fk.rule(work.new.is_none())) {
+            (Some(new), FkRule::Cascade) => {
+                Some(with_columns(stored, &relation.child_positions, Some(new)))
+            }
+            (_, FkRule::SetNull) => Some(with_columns(stored, &relation.child_positions, None)),
+            _ => None,
+        };
+        // The row now, under the key it got then.
+        let target = after.as_deref().unwrap_or(stored);
+        let now = match lookup::by_key(conn, child, target, ReadMode::Shared).await {
+            Err(e) if lookup::is_lock_wait_timeout(&e) => {
+                debug!(key = %child.key_of(target), "row locked by a later transaction; reading without a lock");
+                lookup::by_key(conn, child, target, ReadMode::Plain).await?
+            }
+            now => now?,
+        };
+        cascade_on(work, stored, after.as_ref(), next);
+        if child.key_of(target) != child.key_of(stored) {
+            // The cascade moved the row to another key: the old one goes.
+            out.push(change(child, Op::Delete, stored.to_vec(), work.version));
+        }
+        out.push(match now {
+            Some(row) => change(child, Op::Upsert, row, work.version),
+            None => change(child, Op::Delete, target.to_vec(), work.version),
+        });
+        Ok(())
     }
 
     /// Counts the derived changes per child table.
@@ -716,6 +763,15 @@ fn cascade_on(work: &Work, before: &[Cell], after: Option<&Vec<Cell>>, next: &mu
             version: work.version,
         });
     }
+}
+
+/// `row` with the cells at `positions` replaced by `values` (NULL when `None`).
+fn with_columns(row: &[Cell], positions: &[usize], values: Option<&[Cell]>) -> Vec<Cell> {
+    let mut out = row.to_vec();
+    for (k, &p) in positions.iter().enumerate() {
+        out[p] = values.map_or(Cell::Null, |v| v[k].clone());
+    }
+    out
 }
 
 fn change(table: &Arc<SyncedTable>, op: Op, row: Vec<Cell>, version: u64) -> Change {
