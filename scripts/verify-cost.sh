@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=${BIN:-target/release/cachesync}
-ROWS=${ROWS:-20000}
+ROWS=${ROWS:-5000}
 RATES=${RATES:-"0 500 2000 10000 1000000"}
 WINDOW=${WINDOW:-30}
 WARMUP=${WARMUP:-5}

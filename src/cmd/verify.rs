@@ -746,14 +746,10 @@ pub(crate) async fn read_row(
     item: &Divergent,
     mode: ReadMode,
 ) -> Result<Option<Vec<Cell>>> {
-    let mut params = Vec::with_capacity(table.key_positions.len());
-    for &i in &table.key_positions {
-        let Some(value) = sql_param(&table.types[i], &item.row[i]) else {
-            // A key text that is not a value of the column: no row has this key.
-            return Ok(None);
-        };
-        params.push(value);
-    }
+    let Some(params) = key_params(table, &item.row) else {
+        // A key text that is not a value of the column: no row has this key.
+        return Ok(None);
+    };
     let sql = match mode {
         ReadMode::Plain => table.sql.select_by_key.as_str(),
         ReadMode::Shared => table.sql.select_shared.as_str(),
@@ -768,6 +764,16 @@ pub(crate) async fn read_row(
     let cells = table.decode_sql_row(&row)?;
     // `user:01` finds the row of `user:1`, which does not own `user:01`.
     Ok((table.key_of(&cells) == item.key).then_some(cells))
+}
+
+/// The primary-key cells of `row` as query parameters, in key order; `None` when one is
+/// not a value of its column (a key text that no row can render).
+pub(crate) fn key_params(table: &SyncedTable, row: &[Cell]) -> Option<Vec<mysql_async::Value>> {
+    table
+        .key_positions
+        .iter()
+        .map(|&i| sql_param(&table.types[i], &row[i]))
+        .collect()
 }
 
 /// A primary-key cell as a query parameter. Cells parsed back from an extra key are

@@ -169,6 +169,10 @@ pub struct TableSql {
     /// an index range on the primary key, which MariaDB and MySQL both optimise); its
     /// parameters are [`TableSql::after_key_params`] of the last key read, then the limit.
     pub select_page_after: String,
+    /// `select_all WHERE (<pk> = ?) OR (<pk> = ?) ...` with [`TableSql::KEYS_PER_LOOKUP`]
+    /// keys: many rows by primary key in one statement (a list of index look-ups). One
+    /// text for every call, so it is prepared once; a shorter list repeats a key.
+    pub select_by_keys: String,
 }
 
 impl TableSql {
@@ -201,7 +205,9 @@ impl TableSql {
             })
             .collect::<Vec<_>>()
             .join(" OR ");
+        let by_keys = vec![format!("({key_where})"); Self::KEYS_PER_LOOKUP].join(" OR ");
         TableSql {
+            select_by_keys: format!("{select_all} WHERE {by_keys}"),
             select_first_page: format!("{select_all} ORDER BY {order} LIMIT ?"),
             select_page_after: format!("{select_all} WHERE {after} ORDER BY {order} LIMIT ?"),
             select_for_update: format!("{select_by_key} FOR UPDATE"),
@@ -215,6 +221,9 @@ impl TableSql {
 }
 
 impl TableSql {
+    /// Keys per [`TableSql::select_by_keys`].
+    pub const KEYS_PER_LOOKUP: usize = 50;
+
     /// The parameters of [`TableSql::select_page_after`]'s condition for the last key
     /// read, `key` (primary-key values in key order): `a, a, b` for a key `(a, b)`.
     pub fn after_key_params<T: Clone>(key: &[T]) -> Vec<T> {

@@ -95,6 +95,29 @@ pub async fn by_columns(
     decode_all(table, &rows)
 }
 
+/// The rows of the primary keys `keys` (each its key's values in key order) that exist,
+/// [`TableSql::KEYS_PER_LOOKUP`] keys per statement (a consistent read).
+pub async fn by_keys(
+    conn: &mut mysql_async::Conn,
+    table: &SyncedTable,
+    keys: &[Vec<Value>],
+) -> Result<Vec<Vec<Cell>>> {
+    let mut found = Vec::new();
+    for chunk in keys.chunks(TableSql::KEYS_PER_LOOKUP) {
+        let mut params = Vec::with_capacity(TableSql::KEYS_PER_LOOKUP * table.key_positions.len());
+        for i in 0..TableSql::KEYS_PER_LOOKUP {
+            // A short chunk repeats its last key: one statement text for every call.
+            params.extend(chunk[i.min(chunk.len() - 1)].iter().cloned());
+        }
+        let rows: Vec<mysql_async::Row> = conn
+            .exec(table.sql.select_by_keys.as_str(), params)
+            .await
+            .map_err(|e| Error::mysql(format!("looking up keys of {}", table.name()), e))?;
+        found.extend(decode_all(table, &rows)?);
+    }
+    Ok(found)
+}
+
 /// Whether `e` is a lock wait that timed out (MySQL error 1205).
 pub fn is_lock_wait_timeout(e: &Error) -> bool {
     matches!(e, Error::Mysql { source: mysql_async::Error::Server(s), .. } if s.code == 1205)
