@@ -11,7 +11,8 @@
 //! - [`bench`] — `cachesync bench`: every strategy on one seeded workload, observed from
 //!   outside (propagation, stale reads, divergence, faults); the read-storm scenario.
 //! - [`cmd`] — the commands: `run` (and [`cmd::run::Daemon`], the started strategy the
-//!   benchmark reuses), `snapshot`, `doctor`, `verify`.
+//!   benchmark reuses, with continuous verification next to it), `snapshot`, `doctor`,
+//!   `verify`.
 //! - [`config`] — the TOML config plus `CACHESYNC__…` overrides, assembled from the
 //!   sections each component declares next to its code; pure validation that reports
 //!   every problem with its key.
@@ -19,18 +20,19 @@
 //!   through [`read`], `/healthz`, `/readyz`; its `[api]` section.
 //! - [`strategy`] — the [`strategy::SyncStrategy`] trait, [`strategy::StrategyKind`] with
 //!   the capabilities everything else asks about, and one folder per strategy with its
-//!   own config section.
+//!   own config section (the binlog's emulates the foreign-key cascades it never sees).
 //! - [`read`] — the cache-aside read path behind `GET`: L1 → Redis → MySQL, fills under a
 //!   lease the applier voids, negative caching, single-flight, a Redis refill mutex,
 //!   early refresh.
 //! - [`redis`] — the one Redis connection type, every key layout ([`redis::keyspace`]),
-//!   the version-guarded applier and its Lua script, the Bloom filter.
+//!   the version-guarded applier and its Lua script, the Bloom filter, stored rows read
+//!   back.
 //! - [`mysql`] — connections with the session settings the encoding relies on, what the
-//!   configured tables look like (`information_schema`), the application's row write,
-//!   table scans.
+//!   configured tables look like and their foreign keys (`information_schema`), the
+//!   application's row write, table scans and look-ups.
 //! - [`model`] — pure, no I/O: canonical cells and their `json`/`hash` encodings (the
-//!   contract every strategy shares), decoding from SQL, binlog and JSON, key templates,
-//!   a table's plan and SQL, row changes.
+//!   contract every strategy shares), decoding from SQL, binlog and JSON, spatial values,
+//!   key templates, a table's plan and SQL, foreign keys, row changes.
 //! - [`metrics`] — metric names (the dashboard contract) and the Prometheus exporter.
 //! - [`error`], [`redact`] — the one error type and the one retry policy; passwords out of
 //!   messages.
