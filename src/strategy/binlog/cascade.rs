@@ -80,7 +80,7 @@
 //!   table: once per batch and relation with parent deletes or `SET NULL` changes. Cheap
 //!   for parents that change rarely (countries, categories); for a parent deleted
 //!   thousands of times a second, put the foreign key in the child's key template, or
-//!   let continuous verification ([`crate::cmd::run`]'s `[verify]`) repair instead.
+//!   let continuous verification (`[verify]`) repair instead.
 //! - Foreign-key text is matched byte for byte in Redis: under a case-insensitive
 //!   collation a child holding `ABC` for a parent key `abc` is not found.
 //! - A cascade is followed only through synced tables whose referenced columns are
