@@ -19,7 +19,8 @@
 //! 1. MySQL → Redis: the rows in primary-key order, `batch` rows per short statement
 //!    ([`crate::mysql::lookup::page`]: no read view stays open across a slow pass), each
 //!    page compared with its Redis keys in one pipeline exactly as `verify` compares
-//!    (a missing key, or a value that differs from the row's encoding);
+//!    (a missing key, or a value that differs from the row's encoding) — except that a
+//!    missing key of a table with a `ttl` may simply have expired, and is left alone;
 //! 2. Redis → MySQL: the table's keys by `SCAN`, looked up by primary key 50 to a
 //!    statement — a key without a row is *extra* (a row deleted behind the strategy's
 //!    back).
@@ -46,7 +47,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::verify::{self, Divergent};
+use super::verify::{self, Divergent, Verdict};
 use crate::config::verify::VerifyConfig;
 use crate::error::Result;
 use crate::metrics as m;
@@ -221,8 +222,11 @@ impl TableCheck<'_> {
                 rows.into_iter().map(|r| (table.key_of(&r), r)).collect();
             let found = verify::differing(redis, table, &batch).await?;
             self.checked(batch.len());
+            // A table with a TTL loses keys by design: a missing key may have expired.
+            let expires = table.config.ttl.is_some();
             let items = found
                 .into_iter()
+                .filter(|(_, verdict)| !(expires && *verdict == Verdict::Missing))
                 .map(|(i, _)| Divergent {
                     key: batch[i].0.clone(),
                     row: batch[i].1.clone(),
