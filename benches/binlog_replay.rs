@@ -10,7 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use cachesync::cmd::run::{Daemon, connect};
+use cachesync::cmd::connect::connect;
+use cachesync::cmd::run::Daemon;
 use cachesync::config::{Config, RawConfig};
 use cachesync::strategy::binlog::position::{BinlogPosition, Checkpoint, StoredCheckpoint};
 use cachesync::strategy::binlog::tail::{Batch, Tailer};

@@ -39,7 +39,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cachesync::bench::setup::{clear_redis, load_average, reset_amqp};
-use cachesync::cmd::run::{Daemon, connect};
+use cachesync::cmd::connect::connect;
+use cachesync::cmd::run::Daemon;
 use cachesync::cmd::verify::{self, verify};
 use cachesync::config::{Config, RawConfig};
 use cachesync::model::change::{Op, RowWrite};

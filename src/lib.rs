@@ -11,7 +11,8 @@
 //! - [`bench`] — `cachesync bench`: every strategy on one seeded workload, observed from
 //!   outside (propagation, stale reads, divergence, faults); the read-storm scenario.
 //! - [`cmd`] — the commands: `run` (and [`cmd::run::Daemon`], the started strategy the
-//!   benchmark reuses), `snapshot`, `doctor`, `verify`.
+//!   benchmark reuses, with continuous verification next to it), `snapshot`, `doctor`,
+//!   `verify`.
 //! - [`config`] — the TOML config plus `CACHESYNC__…` overrides, assembled from the
 //!   sections each component declares next to its code; pure validation that reports
 //!   every problem with its key.
@@ -20,7 +21,7 @@
 //!   `/healthz`, `/readyz`; its `[api]` section.
 //! - [`strategy`] — the [`strategy::SyncStrategy`] trait, [`strategy::StrategyKind`] with
 //!   the capabilities everything else asks about, and one folder per strategy with its
-//!   own config section.
+//!   own config section (the binlog's emulates the foreign-key cascades it never sees).
 //! - [`snapshot`] — online snapshots: a table copied in primary-key chunks while the
 //!   strategy runs, guarded so no chunk row overwrites a newer change, resumable; and
 //!   noticing that Redis lost its data (the deployment marker) to rebuild it.
@@ -28,14 +29,16 @@
 //!   lease the applier voids, negative caching, single-flight, a Redis refill mutex,
 //!   early refresh.
 //! - [`redis`] — the one Redis connection type, every key layout ([`redis::keyspace`]),
-//!   the version-guarded applier and its Lua script, the Bloom filter.
+//!   the version-guarded applier and its Lua script, the Bloom filter, stored rows read
+//!   back.
 //! - [`mysql`] — connections with the session settings the encoding relies on, what the
-//!   configured tables look like (`information_schema`, re-planned after a DDL) and what
-//!   the user may do to them, the application's row write, table scans.
+//!   configured tables look like and their foreign keys (`information_schema`, re-planned
+//!   after a DDL) and what the user may do to them, the application's row write, table
+//!   scans and look-ups.
 //! - [`model`] — pure, no I/O: canonical cells and their `json`/`hash` encodings (the
 //!   contract every strategy shares), decoding from SQL, binlog and JSON (numbers kept
-//!   exact), injective key templates, a table's plan and SQL, row changes and dead
-//!   letters.
+//!   exact, spatial values as Extended WKT), injective key templates, a table's plan and
+//!   SQL, foreign keys, row changes and dead letters.
 //! - [`metrics`] — metric names (the dashboard contract) and the Prometheus exporter.
 //! - [`error`], [`redact`] — the one error type and the one retry policy; passwords out of
 //!   messages.

@@ -327,6 +327,10 @@ impl Command {
                     repair,
                     strategy: config.strategy,
                     skip_keys: vec![config.deployment_keys().checkpoint],
+                    checkpoint_key: config
+                        .strategy
+                        .tails_binlog()
+                        .then(|| config.deployment_keys().checkpoint),
                 };
                 cachesync::cmd::verify::run(&config, &options).await
             }

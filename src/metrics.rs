@@ -46,6 +46,22 @@ pub const REPAIRS_PENDING: &str = "cachesync_repairs_pending";
 /// Gauge, labels `strategy`, `table`: keys whose Redis value differs from MySQL, as last
 /// counted by `verify` or the benchmark.
 pub const DIVERGENT_KEYS: &str = "cachesync_divergent_keys";
+/// Counter, labels `strategy`, `table`: (binlog) child row changes cachesync derived from
+/// a parent's change because MySQL's foreign-key cascade is not in the binlog.
+pub const CASCADED_CHANGES: &str = "cachesync_cascaded_changes_total";
+
+// Continuous verification (`[verify]`, running inside the daemon).
+/// Counter, labels `strategy`, `table`: keys compared with MySQL — rows read from MySQL,
+/// plus Redis keys looked up in MySQL for a row.
+pub const VERIFY_CHECKED: &str = "cachesync_verify_checked_total";
+/// Counter, labels `strategy`, `table`: keys found differing from MySQL (missing, extra
+/// or different) and still differing when checked again after the grace period.
+pub const VERIFY_DIVERGENT: &str = "cachesync_verify_divergent_found_total";
+/// Counter, labels `strategy`, `table`: divergent keys rewritten (or deleted) from MySQL
+/// and equal to it afterwards.
+pub const VERIFY_REPAIRED: &str = "cachesync_verify_repaired_total";
+/// Counter, labels `strategy`, `table`: completed passes over the table.
+pub const VERIFY_PASSES: &str = "cachesync_verify_passes_total";
 
 /// Counter, label `strategy`: times Redis was found to have lost this deployment's
 /// data (checkpoint or marker gone, or back on an older copy); each starts an online
@@ -160,6 +176,26 @@ pub fn describe() {
         UNDECODABLE_ROWS,
         "Row changes that could not be decoded: key removed, dead-lettered"
     );
+    describe_counter!(
+        CASCADED_CHANGES,
+        "Child row changes derived from a parent's change (foreign-key cascades the binlog does not log)"
+    );
+    describe_counter!(
+        VERIFY_CHECKED,
+        "Keys continuous verification compared with MySQL"
+    );
+    describe_counter!(
+        VERIFY_DIVERGENT,
+        "Keys continuous verification found differing from MySQL"
+    );
+    describe_counter!(
+        VERIFY_REPAIRED,
+        "Divergent keys continuous verification repaired"
+    );
+    describe_counter!(
+        VERIFY_PASSES,
+        "Passes of continuous verification over a table"
+    );
     // The cache-aside read path.
     describe_counter!(
         READ_HITS,
@@ -212,4 +248,16 @@ pub fn register_series(strategy: &'static str, tables: &[String]) {
     metrics::counter!(STALE_CHANGES_SKIPPED, "strategy" => strategy).increment(0);
     metrics::counter!(REDIS_DATA_LOSS, "strategy" => strategy).increment(0);
     metrics::counter!(REPLAYED_CHANGES, "strategy" => strategy).increment(0);
+    // Continuous verification's series exist whether or not `[verify]` is on, so a
+    // dashboard shows "0 checked" rather than "no data" when it is off.
+    for table in tables {
+        for name in [
+            VERIFY_CHECKED,
+            VERIFY_DIVERGENT,
+            VERIFY_REPAIRED,
+            VERIFY_PASSES,
+        ] {
+            metrics::counter!(name, "strategy" => strategy, "table" => table.clone()).increment(0);
+        }
+    }
 }

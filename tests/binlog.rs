@@ -94,6 +94,17 @@ async fn changes_of_every_type_arrive_as_select_encodes_them() {
     let config = config_for(&db, &prefix, "all_types", serde_json::json!({}));
     let running = start(&config).await;
     let table = running.services().tables[0].clone();
+    // The rows must come off the binlog, not the start-up snapshot (which a slow INSERT
+    // could otherwise race).
+    eventually(
+        "the snapshot's checkpoint",
+        Duration::from_secs(20),
+        || async {
+            let mut redis = common::redis_conn().await;
+            redis.exists(format!("{prefix}:checkpoint")).await.unwrap()
+        },
+    )
+    .await;
 
     // Inserts of every type, then an update and a delete, then an unrelated table.
     db.exec(all_types::INSERT).await;

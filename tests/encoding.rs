@@ -1,7 +1,8 @@
-//! The encoding contract against a real MariaDB: every column type of the contract is
-//! written once, then read back two ways — by `SELECT` (what dual-write, snapshots and
-//! `verify` see) and from the row binlog (what the binlog strategy sees) — and both must
-//! encode to the exact bytes the contract specifies, for `json` and for `hash`.
+//! The encoding contract against a real MariaDB: every column type of the contract (the
+//! spatial types included) is written once, then read back two ways — by `SELECT` (what
+//! dual-write, snapshots and `verify` see) and from the row binlog (what the binlog
+//! strategy sees) — and both must encode to the exact bytes the contract specifies, for
+//! `json` and for `hash`.
 //!
 //! Needs the dedicated MariaDB with `binlog_format=ROW`, `binlog_row_image=FULL`,
 //! `binlog_row_metadata=FULL` from `scripts/services.sh up`.
@@ -160,6 +161,9 @@ async fn sql_and_binlog_rows_encode_to_the_contract_bytes() {
     );
     assert_eq!(fields["txt"], "🦀 crab ✓ 𝄞".as_bytes());
     assert_eq!(fields["b10"], b"1023");
+    // Spatial values: Extended WKT, the same text as in json.
+    assert_eq!(fields["pt"], b"SRID=4326;POINT(-122.4194 37.7749)");
+    assert_eq!(fields["mpt"], b"SRID=0;MULTIPOINT((1 2),(3 4))");
     let Encoded::Hash(null_row) = hash_table.encoder.encode(&by_select[&2], None) else {
         panic!("hash table")
     };

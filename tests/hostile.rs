@@ -363,7 +363,7 @@ async fn a_row_the_binlog_cannot_decode_never_stops_the_stream() {
     assert_eq!(letters.len(), 3, "{letters:#?}");
     assert_eq!(letters[0]["source"], "snapshot");
     assert_eq!(letters[0]["key"], key(3));
-    let services = cachesync::cmd::run::connect(&config).await.unwrap();
+    let services = cachesync::cmd::connect::connect(&config).await.unwrap();
     let options = cachesync::cmd::verify::Options {
         skip_keys: vec![config.deployment_keys().checkpoint],
         ..Default::default()
@@ -1083,7 +1083,7 @@ async fn a_broker_password_with_a_slash_never_shows() {
             "doctor shows the password: {finding}"
         );
     }
-    let services = cachesync::cmd::run::connect(&config).await.unwrap();
+    let services = cachesync::cmd::connect::connect(&config).await.unwrap();
     let readiness = Readiness::new(
         services.pool.clone(),
         &config.mysql_url,

@@ -14,7 +14,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cachesync::cmd::run::connect;
+use cachesync::cmd::connect::connect;
 use cachesync::config::{Config, RawConfig};
 use cachesync::model::change::Op;
 use cachesync::model::change::RowWrite;

@@ -117,6 +117,7 @@ impl Fixture {
             repair,
             strategy: StrategyKind::Binlog,
             skip_keys: vec![format!("{}:t:checkpoint", self.prefix)],
+            checkpoint_key: None,
         };
         verify(
             std::slice::from_ref(&self.table),

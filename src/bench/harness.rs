@@ -516,6 +516,8 @@ async fn divergence(services: &Services, variant: &Variant, names: &Names) -> Re
             repair: false,
             strategy: variant.kind,
             skip_keys: vec![names.checkpoint_key.clone()],
+            // Counting only: nothing is repaired.
+            checkpoint_key: None,
         },
     )
     .await?;

@@ -3,6 +3,9 @@
 //!
 //! Binlog settings are problems for the `binlog` strategy and notes for the others (they
 //! do not need a binlog, but a user comparing strategies will want to know).
+//!
+//! It also lists the foreign keys whose `CASCADE` / `SET NULL` rules change synced rows
+//! behind every strategy's back, and what cachesync does about each.
 
 use std::fmt;
 use std::path::Path;
@@ -13,6 +16,7 @@ use mysql_async::prelude::Queryable;
 use crate::config::Config;
 use crate::error::Error;
 use crate::redact::{redact_url, scrub};
+use crate::strategy::binlog::cascade;
 use crate::strategy::binlog::server::{BinlogSettings, binary_log_status, binlog_settings};
 
 /// How serious a finding is.
@@ -222,6 +226,7 @@ async fn check_mysql(config: &Config, report: &mut Report) {
                 ),
             );
             check_table_privileges(config, &pool, &tables, report).await;
+            check_cascades(config, &pool, &tables, report).await;
         }
         Err(Error::Config(problems)) => {
             for p in problems {
@@ -242,9 +247,9 @@ async fn check_table_privileges(
     tables: &[std::sync::Arc<crate::model::table::SyncedTable>],
     report: &mut Report,
 ) {
-    match crate::cmd::run::missing_privileges(config, pool, tables).await {
+    match crate::cmd::connect::missing_privileges(config, pool, tables).await {
         Ok(problems) if problems.is_empty() => {
-            let names: Vec<&str> = crate::cmd::run::table_privileges(config)
+            let names: Vec<&str> = crate::cmd::connect::table_privileges(config)
                 .iter()
                 .map(|p| p.name())
                 .collect();
@@ -263,6 +268,46 @@ async fn check_table_privileges(
             }
         }
         Err(e) => report.push(Severity::Problem, e.to_string()),
+    }
+}
+
+/// The foreign keys whose cascades change synced rows without a trace in the binlog (or
+/// in any strategy's write path), and what cachesync does about each.
+async fn check_cascades(
+    config: &Config,
+    pool: &mysql_async::Pool,
+    tables: &[std::sync::Arc<crate::model::table::SyncedTable>],
+    report: &mut Report,
+) {
+    let graph = match cascade::load(pool, &config.mysql_url, tables).await {
+        Ok(graph) => graph,
+        Err(e) => return report.push(Severity::Note, format!("cannot read the foreign keys: {e}")),
+    };
+    for relation in &graph.relations {
+        if config.strategy.tails_binlog() {
+            report.push(
+                Severity::Ok,
+                format!(
+                    "{}: cascades are not in the binlog; cachesync {}",
+                    relation.fk,
+                    relation.what_cachesync_does()
+                ),
+            );
+        } else {
+            report.push(
+                Severity::Note,
+                format!(
+                    "{}: MySQL changes {} rows itself and {} does not see it; enable [verify] \
+                     to repair them",
+                    relation.fk,
+                    relation.fk.child_name(),
+                    config.strategy
+                ),
+            );
+        }
+    }
+    for note in graph.notes {
+        report.push(Severity::Note, note);
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Start-up connects to everything at once and reports every failure together (MySQL and
 //! Redis both down is two lines, not one fix-and-retry cycle). [`Daemon`] is a started
-//! strategy — the same start and stop for `run`, the benchmark and the criterion benches.
+//! strategy — the same start and stop for `run`, the benchmark and the criterion benches —
+//! with continuous verification running next to it when the config has `[verify]`.
 //! Shutdown follows Vector: the first SIGINT/SIGTERM stops the API (no new writes; those
 //! in flight finish), then asks the strategy to finish what it holds, all within
 //! [`DRAIN_TIMEOUT`]; a second signal exits at once.
@@ -18,85 +19,12 @@ use crate::api::config::ApiConfig;
 use crate::api::{ApiState, Readiness};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::model::table::SyncedTable;
-use crate::mysql::grants::{self, Privilege};
-use crate::redis::Applier;
 use crate::strategy::{Services, Strategy, SyncStrategy};
+
+use super::connect::{connect, missing_privileges};
 
 /// How long a graceful shutdown may take before cachesync stops waiting.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Connects to MySQL and Redis concurrently and checks the configured tables against
-/// MySQL; every failure is reported.
-pub async fn connect(config: &Config) -> Result<Services> {
-    let pool = crate::mysql::pool(&config.mysql_url)?;
-    let (tables, applier) = tokio::join!(
-        crate::mysql::schema::load_tables(&config.tables, &pool, &config.mysql_url),
-        Applier::connect(
-            &config.redis_url,
-            config.tombstone_ttl,
-            config.strategy.name()
-        )
-    );
-    match (tables, applier) {
-        (Ok(tables), Ok(applier)) => Ok(Services {
-            pool,
-            mysql_url: config.mysql_url.clone(),
-            tables,
-            applier,
-            keys: config.deployment_keys(),
-            snapshot: config.snapshot.clone(),
-        }),
-        (Err(a), Err(b)) => Err(Error::Many(vec![a, b])),
-        (Err(e), _) | (_, Err(e)) => Err(e),
-    }
-}
-
-/// The privileges the configured MySQL user needs on every synced table: `SELECT`
-/// (snapshot, `verify`, reads, a write's read-back), plus `INSERT`, `UPDATE` and `DELETE`
-/// when the application's writes go through cachesync (the strategy needs the daemon for
-/// its writes, or an `[api]` serves them).
-pub fn table_privileges(config: &Config) -> Vec<Privilege> {
-    let mut wanted = vec![Privilege::Select];
-    if config.strategy.writes_need_the_daemon() || config.api.is_some() {
-        wanted.extend([Privilege::Insert, Privilege::Update, Privilege::Delete]);
-    }
-    wanted
-}
-
-/// What [`table_privileges`] finds missing, one line per table in the config's style,
-/// each with the `GRANT` that fixes it; empty when nothing is.
-pub async fn missing_privileges(
-    config: &Config,
-    pool: &mysql_async::Pool,
-    tables: &[Arc<SyncedTable>],
-) -> Result<Vec<String>> {
-    let wanted = table_privileges(config);
-    let mut conn = crate::mysql::get_conn(pool, &config.mysql_url).await?;
-    let grantee = grants::current_user(&mut conn).await;
-    let mut problems = Vec::new();
-    for table in tables {
-        let missing = grants::missing(&mut conn, table, &wanted).await?;
-        if missing.is_empty() {
-            continue;
-        }
-        let names: Vec<&str> = missing.iter().map(|p| p.name()).collect();
-        let why = if missing == [Privilege::Select] {
-            "to read its rows"
-        } else {
-            "for the application's writes through cachesync"
-        };
-        problems.push(format!(
-            "tables[{}].name: MySQL user {grantee} lacks {} on {}, which strategy {} needs {why}: {}",
-            table.config.index,
-            names.join(", "),
-            table.name(),
-            config.strategy,
-            grants::grant_statement(&missing, &table.sql.table, &grantee)
-        ));
-    }
-    Ok(problems)
-}
 
 /// A started strategy: its write path ready, its background work running until
 /// [`Daemon::stop`] (the way SIGTERM stops it) or [`Daemon::abort`] (the way `kill -9`
@@ -107,6 +35,9 @@ pub struct Daemon {
     stop: CancellationToken,
     /// `None` once the background work has ended and its outcome was taken.
     task: Option<JoinHandle<Result<()>>>,
+    /// Continuous verification ([`super::anti_entropy`]), when `[verify]` is on. It stops
+    /// with the strategy.
+    verifying: Option<JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -136,11 +67,23 @@ impl Daemon {
             let stop = stop.clone();
             async move { strategy.run(stop).await }
         });
+        let verifying = config.verify.clone().map(|settings| {
+            let target = super::anti_entropy::Target {
+                services: services.clone(),
+                strategy: config.strategy.name(),
+                checkpoint_key: config
+                    .strategy
+                    .tails_binlog()
+                    .then(|| config.deployment_keys().checkpoint),
+            };
+            tokio::spawn(super::anti_entropy::run(target, settings, stop.clone()))
+        });
         Ok(Daemon {
             strategy,
             services,
             stop,
             task: Some(task),
+            verifying,
         })
     }
 
@@ -203,6 +146,10 @@ impl Daemon {
     pub async fn stop(mut self) -> Result<()> {
         self.stop.cancel();
         let outcome = self.finished().await;
+        if let Some(verifying) = self.verifying.take() {
+            // It stops at its next await; a repair in flight is version-guarded anyway.
+            verifying.await.ok();
+        }
         let applied = self.services.applier.totals();
         info!(
             written = applied.written,
@@ -218,6 +165,19 @@ impl Daemon {
     pub fn abort(self) {
         if let Some(task) = &self.task {
             task.abort();
+        }
+        if let Some(verifying) = &self.verifying {
+            verifying.abort();
+        }
+    }
+}
+
+/// Continuous verification belongs to the daemon: it does not outlive it (a strategy
+/// that ended by itself, a daemon dropped without [`Daemon::stop`]).
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(verifying) = &self.verifying {
+            verifying.abort();
         }
     }
 }

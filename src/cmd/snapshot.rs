@@ -70,7 +70,7 @@ pub async fn snapshot(config: &Config, tables: &[String], wait: bool) -> Result<
     if tables.is_empty() && config.strategy.tails_binlog() {
         return full_binlog_snapshot(config).await.map(Done::Full);
     }
-    let services = super::run::connect(config).await?;
+    let services = super::connect::connect(config).await?;
     let strategy = Strategy::build(config.strategy, &config.sections(), &services)?;
     let outcome = match strategy.snapshots() {
         Some(snapshots) => {
@@ -95,7 +95,7 @@ pub async fn snapshot(config: &Config, tables: &[String], wait: bool) -> Result<
 
 /// The binlog strategy's consistent full load, which resets the checkpoint.
 async fn full_binlog_snapshot(config: &Config) -> Result<String> {
-    let services = super::run::connect(config).await?;
+    let services = super::connect::connect(config).await?;
     let position = match crate::strategy::Binlog::new(&services, config.binlog.clone()) {
         Ok(binlog) => binlog.snapshot().await,
         Err(e) => Err(e),

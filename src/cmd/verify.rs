@@ -26,19 +26,28 @@
 //! overwrite a newer version. For every divergent key, in this order:
 //!
 //! 1. read the version Redis holds *now* for the key (its `_cachesync_v`, or for a missing
-//!    key its tombstone's version);
-//! 2. re-read the row from MySQL by primary key;
-//! 3. apply it through the [`Applier`] with that version: an upsert when the row exists,
-//!    a delete when it does not (or always a delete for an `invalidate` table). Without a
-//!    version in Redis the write is unversioned.
+//!    key its tombstone's version) and, for a strategy that tails the binlog
+//!    ([`Options::checkpoint_key`]), the checkpoint's version; V is the larger;
+//! 2. re-read the row from MySQL by primary key with a locking read
+//!    (`LOCK IN SHARE MODE`): a replica can receive a binlog event — and Redis hold its
+//!    change — a moment before InnoDB's commit makes it visible to a plain read, and the
+//!    locking read waits for that commit. A lock held longer than 2 s belongs to a later
+//!    transaction, whose change reaches Redis with a newer version; the re-read then reads
+//!    without locking;
+//! 3. apply it through the [`Applier`] with version V: an upsert when the row exists,
+//!    a delete when it does not (or always a delete for an `invalidate` table). Without
+//!    any version the write is unversioned.
 //!
 //! Redis trails MySQL, so the row read in step 2 is at least as new as whatever Redis held
 //! in step 1; the equal version is accepted by the guard (written as a replay), and any
-//! change that lands after step 1 carries a newer version and wins. The repaired key keeps
-//! the version it had. The one window left is an unversioned key: a versioned change
-//! landing between steps 2 and 3 is overwritten (the next change of the row fixes it).
-//! After repairing, the repaired keys are compared again and what is still divergent is
-//! reported.
+//! change that lands after step 1 carries a newer version and wins: with the binlog, every
+//! change applied after the checkpoint read in step 1 lies beyond it. The checkpoint's
+//! version is what lets a key Redis holds no version for (a row inserted behind the
+//! binlog's back, whose tombstone expired) be repaired with a version all the same. The
+//! one window left is an unversioned key of a strategy without versions (dual-write or
+//! mq without a `version_column` or outbox): a change landing between steps 2 and 3 is
+//! overwritten (the next change of the row fixes it). After repairing, the repaired keys
+//! are compared again and what is still divergent is reported.
 //! With `--repair` the divergent keys of a table are also held until the scan of that
 //! table ends (key and primary-key cells each), so repair memory grows with the
 //! divergence, not the table.
@@ -58,26 +67,25 @@ use crate::error::{Error, Result};
 use crate::model::cell::{Cell, Encoded, Format, VERSION_FIELD};
 use crate::model::change::{Change, Op};
 use crate::model::column::ColumnType;
-use crate::model::key::{KeyTemplate, TemplatePart};
 use crate::model::table::{Mode, SyncedTable};
+use crate::mysql::lookup::{ReadMode, is_lock_wait_timeout};
 use crate::mysql::scan::TableScan;
-use crate::redis::keyspace::{is_companion, split_version, tombstone_key};
+use crate::redis::keyspace::{split_version, tombstone_key};
+use crate::redis::rows::scan_page;
 use crate::redis::{Applier, RedisConn};
 use crate::strategy::StrategyKind;
+use crate::strategy::binlog::position::Checkpoint;
 
 /// `cachesync verify`: connects, compares every configured table and prints the report;
 /// whether Redis is (now) in sync.
 pub async fn run(config: &Config, options: &Options) -> Result<bool> {
-    let services = super::run::connect(config).await?;
+    let services = super::connect::connect(config).await?;
     let report = verify(&services.tables, &services.pool, &services.applier, options).await;
     services.pool.disconnect().await.ok();
     let report = report?;
     print!("{report}");
     Ok(report.divergent() == 0)
 }
-
-/// Keys per `SCAN` step.
-const SCAN_COUNT: usize = 1000;
 
 /// What [`verify`] does.
 #[derive(Debug, Clone)]
@@ -92,6 +100,9 @@ pub struct Options {
     pub strategy: StrategyKind,
     /// Keys that are not rows even when they match a template (the binlog checkpoint).
     pub skip_keys: Vec<String>,
+    /// The binlog checkpoint's key, for a strategy that tails the binlog: repairs write
+    /// at least its version (see the module doc).
+    pub checkpoint_key: Option<String>,
 }
 
 impl Default for Options {
@@ -102,6 +113,7 @@ impl Default for Options {
             repair: false,
             strategy: StrategyKind::Binlog,
             skip_keys: Vec::new(),
+            checkpoint_key: None,
         }
     }
 }
@@ -249,9 +261,9 @@ impl fmt::Display for Report {
 }
 
 /// A divergent key and the primary-key cells that name its row.
-struct Divergent {
-    key: String,
-    row: Vec<Cell>,
+pub(crate) struct Divergent {
+    pub(crate) key: String,
+    pub(crate) row: Vec<Cell>,
 }
 
 /// Compares every table in `tables` with Redis and, with `options.repair`, repairs.
@@ -299,7 +311,15 @@ pub async fn verify(
         if options.repair && !divergent.is_empty() {
             let mut remaining = 0;
             for chunk in divergent.chunks(options.batch) {
-                remaining += repair(&mut conn, &mut redis, applier, table, chunk).await?;
+                remaining += repair(
+                    &mut conn,
+                    &mut redis,
+                    applier,
+                    table,
+                    chunk,
+                    options.checkpoint_key.as_deref(),
+                )
+                .await?;
                 table_report.repaired += chunk.len() as u64;
             }
             table_report.remaining = Some(remaining);
@@ -418,7 +438,31 @@ async fn compare_batch(
     Ok(())
 }
 
-enum Verdict {
+/// The rows of `batch` (key, cells) whose Redis key does not hold them, by index, with
+/// how they differ.
+pub(crate) async fn differing(
+    redis: &mut RedisConn,
+    table: &SyncedTable,
+    batch: &[(String, Vec<Cell>)],
+) -> Result<Vec<(usize, Verdict)>> {
+    let keys: Vec<&str> = batch.iter().map(|(key, _)| key.as_str()).collect();
+    let stored = fetch(redis, table, &keys).await?;
+    Ok(batch
+        .iter()
+        .zip(stored)
+        .enumerate()
+        .filter_map(
+            |(i, ((_, cells), stored))| match judge(table, cells, &stored) {
+                Verdict::Same => None,
+                verdict => Some((i, verdict)),
+            },
+        )
+        .collect())
+}
+
+/// How a key differs from its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
     Same,
     Missing,
     Different,
@@ -502,26 +546,6 @@ async fn fetch(redis: &mut RedisConn, table: &SyncedTable, keys: &[&str]) -> Res
         .collect()
 }
 
-/// The `SCAN MATCH` pattern of a key template: literal parts with the glob characters
-/// `*?[]\` escaped, `*` for each placeholder.
-fn match_pattern(template: &KeyTemplate) -> String {
-    let mut pattern = String::new();
-    for part in template.parts() {
-        match part {
-            TemplatePart::Literal(text) => {
-                for c in text.chars() {
-                    if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-                        pattern.push('\\');
-                    }
-                    pattern.push(c);
-                }
-            }
-            TemplatePart::Column(_) => pattern.push('*'),
-        }
-    }
-    pattern
-}
-
 /// Finds keys matching the table's template that no row produced.
 async fn scan_extra(
     redis: &mut RedisConn,
@@ -531,40 +555,20 @@ async fn scan_extra(
     report: &mut TableReport,
     divergent: &mut Vec<Divergent>,
 ) -> Result<()> {
-    let pattern = match_pattern(&table.config.key);
+    let pattern = table.key.scan_pattern(|_| None);
+    let what = format!("scanning the keys of {}", table.name());
     let mut cursor: u64 = 0;
     loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query_async(redis)
-            .await
-            .map_err(|e| Error::redis(format!("scanning the keys of {}", table.name()), e))?;
+        let (next, keys) = scan_page(redis, cursor, &pattern, &what).await?;
         for key in keys {
-            // A key that is not UTF-8 cannot be a rendered template.
-            let Ok(key) = String::from_utf8(key) else {
-                continue;
-            };
-            if seen.contains(&key) || is_companion(&key) || options.skip_keys.contains(&key) {
+            if seen.contains(&key) || options.skip_keys.contains(&key) {
                 continue;
             }
-            // The exact inverse of rendering (see `crate::model::key`): a key that does
-            // not split is not one of this table's.
-            let Some(parts) = table.config.key.split_key(&key) else {
+            let Some(row) = key_row(table, &key) else {
                 continue;
             };
             report.extra.add(&key, options.examples);
             if options.repair {
-                // Only the key cells matter: they render back to exactly this key.
-                let mut row = vec![Cell::Null; table.types.len()];
-                for (column, text) in parts {
-                    if let Some(position) = table.encoder.names().iter().position(|n| n == column) {
-                        row[position] = Cell::Text(text);
-                    }
-                }
                 divergent.push(Divergent { key, row });
             }
         }
@@ -576,21 +580,98 @@ async fn scan_extra(
     Ok(())
 }
 
+/// The row `key` of `table` names, as far as the key tells: its placeholder cells as
+/// text, the rest NULL (enough to re-read the row and to render the key again); `None`
+/// when `key` does not fit the template.
+pub(crate) fn key_row(table: &SyncedTable, key: &str) -> Option<Vec<Cell>> {
+    // The exact inverse of rendering (see `crate::model::key`): a key that does not split
+    // is not one of this table's.
+    let parts = table.config.key.split_key(key)?;
+    let mut row = vec![Cell::Null; table.types.len()];
+    for (column, text) in parts {
+        let position = table.encoder.names().iter().position(|n| n == column)?;
+        row[position] = Cell::Text(text);
+    }
+    Some(row)
+}
+
+/// Of `items`, the keys that still differ from their rows (read again from MySQL, a
+/// consistent read, and from Redis): a divergence seen once may only have been a change
+/// on its way to Redis.
+pub(crate) async fn still_divergent(
+    conn: &mut mysql_async::Conn,
+    redis: &mut RedisConn,
+    table: &SyncedTable,
+    items: Vec<Divergent>,
+) -> Result<Vec<Divergent>> {
+    let mut rows = Vec::with_capacity(items.len());
+    for item in &items {
+        rows.push(read_row(conn, table, item, ReadMode::Plain).await?);
+    }
+    let keys: Vec<&str> = items.iter().map(|d| d.key.as_str()).collect();
+    let stored = fetch(redis, table, &keys).await?;
+    Ok(items
+        .into_iter()
+        .zip(rows.iter().zip(&stored))
+        .filter(|(_, (row, stored))| !agrees(table, row.as_deref(), stored))
+        .map(|(item, _)| item)
+        .collect())
+}
+
+/// Whether Redis holds what the row (`None`: no row) says it should.
+fn agrees(table: &SyncedTable, row: Option<&[Cell]>, stored: &Stored) -> bool {
+    match row {
+        Some(cells) => matches!(judge(table, cells, stored), Verdict::Same),
+        None => matches!(stored, Stored::Missing),
+    }
+}
+
+/// How long a repair's locking re-read waits for a row lock before it reads without one
+/// (seconds; see the module doc).
+const LOCK_WAIT_S: u32 = 2;
+
 /// Repairs `chunk` (see the module doc) and returns how many keys still differ.
-async fn repair(
+/// `checkpoint_key`: the binlog checkpoint, whose version is a floor for the repairs'.
+pub(crate) async fn repair(
     conn: &mut mysql_async::Conn,
     redis: &mut RedisConn,
     applier: &Applier,
     table: &Arc<SyncedTable>,
     chunk: &[Divergent],
+    checkpoint_key: Option<&str>,
 ) -> Result<u64> {
-    // 1. The versions Redis holds now.
-    let versions = current_versions(redis, table, chunk).await?;
-    // 2. The rows as MySQL has them now.
+    // 1. The versions Redis holds now, and the checkpoint's.
+    let floor = match checkpoint_key {
+        Some(key) => checkpoint_version(redis, key).await?,
+        None => None,
+    };
+    let versions: Vec<Option<u64>> = current_versions(redis, table, chunk)
+        .await?
+        .into_iter()
+        .map(|own| own.max(floor))
+        .collect();
+    // 2. The rows as MySQL has them now: a locking read, so a transaction whose binlog
+    // event is already in Redis but whose commit is not yet visible is waited for.
+    conn.query_drop(format!(
+        "SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_S}"
+    ))
+    .await
+    .map_err(|e| Error::mysql("preparing the repair's re-reads", e))?;
     let mut rows = Vec::with_capacity(chunk.len());
     for item in chunk {
-        rows.push(read_row(conn, table, item).await?);
+        let row = match read_row(conn, table, item, ReadMode::Shared).await {
+            // Held longer than a commit takes: a later transaction's lock, whose change
+            // reaches Redis with a newer version; the committed row is what to write.
+            Err(e) if is_lock_wait_timeout(&e) => {
+                read_row(conn, table, item, ReadMode::Plain).await?
+            }
+            row => row?,
+        };
+        rows.push(row);
     }
+    conn.query_drop("SET SESSION innodb_lock_wait_timeout = DEFAULT")
+        .await
+        .ok();
     // 3. Write them with the versions of step 1.
     let changes: Vec<Change> = chunk
         .iter()
@@ -617,17 +698,24 @@ async fn repair(
     // Compare again.
     let keys: Vec<&str> = chunk.iter().map(|d| d.key.as_str()).collect();
     let stored = fetch(redis, table, &keys).await?;
-    let mut remaining = 0;
-    for (row, stored) in rows.iter().zip(&stored) {
-        let ok = match row {
-            Some(cells) => matches!(judge(table, cells, stored), Verdict::Same),
-            None => matches!(stored, Stored::Missing),
-        };
-        if !ok {
-            remaining += 1;
-        }
-    }
-    Ok(remaining)
+    Ok(rows
+        .iter()
+        .zip(&stored)
+        .filter(|(row, stored)| !agrees(table, row.as_deref(), stored))
+        .count() as u64)
+}
+
+/// The version of the binlog checkpoint stored at `key`, if any.
+async fn checkpoint_version(redis: &mut RedisConn, key: &str) -> Result<Option<u64>> {
+    let stored: Option<String> = redis::cmd("GET")
+        .arg(key)
+        .query_async(redis)
+        .await
+        .map_err(|e| Error::redis("reading the binlog checkpoint", e))?;
+    Ok(stored
+        .as_deref()
+        .and_then(Checkpoint::parse)
+        .map(|c| c.position.version()))
 }
 
 /// The version each key holds now: its `_cachesync_v`, else its tombstone's.
@@ -674,21 +762,22 @@ async fn current_versions(
 
 /// Re-reads the row a divergent key names, by primary key; `None` when no row has this
 /// key.
-async fn read_row(
+pub(crate) async fn read_row(
     conn: &mut mysql_async::Conn,
     table: &SyncedTable,
     item: &Divergent,
+    mode: ReadMode,
 ) -> Result<Option<Vec<Cell>>> {
-    let mut params = Vec::with_capacity(table.key_positions.len());
-    for &i in &table.key_positions {
-        let Some(value) = sql_param(&table.types[i], &item.row[i]) else {
-            // A key text that is not a value of the column: no row has this key.
-            return Ok(None);
-        };
-        params.push(value);
-    }
+    let Some(params) = key_params(table, &item.row) else {
+        // A key text that is not a value of the column: no row has this key.
+        return Ok(None);
+    };
+    let sql = match mode {
+        ReadMode::Plain => table.sql.select_by_key.as_str(),
+        ReadMode::Shared => table.sql.select_shared.as_str(),
+    };
     let row: Option<mysql_async::Row> = conn
-        .exec_first(table.sql.select_by_key.as_str(), params)
+        .exec_first(sql, params)
         .await
         .map_err(|e| Error::mysql(format!("re-reading {} of {}", item.key, table.name()), e))?;
     let Some(row) = row else {
@@ -700,6 +789,16 @@ async fn read_row(
     };
     // `user:01` finds the row of `user:1`, which does not own `user:01`.
     Ok((table.key_of(&cells) == item.key).then_some(cells))
+}
+
+/// The primary-key cells of `row` as query parameters, in key order; `None` when one is
+/// not a value of its column (a key text that no row can render).
+pub(crate) fn key_params(table: &SyncedTable, row: &[Cell]) -> Option<Vec<mysql_async::Value>> {
+    table
+        .key_positions
+        .iter()
+        .map(|&i| sql_param(&table.types[i], &row[i]))
+        .collect()
 }
 
 /// A primary-key cell as a query parameter. Cells parsed back from an extra key are
@@ -733,12 +832,6 @@ fn unhex(hex: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn verify_match_pattern_escapes_glob_characters() {
-        let template = KeyTemplate::parse("a*?[]\\:{id}:x").unwrap();
-        assert_eq!(match_pattern(&template), "a\\*\\?\\[\\]\\\\:*:x");
-    }
 
     #[test]
     fn verify_unhex() {

@@ -8,9 +8,12 @@
 //!
 //! This module only assembles: each section is declared, defaulted and validated next to
 //! the code it configures — `[[tables]]` in [`table`], `[binlog]` and `[amqp]` in their
-//! strategy's folder, `[api]` in [`crate::api`] — so it sits above them all.
+//! strategy's folder, `[api]` in [`crate::api`] — so it sits above them all. `[verify]`
+//! ([`verify`]) configures a command, which sits above this module, so it is declared
+//! here.
 
 pub mod table;
+pub mod verify;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -20,6 +23,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use self::table::RawTable;
+use self::verify::{RawVerify, VerifyConfig};
 use crate::api::config::{ApiConfig, RawApi};
 use crate::error::{Error, Result};
 use crate::model::table::TableConfig;
@@ -57,6 +61,10 @@ pub struct RawConfig {
     /// The HTTP write API runs only when this section is present.
     #[serde(default)]
     pub api: Option<RawApi>,
+    /// Continuous verification runs inside `cachesync run` only when this section is
+    /// present.
+    #[serde(default)]
+    pub verify: Option<RawVerify>,
     #[serde(default)]
     pub tables: Vec<RawTable>,
 }
@@ -108,6 +116,8 @@ pub struct Config {
     pub tombstone_ttl: Duration,
     pub amqp: Option<AmqpConfig>,
     pub api: Option<ApiConfig>,
+    /// Continuous verification; `None`: off.
+    pub verify: Option<VerifyConfig>,
     pub metrics_listen: SocketAddr,
     pub binlog: BinlogConfig,
     pub snapshot: SnapshotConfig,
@@ -231,6 +241,10 @@ impl RawConfig {
             .api
             .as_ref()
             .and_then(|api| api.validate(&mut problems));
+        let verify = self
+            .verify
+            .as_ref()
+            .and_then(|verify| verify.validate(&mut problems));
         if let Some(kind) = strategy
             && kind.needs_broker()
             && self.amqp.is_none()
@@ -291,6 +305,7 @@ impl RawConfig {
                     tombstone_ttl: Duration::from_secs(self.redis.tombstone_ttl),
                     amqp,
                     api,
+                    verify,
                     metrics_listen,
                     binlog,
                     snapshot,
@@ -488,6 +503,32 @@ mod tests {
             problems(tree),
             vec!["amqp.url: required when strategy = \"mq\""]
         );
+    }
+
+    #[test]
+    fn verify_is_off_by_default_and_checked_when_on() {
+        let config = RawConfig::from_tree(valid_tree())
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(config.verify, None);
+        let mut tree = valid_tree();
+        tree["verify"] = json!({});
+        let config = RawConfig::from_tree(tree).unwrap().validate().unwrap();
+        let verify = config.verify.unwrap();
+        assert_eq!(verify.interval, Duration::from_secs(300));
+        assert_eq!(verify.rows_per_second, 1000);
+        assert!(verify.repair);
+        let mut tree = valid_tree();
+        tree["verify"] =
+            json!({ "interval": 0, "rows_per_second": 0, "batch": 0, "grace_ms": 61000 });
+        let mut found = problems(tree);
+        found.sort();
+        assert_eq!(found.len(), 4, "{found:?}");
+        assert!(found[0].starts_with("verify.batch:"), "{found:?}");
+        let mut tree = valid_tree();
+        tree["verify"] = json!({ "intervall": 5 });
+        assert_eq!(problems(tree), vec!["verify.intervall: unknown key"]);
     }
 
     #[test]

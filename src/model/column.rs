@@ -38,6 +38,8 @@ pub enum ColumnType {
     Bit,
     /// MySQL `JSON`, or MariaDB's `JSON` alias (`LONGTEXT CHECK (json_valid(col))`).
     Json,
+    /// `GEOMETRY` and its subtypes, written as Extended WKT ([`super::geometry`]).
+    Geometry,
 }
 
 /// The `information_schema.COLUMNS` facts a [`ColumnType`] is made from.
@@ -87,6 +89,9 @@ impl ColumnType {
             "set" => ColumnType::Set(parse_members(&facts.column_type)),
             "bit" => ColumnType::Bit,
             "json" => ColumnType::Json,
+            // MySQL 8 names GEOMETRYCOLLECTION `geomcollection` in DATA_TYPE.
+            "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
+            | "multipolygon" | "geometrycollection" | "geomcollection" => ColumnType::Geometry,
             _ => return Err(facts.column_type.clone()),
         };
         Ok(ty)
@@ -165,7 +170,15 @@ mod tests {
         );
         assert_eq!(
             ColumnType::from_facts(&facts("point", "point")),
-            Err("point".to_owned())
+            Ok(ColumnType::Geometry)
+        );
+        assert_eq!(
+            ColumnType::from_facts(&facts("geomcollection", "geomcollection")),
+            Ok(ColumnType::Geometry)
+        );
+        assert_eq!(
+            ColumnType::from_facts(&facts("vector", "vector(3)")),
+            Err("vector(3)".to_owned())
         );
     }
 

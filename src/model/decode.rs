@@ -9,6 +9,7 @@
 //!   1-based index, SET as a bit mask, TIMESTAMP as epoch seconds, YEAR as `1900 + n`,
 //!   BINARY(n) with trailing zero bytes stripped, unsigned integers possibly as negative
 //!   signed ones when the server sends no signedness metadata, MySQL 8 JSON as binary JSONB.
+//!   Spatial values are the one type both sources give alike (SRID + WKB bytes).
 //!
 //! The column's declared type ([`ColumnType`], read from `information_schema`) decides
 //! the canonical form: the same `Value::Int(-1)` is `-1` in a signed `TINYINT` and `255`
@@ -79,6 +80,12 @@ pub fn from_sql(ty: &ColumnType, value: &Value) -> Result<Cell, DecodeError> {
         },
         ColumnType::Binary { pad_to } => match value {
             Value::Bytes(bytes) => Ok(Cell::Bytes(padded(bytes, *pad_to))),
+            other => Err(unexpected(other)),
+        },
+        // The binlog logs the same internal bytes a SELECT returns (SRID + WKB), so both
+        // sources arrive here.
+        ColumnType::Geometry => match value {
+            Value::Bytes(bytes) => super::geometry::ewkt(bytes).map(Cell::Text),
             other => Err(unexpected(other)),
         },
         ColumnType::Bit => match value {
@@ -221,7 +228,35 @@ pub fn from_json(ty: &ColumnType, value: &RawValue) -> Result<Cell, DecodeError>
         | ColumnType::Date
         | ColumnType::DateTime { .. }
         | ColumnType::Timestamp { .. }
-        | ColumnType::Time { .. } => json::as_string(value).map(Cell::Text).ok_or_else(wrong),
+        | ColumnType::Time { .. }
+        | ColumnType::Geometry => json::as_string(value).map(Cell::Text).ok_or_else(wrong),
+    }
+}
+
+/// Decodes a `hash` field's text (what [`Cell::write_text`] wrote: canonical text,
+/// binary columns raw) back into a cell of a column of type `ty`.
+pub fn from_hash_text(ty: &ColumnType, text: &[u8]) -> Result<Cell, DecodeError> {
+    match ty {
+        ColumnType::Int {
+            unsigned: false, ..
+        } => parse_text(text).map(Cell::Int),
+        ColumnType::Int { unsigned: true, .. } | ColumnType::Year | ColumnType::Bit => {
+            parse_text(text).map(Cell::UInt)
+        }
+        ColumnType::Float => parse_text(text).map(Cell::Float),
+        ColumnType::Double => parse_text(text).map(Cell::Double),
+        ColumnType::Binary { pad_to } => Ok(Cell::Bytes(padded(text, *pad_to))),
+        ColumnType::Json => normalize_json(text),
+        // Already canonical text.
+        ColumnType::Decimal { .. }
+        | ColumnType::Date
+        | ColumnType::DateTime { .. }
+        | ColumnType::Timestamp { .. }
+        | ColumnType::Time { .. }
+        | ColumnType::Text
+        | ColumnType::Enum(_)
+        | ColumnType::Set(_)
+        | ColumnType::Geometry => utf8(text).map(|s| Cell::Text(s.to_owned())),
     }
 }
 
@@ -820,6 +855,41 @@ mod tests {
             from_json(&ColumnType::Json, &exact),
             Ok(Cell::Json("[14871.466378840501,1e400]".to_owned()))
         );
+    }
+
+    #[test]
+    fn hash_text_decodes_back_to_the_same_cells() {
+        let cases = [
+            (
+                ColumnType::Int {
+                    unsigned: true,
+                    bytes: 8,
+                },
+                Cell::UInt(u64::MAX),
+            ),
+            (
+                ColumnType::Int {
+                    unsigned: false,
+                    bytes: 8,
+                },
+                Cell::Int(i64::MIN),
+            ),
+            (ColumnType::Bit, Cell::UInt(1023)),
+            (ColumnType::Double, Cell::Double(-2.5e-300)),
+            (ColumnType::Float, Cell::Float(0.1)),
+            (
+                ColumnType::Binary { pad_to: None },
+                Cell::Bytes(vec![0, 0xff]),
+            ),
+            (ColumnType::Json, Cell::Json(r#"{"a":1}"#.into())),
+            (ColumnType::Decimal { scale: 2 }, text("-1.50")),
+            (ColumnType::Geometry, text("SRID=0;POINT(1 2)")),
+        ];
+        for (ty, cell) in cases {
+            let mut written = Vec::new();
+            cell.write_text(&mut written);
+            assert_eq!(from_hash_text(&ty, &written), Ok(cell), "{ty:?}");
+        }
     }
 
     #[test]

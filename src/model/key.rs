@@ -371,6 +371,46 @@ impl BoundKey {
         }
         key
     }
+
+    /// The `SCAN MATCH` glob that finds the keys this template renders: literal text with
+    /// the glob characters `*?[]\` escaped, and for each placeholder the key text of the
+    /// cell `fixed` gives for its row position (escaped too), or `*` when it gives none.
+    /// `fixed` narrows a scan to the keys of rows whose key columns hold those values.
+    pub fn scan_pattern<'c>(&self, fixed: impl Fn(usize) -> Option<&'c Cell>) -> String {
+        fn escaped(text: &str, pattern: &mut String) {
+            for c in text.chars() {
+                if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                    pattern.push('\\');
+                }
+                pattern.push(c);
+            }
+        }
+        let mut pattern = String::with_capacity(32);
+        for part in &self.parts {
+            match part {
+                BoundPart::Literal(s) => escaped(s, &mut pattern),
+                BoundPart::Cell(i) => match fixed(*i) {
+                    Some(cell) => {
+                        // The value as rendering escapes it, then glob-escaped.
+                        let (mut text, mut key_text) = (String::new(), String::new());
+                        cell.write_key_text(&mut text);
+                        self.escaped.push_escaped(&mut key_text, &text);
+                        escaped(&key_text, &mut pattern);
+                    }
+                    None => pattern.push('*'),
+                },
+            }
+        }
+        pattern
+    }
+
+    /// The row positions the placeholders render, in template order.
+    pub fn positions(&self) -> impl Iterator<Item = usize> + '_ {
+        self.parts.iter().filter_map(|p| match p {
+            BoundPart::Cell(i) => Some(*i),
+            BoundPart::Literal(_) => None,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -407,6 +447,24 @@ mod tests {
             bound.render(&[Cell::Bytes(vec![0, 1, 0xff])]),
             "blob:0001ff"
         );
+    }
+
+    #[test]
+    fn scan_patterns_escape_globs_and_narrow_by_fixed_cells() {
+        let t = KeyTemplate::parse("a*?[]\\:{shop}:{id}").unwrap();
+        let bound = t
+            .bind(|c| match c {
+                "shop" => Some(0),
+                _ => Some(1),
+            })
+            .unwrap();
+        assert_eq!(bound.scan_pattern(|_| None), "a\\*\\?\\[\\]\\\\:*:*");
+        let shop = Cell::Text("e*u".into());
+        assert_eq!(
+            bound.scan_pattern(|i| (i == 0).then_some(&shop)),
+            "a\\*\\?\\[\\]\\\\:e\\*u:*"
+        );
+        assert_eq!(bound.positions().collect::<Vec<_>>(), vec![0, 1]);
     }
 
     #[test]

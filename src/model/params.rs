@@ -168,6 +168,13 @@ pub fn sql_value(ty: &ColumnType, value: &RawValue) -> std::result::Result<Value
             }
             None => Err(format!("expected a base64 string, {}", got())),
         },
+        // Writing a spatial value would need Extended WKT turned back into WKB; the API
+        // refuses it rather than guessing (write such columns with SQL).
+        ColumnType::Geometry => Err(
+            "spatial columns cannot be written through cachesync yet; write them with SQL \
+             (ST_GeomFromText)"
+                .to_owned(),
+        ),
         ColumnType::Text
         | ColumnType::Enum(_)
         | ColumnType::Set(_)

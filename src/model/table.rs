@@ -174,6 +174,10 @@ pub struct TableSql {
     /// The statements an online snapshot pages through the table with (see
     /// [`ChunkSql`]).
     pub chunks: ChunkSql,
+    /// `select_all WHERE (<pk> = ?) OR (<pk> = ?) ...` with [`TableSql::KEYS_PER_LOOKUP`]
+    /// keys: many rows by primary key in one statement (a list of index look-ups). One
+    /// text for every call, so it is prepared once; a shorter list repeats a key.
+    pub select_by_keys: String,
 }
 
 /// Keyset pagination in primary-key order, for online snapshots: every statement reads a
@@ -312,8 +316,10 @@ impl TableSql {
             .join(" AND ");
         let select_by_key = format!("{select_all} WHERE {key_where}");
         let chunks = ChunkSql::new(schema, &table, &columns.join(", "));
+        let by_keys = vec![format!("({key_where})"); Self::KEYS_PER_LOOKUP].join(" OR ");
         TableSql {
             chunks,
+            select_by_keys: format!("{select_all} WHERE {by_keys}"),
             select_for_update: format!("{select_by_key} FOR UPDATE"),
             select_shared: format!("{select_by_key} LOCK IN SHARE MODE"),
             delete_by_key: format!("DELETE FROM {table} WHERE {key_where}"),
@@ -321,6 +327,22 @@ impl TableSql {
             select_all,
             table,
         }
+    }
+}
+
+impl TableSql {
+    /// Keys per [`TableSql::select_by_keys`].
+    pub const KEYS_PER_LOOKUP: usize = 50;
+
+    /// `select_all WHERE <c1> = ? AND <c2> = ?`: rows by other columns (a foreign key's,
+    /// which InnoDB always indexes); built once by whoever plans such a look-up.
+    pub fn select_where(&self, columns: &[String]) -> String {
+        let condition = columns
+            .iter()
+            .map(|c| format!("{} = ?", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        format!("{} WHERE {condition}", self.select_all)
     }
 }
 
@@ -444,6 +466,52 @@ impl SyncedTable {
             )
         })?;
         super::decode::from_binlog(&self.types[i], value).map_err(decode_error)
+    }
+
+    /// Decodes a row as the `json` encoding stored it (the version member ignored); a
+    /// column the document lacks is NULL.
+    pub fn decode_stored_json(&self, doc: &[u8]) -> Result<Vec<Cell>> {
+        let decode_error = |column: &str, reason: String| Error::Decode {
+            table: self.name(),
+            column: column.to_owned(),
+            reason,
+        };
+        let object = super::json::RawObject::parse(doc)
+            .map_err(|e| decode_error("*", format!("the stored JSON document: {e}")))?;
+        self.encoder
+            .names()
+            .iter()
+            .zip(&self.types)
+            .map(|(name, ty)| match object.get(name) {
+                None => Ok(Cell::Null),
+                Some(value) => {
+                    super::decode::from_json(ty, value).map_err(|reason| decode_error(name, reason))
+                }
+            })
+            .collect()
+    }
+
+    /// Decodes a row as the `hash` encoding stored it (field → text; an absent field is
+    /// NULL).
+    pub fn decode_stored_hash(
+        &self,
+        fields: &std::collections::HashMap<Vec<u8>, Vec<u8>>,
+    ) -> Result<Vec<Cell>> {
+        self.encoder
+            .names()
+            .iter()
+            .zip(&self.types)
+            .map(|(name, ty)| match fields.get(name.as_bytes()) {
+                None => Ok(Cell::Null),
+                Some(text) => {
+                    super::decode::from_hash_text(ty, text).map_err(|reason| Error::Decode {
+                        table: self.name(),
+                        column: name.clone(),
+                        reason,
+                    })
+                }
+            })
+            .collect()
     }
 
     /// Builds the plan for `config` from `schema`, or lists what does not fit.
@@ -712,5 +780,17 @@ mod tests {
         assert_eq!(sql.rows_first, "SELECT `kind`, `v` FROM `db`.`t`");
         assert_eq!(sql.keys_first, "SELECT `kind` FROM `db`.`t`");
         assert_eq!(sql.rows_upto, sql.rows_first);
+    }
+
+    #[test]
+    fn rows_by_other_columns() {
+        let sql = TableSql::new(
+            &schema(&[("a", ColumnType::Text)]),
+            &["a".to_owned(), "v".to_owned()],
+        );
+        assert_eq!(
+            sql.select_where(&["v".to_owned()]),
+            "SELECT `a`, `v` FROM `db`.`t` WHERE `v` = ?"
+        );
     }
 }

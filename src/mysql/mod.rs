@@ -1,9 +1,11 @@
 //! Talking to MySQL: connections with the session settings the canonical encoding relies
 //! on ([`pool`], [`get_conn`]), what the configured tables look like ([`schema`]) and what
-//! the user may do to them ([`grants`]), the application's row write ([`write`](mod@write)) and
-//! reading a whole table in batches ([`scan`]).
+//! the user may do to them ([`grants`]), the application's row write ([`write`](mod@write)),
+//! reading a whole table in batches ([`scan`]) and reading some of its rows by key, by
+//! other columns or a page at a time ([`lookup`]).
 
 pub mod grants;
+pub mod lookup;
 pub mod scan;
 pub mod schema;
 pub mod write;

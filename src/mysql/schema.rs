@@ -5,6 +5,8 @@
 //! table against it (exists, has a primary key, key placeholders are primary-key columns,
 //! listed columns exist and have types cachesync can encode) and reports *all* problems in
 //! the config's style (`tables[1].key: placeholder {idd} is not a column of shop.users`).
+//! [`foreign_keys`] reads the foreign keys between tables, which the binlog strategy
+//! needs because cascaded changes are not logged.
 
 use std::sync::Arc;
 
@@ -12,6 +14,7 @@ use mysql_async::prelude::Queryable;
 
 use crate::error::{Error, Result};
 use crate::model::column::{ColumnFacts, ColumnType};
+use crate::model::relation::{FkRule, ForeignKey};
 use crate::model::table::{Column, SyncedTable, TableConfig, TableSchema};
 
 /// One row of the `information_schema.COLUMNS` query in [`read_table`].
@@ -210,6 +213,68 @@ impl Replanner {
             }
         }
     }
+}
+
+/// One row of the foreign-key query in [`foreign_keys`].
+type FkRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
+
+/// The foreign keys whose referencing or referenced table is in one of `databases`, each
+/// with its columns in constraint order.
+pub async fn foreign_keys(
+    conn: &mut mysql_async::Conn,
+    databases: &[String],
+) -> Result<Vec<ForeignKey>> {
+    if databases.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; databases.len()].join(", ");
+    let sql = format!(
+        "SELECT k.CONSTRAINT_NAME, k.TABLE_SCHEMA, k.TABLE_NAME, k.COLUMN_NAME, \
+                k.REFERENCED_TABLE_SCHEMA, k.REFERENCED_TABLE_NAME, k.REFERENCED_COLUMN_NAME, \
+                r.UPDATE_RULE, r.DELETE_RULE \
+         FROM information_schema.KEY_COLUMN_USAGE k \
+         JOIN information_schema.REFERENTIAL_CONSTRAINTS r \
+           ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME \
+          AND r.TABLE_NAME = k.TABLE_NAME \
+         WHERE k.REFERENCED_TABLE_NAME IS NOT NULL \
+           AND (k.TABLE_SCHEMA IN ({marks}) OR k.REFERENCED_TABLE_SCHEMA IN ({marks})) \
+         ORDER BY k.TABLE_SCHEMA, k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION"
+    );
+    let params: Vec<&String> = databases.iter().chain(databases).collect();
+    let rows: Vec<FkRow> = conn
+        .exec(sql, params)
+        .await
+        .map_err(|e| Error::mysql("reading the foreign keys (information_schema)", e))?;
+    let mut keys: Vec<ForeignKey> = Vec::new();
+    for (name, db, table, column, ref_db, ref_table, ref_column, on_update, on_delete) in rows {
+        let child = (db, table);
+        match keys.last_mut() {
+            Some(fk) if fk.name == name && fk.child == child => {
+                fk.child_columns.push(column);
+                fk.parent_columns.push(ref_column);
+            }
+            _ => keys.push(ForeignKey {
+                name,
+                child,
+                child_columns: vec![column],
+                parent: (ref_db, ref_table),
+                parent_columns: vec![ref_column],
+                on_update: FkRule::parse(&on_update),
+                on_delete: FkRule::parse(&on_delete),
+            }),
+        }
+    }
+    Ok(keys)
 }
 
 /// MySQL's estimate of `table`'s row count (for progress logs), if it has one.

@@ -164,6 +164,8 @@ impl StrategyKind {
                 for table in tables {
                     metrics::counter!(m::UNDECODABLE_ROWS, "strategy" => self.name(), "table" => table.clone())
                         .increment(0);
+                    metrics::counter!(m::CASCADED_CHANGES, "strategy" => self.name(), "table" => table.clone())
+                        .increment(0);
                 }
             }
         }

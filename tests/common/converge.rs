@@ -85,3 +85,59 @@ pub async fn wait_converged(db: &mut TestDb, table: &SyncedTable, prefix: &str, 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// What Redis holds for `table`: every key its template matches (cachesync's companion
+/// keys left out), JSON with the version removed.
+pub async fn cached_table(table: &SyncedTable) -> BTreeMap<String, String> {
+    let mut redis = super::redis_conn().await;
+    let keys: Vec<String> = redis.keys(table.key.scan_pattern(|_| None)).await.unwrap();
+    let mut out = BTreeMap::new();
+    for key in keys {
+        if cachesync::redis::keyspace::is_companion(&key) {
+            continue;
+        }
+        let doc: Option<String> = redis.get(&key).await.unwrap();
+        if let Some(doc) = doc {
+            out.insert(key, strip_version(&doc));
+        }
+    }
+    out
+}
+
+/// Waits (at most 60 s) until Redis equals MySQL for every table of `tables` (json
+/// tables whose key templates do not overlap); on failure shows the first differences.
+pub async fn wait_tables_converged(db: &mut TestDb, tables: &[&SyncedTable], what: &str) {
+    let limit = Duration::from_secs(60);
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut differences = Vec::new();
+        for table in tables {
+            let expected = expected_from_mysql(db, table).await;
+            let got = cached_table(table).await;
+            if expected != got {
+                let differing: Vec<_> = expected
+                    .iter()
+                    .filter(|(k, v)| got.get(*k) != Some(v))
+                    .map(|(k, v)| format!("{k}: want {v}, got {:?}", got.get(k)))
+                    .take(5)
+                    .collect();
+                let extra: Vec<_> = got
+                    .iter()
+                    .filter(|(k, _)| !expected.contains_key(*k))
+                    .take(5)
+                    .collect();
+                differences.push(format!("{}: {differing:#?}, extra {extra:?}", table.name()));
+            }
+        }
+        if differences.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{what}: Redis differs from MySQL after {limit:?}:\n{}",
+                differences.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -41,7 +41,11 @@
 //! start ([`crate::snapshot`]), its request recorded before any checkpoint names it.
 //! The tail resumes from the checkpoint, before the snapshot's chunks, as the chunks'
 //! guard needs.
+//!
+//! What the binlog does not show — foreign-key cascades, carried out by InnoDB and never
+//! logged — is emulated by [`cascade`], resolved in the applier's order.
 
+pub mod cascade;
 pub mod config;
 pub mod heartbeat;
 pub mod position;
@@ -57,13 +61,14 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use self::cascade::Resolver;
 use self::config::BinlogConfig;
 use self::position::{BinlogPosition, Checkpoint, StoredCheckpoint};
 use self::tail::{Batch, Tailer};
 use super::{RedisOutcome, Services, StrategyKind, SyncStrategy, WriteReceipt};
 use crate::error::{Error, Result, Retry};
 use crate::metrics as m;
-use crate::model::change::{Applied, DeadLetter, RowWrite, unix_micros};
+use crate::model::change::{Applied, Change, DeadLetter, RowWrite, unix_micros};
 use crate::model::table::SyncedTable;
 use crate::redis::keyspace::{DeploymentKeys, LEGACY_CHECKPOINT_KEY};
 use crate::redis::{Applier, RedisConn};
@@ -529,11 +534,17 @@ impl Binlog {
             in_flight: None,
         }));
         let (out, batches) = mpsc::channel(CHANNEL_CAPACITY);
+        let resolver = Resolver::new(
+            self.pool.clone(),
+            self.mysql_url.clone(),
+            self.applier.connection(),
+            StrategyKind::Binlog.name(),
+        );
         let applying = tokio::spawn(apply_batches(
             self.applier.clone(),
+            resolver,
             batches,
-            self.keys.checkpoint.clone(),
-            self.keys.dead_letter.clone(),
+            self.keys.clone(),
             suffix.to_owned(),
             written.clone(),
             session.clone(),
@@ -691,54 +702,57 @@ impl SyncStrategy for Binlog {
 /// `lag_seconds` current. A batch that ends a transaction moves the checkpoint (to its
 /// position followed by `suffix`) only if the checkpoint is still what `written` holds;
 /// otherwise nothing of it is written and this returns [`Error::CheckpointMoved`]. A
-/// batch's dead letters are recorded (in `dead_letter_key`) before its changes: a crash in
+/// batch's dead letters are recorded (in `keys.dead_letter`) before its changes: a crash in
 /// between records them again on the replay, never loses them (each names its position,
 /// so a repeat is recognisable).
 async fn apply_batches(
     applier: Applier,
+    resolver: Resolver,
     mut batches: mpsc::Receiver<Batch>,
-    checkpoint_key: String,
-    dead_letter_key: String,
+    keys: DeploymentKeys,
     suffix: String,
     written: Arc<Mutex<Written>>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let strategy = StrategyKind::Binlog.name();
     while let Some(batch) = batches.recv().await {
-        let mut retry = Retry::new("Redis write failed; retrying the batch", &shutdown);
+        let mut retry = Retry::new("applying a batch failed; retrying it", &shutdown);
         let mut dead_lettered = batch.dead_letters.is_empty();
         loop {
             let mut outcome = Ok(Applied::default());
             if !dead_lettered {
-                outcome = dead_letter(&applier, &dead_letter_key, &batch.dead_letters)
+                outcome = dead_letter(&applier, &keys.dead_letter, &batch.dead_letters)
                     .await
                     .map(|()| Applied::default());
                 dead_lettered = outcome.is_ok();
             }
             if outcome.is_ok() {
-                outcome = match &batch.checkpoint {
-                    Some(checkpoint) => {
-                        let text = format!("{checkpoint}{suffix}");
-                        let mut held = written.lock().await;
-                        held.in_flight = Some((text.clone(), checkpoint.position.clone()));
-                        let outcome = applier
-                            .apply_with_checkpoint_if(
-                                &batch.changes,
-                                &checkpoint_key,
-                                &text,
-                                Some(&held.text),
-                            )
-                            .await;
-                        if outcome.is_ok() {
-                            *held = Written {
-                                text,
-                                position: checkpoint.position.clone(),
-                                in_flight: None,
-                            };
+                outcome = match with_the_checkpoint(&applier, &resolver, &batch).await {
+                    Err(e) => Err(e),
+                    Ok(last) => match &batch.checkpoint {
+                        Some(checkpoint) => {
+                            let text = format!("{checkpoint}{suffix}");
+                            let mut held = written.lock().await;
+                            held.in_flight = Some((text.clone(), checkpoint.position.clone()));
+                            let outcome = applier
+                                .apply_with_checkpoint_if(
+                                    &last,
+                                    &keys.checkpoint,
+                                    &text,
+                                    Some(&held.text),
+                                )
+                                .await;
+                            if outcome.is_ok() {
+                                *held = Written {
+                                    text,
+                                    position: checkpoint.position.clone(),
+                                    in_flight: None,
+                                };
+                            }
+                            outcome
                         }
-                        outcome
-                    }
-                    None => applier.apply(&batch.changes).await,
+                        None => applier.apply(&last).await,
+                    },
                 };
             }
             match outcome {
@@ -765,6 +779,25 @@ async fn apply_batches(
         metrics::gauge!(m::LAG, "strategy" => strategy).set(lag);
     }
     Ok(())
+}
+
+/// The changes to write with the batch's checkpoint: its own — or, when it carries
+/// foreign-key cascades, its own are written first and the cascades' child changes
+/// (resolved against MySQL and Redis after them, the order [`cascade`]'s argument needs)
+/// go with the checkpoint. Writing a batch again after a failure part-way is harmless:
+/// every change rewrites its own version.
+async fn with_the_checkpoint<'a>(
+    applier: &Applier,
+    resolver: &Resolver,
+    batch: &'a Batch,
+) -> Result<std::borrow::Cow<'a, [Change]>> {
+    if batch.cascades.is_empty() {
+        return Ok(std::borrow::Cow::Borrowed(&batch.changes));
+    }
+    applier.apply(&batch.changes).await?;
+    Ok(std::borrow::Cow::Owned(
+        resolver.resolve(&batch.cascades).await?,
+    ))
 }
 
 /// Records `letters` in the dead-letter list `list_key`, then logs each at warn and

@@ -15,6 +15,10 @@
 //!
 //! Poison rows: a row image that cannot be decoded never stops the stream; it becomes a
 //! delete of its key plus a [`DeadLetter`] carried in the batch (see `push_row_change`).
+//!
+//! Foreign-key cascades are not logged: rows of a parent table whose cascades cachesync
+//! emulates also go to [`super::cascade::Graph::on_row`], and the cascades it returns
+//! travel in the batch ([`Batch::cascades`]) to be resolved after the batch's changes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +35,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::cascade::{Cascade, Graph};
 use super::position::{BinlogPosition, Checkpoint, GtidSet};
 use crate::error::{Error, Result};
 use crate::model::cell::Cell;
@@ -56,6 +61,9 @@ pub struct Batch {
     /// Row changes that could not be decoded, to record in the dead-letter list before
     /// the batch is applied (the batch holds the deletes of their keys).
     pub dead_letters: Vec<DeadLetter>,
+    /// Parent changes whose foreign-key cascades MySQL did not log, in stream order; the
+    /// applier resolves them after `changes` are in Redis (see [`super::cascade`]).
+    pub cascades: Vec<Cascade>,
     /// Set when the batch ends at a transaction boundary: where to resume after it.
     pub checkpoint: Option<Checkpoint>,
     /// Lower bound of the newest event's commit time in the batch, µs since the Unix
@@ -92,6 +100,9 @@ pub struct Tailer {
     heartbeat: Option<(String, String)>,
     /// The newest heartbeat time read off the stream, µs since the Unix epoch.
     last_heartbeat_us: u64,
+    /// The foreign keys whose cascades are emulated; `None` until read, and again after a
+    /// DDL statement or a re-planned table may have changed them.
+    cascades: Option<Arc<Graph>>,
 }
 
 /// What one connection's stream has read so far; a reconnect starts a new one.
@@ -102,6 +113,8 @@ struct Read {
     by_id: HashMap<u64, Arc<SyncedTable>>,
     /// Table ids of the heartbeat table.
     heartbeat_ids: Vec<u64>,
+    /// Parent tables whose rows may start a foreign-key cascade, by table id.
+    parent_ids: HashMap<u64, (String, String)>,
     /// Changes read and not yet handed to the applier.
     pending: Batch,
     /// Inside a transaction: no checkpoint may be placed.
@@ -116,6 +129,7 @@ impl Read {
             file: position.file.clone(),
             by_id: HashMap::new(),
             heartbeat_ids: Vec::new(),
+            parent_ids: HashMap::new(),
             pending: Batch::default(),
             in_tx: false,
             boundary: position.clone(),
@@ -127,6 +141,7 @@ impl Read {
     fn has_unsent(&self, last_sent: &BinlogPosition) -> bool {
         !self.pending.changes.is_empty()
             || !self.pending.dead_letters.is_empty()
+            || !self.pending.cascades.is_empty()
             || &self.boundary != last_sent
     }
 }
@@ -161,6 +176,7 @@ impl Tailer {
             heartbeat,
             last_heartbeat_us: 0,
             last_sent: from,
+            cascades: None,
         }
     }
 
@@ -173,6 +189,7 @@ impl Tailer {
         let from = self.last_sent.position.clone();
         self.gtids = self.last_sent.gtids.clone();
         self.open_gtid = None;
+        self.cascade_graph().await?;
         let mut stream = self.open_stream(&from).await?;
         let mut read = Read::from(&from);
         loop {
@@ -270,6 +287,7 @@ impl Tailer {
                     if !statement.eq_ignore_ascii_case("COMMIT") {
                         self.note_ddl(&query.schema(), statement);
                         read.by_id.clear();
+                        read.parent_ids.clear();
                     }
                     self.on_commit(end, commit_us, read, out).await?;
                 }
@@ -350,7 +368,55 @@ impl Tailer {
         } else if self.heartbeat.as_ref() == Some(&key) {
             read.heartbeat_ids.push(tme.table_id());
         }
+        if self.cascade_graph().await?.watches(&key) {
+            self.check_parent_shape(&key, tme).await?;
+            read.parent_ids.insert(tme.table_id(), key);
+        }
         Ok(())
+    }
+
+    /// The emulated foreign keys, read again when a DDL statement or a re-plan may have
+    /// changed them.
+    async fn cascade_graph(&mut self) -> Result<Arc<Graph>> {
+        if let Some(graph) = &self.cascades {
+            return Ok(graph.clone());
+        }
+        let tables: Vec<Arc<SyncedTable>> = self.tables.values().cloned().collect();
+        let graph = Arc::new(super::cascade::load(&self.pool, &self.mysql_url, &tables).await?);
+        graph.log();
+        self.cascades = Some(graph.clone());
+        Ok(graph)
+    }
+
+    /// Parent rows are decoded by the column positions the graph read; a table map of
+    /// another shape means a DDL the graph has not seen: read it again, once.
+    async fn check_parent_shape(
+        &mut self,
+        key: &(String, String),
+        tme: &TableMapEvent<'_>,
+    ) -> Result<()> {
+        let fits = |graph: &Graph| {
+            graph.parent_columns(key).is_some_and(|planned| {
+                planned.len() == tme.columns_count() as usize
+                    && column_names(tme).is_none_or(|logged| logged == planned)
+            })
+        };
+        if fits(&*self.cascade_graph().await?) {
+            return Ok(());
+        }
+        self.cascades = None;
+        if fits(&*self.cascade_graph().await?) {
+            return Ok(());
+        }
+        Err(Error::Strategy {
+            strategy: "binlog",
+            reason: format!(
+                "the binlog rows of {}.{} (a parent of a foreign-key cascade cachesync \
+                 emulates) no longer match its current schema (several DDL changes behind?); \
+                 run `cachesync snapshot` to reload",
+                key.0, key.1
+            ),
+        })
     }
 
     /// Row images of a synced table become changes (a heartbeat row moves the commit-time
@@ -378,9 +444,15 @@ impl Tailer {
             }
             return Ok(());
         }
-        let Some(table) = read.by_id.get(&rows.table_id()).cloned() else {
-            return Ok(());
+        let table = read.by_id.get(&rows.table_id()).cloned();
+        let parent = read.parent_ids.get(&rows.table_id()).cloned();
+        let graph = match &parent {
+            Some(_) => Some(self.cascade_graph().await?),
+            None => None,
         };
+        if table.is_none() && parent.is_none() {
+            return Ok(());
+        }
         let tme = stream
             .get_tme(rows.table_id())
             .ok_or_else(|| Error::Strategy {
@@ -395,16 +467,22 @@ impl Tailer {
             let (before, after) = match row {
                 Ok(images) => images,
                 Err(e) => {
+                    let error = Error::Decode {
+                        table: format!("{}.{}", tme.database_name(), tme.table_name()),
+                        column: "*".to_owned(),
+                        reason: format!("row event ending at {end}: {e}"),
+                    };
+                    let Some(table) = &table else {
+                        // Only a parent whose cascades are emulated: without its rows the
+                        // children's keys cannot be found, so going past would leave them
+                        // stale silently.
+                        return Err(error);
+                    };
                     // The event itself does not parse, so neither does the rest of it: a
                     // poison the stream goes past, like an undecodable value.
-                    let error = Error::Decode {
-                        table: table.name(),
-                        column: "*".to_owned(),
-                        reason: format!("row event: {e}"),
-                    };
                     read.pending.dead_letters.push(DeadLetter::new(
                         "binlog",
-                        &table,
+                        table,
                         None,
                         &error,
                         end.to_string(),
@@ -412,9 +490,19 @@ impl Tailer {
                     break;
                 }
             };
+            if let (Some(graph), Some(parent)) = (&graph, &parent) {
+                graph.on_row(
+                    parent,
+                    before.as_ref(),
+                    after.as_ref(),
+                    version,
+                    &mut read.pending.cascades,
+                )?;
+            }
+            let Some(table) = &table else { continue };
             push_row_change(
                 &mut read.pending,
-                &table,
+                table,
                 before.as_ref(),
                 after.as_ref(),
                 version,
@@ -423,7 +511,7 @@ impl Tailer {
             );
         }
         read.pending.commit_us = commit_us;
-        if read.pending.changes.len() >= self.batch_size {
+        if read.pending.changes.len() + read.pending.cascades.len() >= self.batch_size {
             // A huge transaction: hand over a piece, without a checkpoint.
             self.flush(out, &mut read.pending, None).await?;
         }
@@ -470,7 +558,9 @@ impl Tailer {
         pending: &mut Batch,
         boundary: &BinlogPosition,
     ) -> Result<()> {
-        if pending.changes.len() >= self.batch_size || out.capacity() == out.max_capacity() {
+        if pending.changes.len() + pending.cascades.len() >= self.batch_size
+            || out.capacity() == out.max_capacity()
+        {
             self.flush(out, pending, Some(boundary.clone())).await?;
         }
         Ok(())
@@ -501,11 +591,23 @@ impl Tailer {
     /// `information_schema` at their next table map.
     fn note_ddl(&mut self, default_schema: &str, statement: &str) {
         let lower = statement.to_ascii_lowercase();
+        let parents: Vec<(String, String)> = self
+            .cascades
+            .iter()
+            .flat_map(|graph| graph.relations.iter().map(|r| r.fk.parent.clone()))
+            .collect();
+        let named = |database: &str, table: &str| {
+            lower.contains(&table.to_ascii_lowercase())
+                && (default_schema.eq_ignore_ascii_case(database)
+                    || lower.contains(&database.to_ascii_lowercase()))
+        };
+        // A foreign key is added or dropped by a DDL naming its child (a synced table),
+        // and a parent's columns move with a DDL naming the parent.
+        if self.tables.keys().chain(&parents).any(|(d, t)| named(d, t)) {
+            self.cascades = None;
+        }
         for (database, table) in self.tables.keys() {
-            let mentions_table = lower.contains(&table.to_ascii_lowercase());
-            let in_database = default_schema.eq_ignore_ascii_case(database)
-                || lower.contains(&database.to_ascii_lowercase());
-            if mentions_table && in_database {
+            if named(database, table) {
                 debug!(database, table, "DDL seen; the schema will be re-read");
                 self.dirty.push((database.clone(), table.clone()));
             }
@@ -548,6 +650,8 @@ impl Tailer {
         info!(table = %planned.name(), columns = planned.encoder.names().join(","), "schema re-read");
         self.dirty.retain(|k| k != key);
         self.tables.insert(key.clone(), planned.clone());
+        // The cascade graph holds the old plan of this table.
+        self.cascades = None;
         Ok(planned)
     }
 }
