@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::model::table::TableConfig;
 use crate::strategy::binlog::config::{BinlogConfig, RawBinlog};
 use crate::strategy::mq::config::{AmqpConfig, RawAmqp};
+use crate::strategy::write_back::config::{RawWriteBack, WriteBackConfig};
 use crate::strategy::{Sections, StrategyKind};
 
 /// Environment variables with this prefix override file keys: `CACHESYNC__MYSQL__URL`.
@@ -44,6 +45,8 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub binlog: RawBinlog,
+    #[serde(default)]
+    pub write_back: RawWriteBack,
     /// The HTTP write API runs only when this section is present.
     #[serde(default)]
     pub api: Option<RawApi>,
@@ -98,6 +101,7 @@ pub struct Config {
     pub api: Option<ApiConfig>,
     pub metrics_listen: SocketAddr,
     pub binlog: BinlogConfig,
+    pub write_back: WriteBackConfig,
     pub tables: Vec<TableConfig>,
 }
 
@@ -113,6 +117,8 @@ impl Config {
         Sections {
             binlog: self.binlog.clone(),
             amqp: self.amqp.clone(),
+            write_back: self.write_back.clone(),
+            tombstone_ttl: self.tombstone_ttl,
         }
     }
 }
@@ -226,6 +232,7 @@ impl RawConfig {
         };
 
         let binlog = self.binlog.validate(&mut problems);
+        let write_back = self.write_back.validate(&mut problems);
         if self.tables.is_empty() {
             problems.push("tables: at least one [[tables]] entry is required".to_owned());
         }
@@ -239,12 +246,17 @@ impl RawConfig {
                 ));
             }
             if let Some(table) = raw.validate(index, &mut problems) {
+                if let Some(problem) = strategy.and_then(|kind| kind.table_problem(&table)) {
+                    problems.push(format!("tables[{index}]: {problem}"));
+                }
                 tables.push(table);
             }
         }
 
-        match (strategy, metrics_listen, binlog) {
-            (Some(strategy), Some(metrics_listen), Some(binlog)) if problems.is_empty() => {
+        match (strategy, metrics_listen, binlog, write_back) {
+            (Some(strategy), Some(metrics_listen), Some(binlog), Some(write_back))
+                if problems.is_empty() =>
+            {
                 Ok(Config {
                     strategy,
                     mysql_url: self.mysql.url.clone(),
@@ -254,6 +266,7 @@ impl RawConfig {
                     api,
                     metrics_listen,
                     binlog,
+                    write_back,
                     tables,
                 })
             }

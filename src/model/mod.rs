@@ -7,6 +7,7 @@ pub mod cell;
 pub mod change;
 pub mod column;
 pub mod decode;
+pub mod event;
 pub mod key;
 pub mod params;
 pub mod table;

@@ -1,12 +1,13 @@
 //! Talking to Redis: the one connection type ([`connection`]), every key layout
 //! cachesync writes ([`keyspace`]), the version-guarded applier with its Lua script
-//! ([`applier`], `apply.lua`) and the Bloom filter the applier and the read path share
-//! ([`bloom`]).
+//! ([`applier`], `apply.lua`), the Bloom filter the applier and the read path share
+//! ([`bloom`]), and the write-back queue ([`queue`], `write_back.lua`).
 
 pub mod applier;
 pub mod bloom;
 pub mod connection;
 pub mod keyspace;
+pub mod queue;
 
 pub use applier::Applier;
 pub use connection::RedisConn;

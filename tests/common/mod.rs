@@ -13,6 +13,7 @@
 
 pub mod all_types;
 pub mod converge;
+pub mod daemon;
 pub mod mariadb;
 
 use std::path::{Path, PathBuf};

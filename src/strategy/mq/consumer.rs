@@ -18,9 +18,9 @@ use tracing::{info, warn};
 
 use super::broker;
 use super::config::AmqpConfig;
-use super::message::ChangeEvent;
 use crate::error::{Error, Result, Retry};
 use crate::metrics as m;
+use crate::model::event::ChangeEvent;
 use crate::model::table::SyncedTable;
 use crate::redis::Applier;
 

@@ -1,4 +1,5 @@
-//! The change event: a versioned JSON document any producer can publish.
+//! The change event: a versioned JSON document any producer can publish — what the mq
+//! strategy sends through RabbitMQ and the write-back strategy queues in Redis.
 //!
 //! ```json
 //! {"schema":"cachesync.change.v1","table":"shop.users","op":"upsert",
@@ -21,9 +22,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::cell::Cell;
-use crate::model::change::{Change, Op};
-use crate::model::table::SyncedTable;
+use super::cell::Cell;
+use super::change::{Change, Op, RowWrite};
+use super::table::SyncedTable;
 
 /// The `schema` value of this version of the format.
 pub const SCHEMA: &str = "cachesync.change.v1";
@@ -80,6 +81,59 @@ impl ChangeEvent {
             version,
             committed_at_us,
         }
+    }
+
+    /// The event of a write the application asked for, before MySQL has it: the columns
+    /// it sets (any column of the table, synced or not), in the canonical JSON encoding.
+    /// `Err` names a value that does not fit its column.
+    pub fn of_write(write: &RowWrite, at_us: u64) -> Result<ChangeEvent, String> {
+        let table = &write.table;
+        let mut object = serde_json::Map::with_capacity(write.values.len());
+        for (name, value) in &write.values {
+            let position = table
+                .schema
+                .position(name)
+                .ok_or_else(|| format!("{name} is not a column of {}", table.name()))?;
+            let ty = table.schema.columns[position]
+                .ty
+                .as_ref()
+                .map_err(|declared| {
+                    format!("column {name} has type {declared}, which cachesync cannot encode")
+                })?;
+            let cell = super::decode::from_sql(ty, value)
+                .map_err(|reason| format!("column {name} of {}: {reason}", table.name()))?;
+            let mut text = Vec::new();
+            cell.write_json(&mut text);
+            object.insert(
+                name.clone(),
+                serde_json::from_slice(&text).unwrap_or(serde_json::Value::Null),
+            );
+        }
+        Ok(ChangeEvent {
+            schema: SCHEMA.to_owned(),
+            table: table.name(),
+            op: match write.op {
+                Op::Upsert => EventOp::Upsert,
+                Op::Delete => EventOp::Delete,
+            },
+            row: object,
+            version: None,
+            committed_at_us: Some(at_us),
+        })
+    }
+
+    /// The write this event asks of `table` (its `table` field already resolved), checked
+    /// as the API checks a body: known columns, values that fit, the whole primary key.
+    pub fn to_write(&self, table: &std::sync::Arc<SyncedTable>) -> Result<RowWrite, String> {
+        let op = match self.op {
+            EventOp::Upsert => Op::Upsert,
+            EventOp::Delete => Op::Delete,
+        };
+        Ok(RowWrite {
+            table: table.clone(),
+            op,
+            values: super::params::row_values(table, op, &self.row)?,
+        })
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
