@@ -18,6 +18,19 @@ use crate::error::{Error, Result};
 /// The cache write and enqueue of one change (see `write_back.lua`).
 pub const WRITE_BACK_LUA: &str = include_str!("write_back.lua");
 
+/// The next version: the counter plus one, but never below the clock (µs since the Unix
+/// epoch), so a counter lost with Redis' data restarts above every version handed out
+/// before it (µs stay below 2^53, exact in Lua's numbers).
+const NEXT_VERSION_LUA: &str = r#"
+local v = redis.call('INCR', KEYS[1])
+local now = tonumber(ARGV[1])
+if v < now then
+  redis.call('SET', KEYS[1], ARGV[1])
+  v = now
+end
+return v
+"#;
+
 /// Where the queue lives.
 #[derive(Debug, Clone)]
 pub struct QueueKeys {
@@ -79,12 +92,14 @@ impl ChangeQueue {
         &self.keys
     }
 
-    /// A new version, above every version handed out before.
-    pub async fn next_version(&self) -> Result<u64> {
+    /// A new version, above every version handed out before (also after Redis lost the
+    /// counter: see [`NEXT_VERSION_LUA`]).
+    pub async fn next_version(&self, now_us: u64) -> Result<u64> {
         let mut conn = self.conn.clone();
-        redis::cmd("INCR")
-            .arg(&self.keys.versions)
-            .query_async(&mut conn)
+        redis::Script::new(NEXT_VERSION_LUA)
+            .key(&self.keys.versions)
+            .arg(now_us)
+            .invoke_async(&mut conn)
             .await
             .map_err(|e| Error::redis(format!("drawing a version from {}", self.keys.versions), e))
     }
@@ -171,11 +186,25 @@ impl ChangeQueue {
             .arg(&self.keys.stream)
             .arg(if pending { "0" } else { ">" });
         let mut conn = self.conn.clone();
-        let reply: redis::Value = cmd
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| Error::redis(format!("reading the queue {}", self.keys.stream), e))?;
-        Ok(entries(reply))
+        let reply: redis::RedisResult<redis::Value> = cmd.query_async(&mut conn).await;
+        match reply {
+            Ok(reply) => Ok(entries(reply)),
+            // The stream and its group are gone: Redis lost its data (a restart without
+            // persistence, FLUSHALL). What was queued is lost; start the queue again.
+            Err(e) if e.code() == Some("NOGROUP") => {
+                tracing::warn!(
+                    stream = %self.keys.stream,
+                    "the write-back queue vanished from Redis (its data was lost): changes it held \
+                     were never flushed to MySQL; starting a new queue"
+                );
+                self.ensure_group().await?;
+                Ok(Vec::new())
+            }
+            Err(e) => Err(Error::redis(
+                format!("reading the queue {}", self.keys.stream),
+                e,
+            )),
+        }
     }
 
     /// Acknowledges and removes changes that are committed in MySQL.

@@ -11,8 +11,9 @@
 //!   appends the change to a Redis stream — if the cache still holds the version the
 //!   merge was based on. Otherwise it reads again and retries: concurrent writers of one
 //!   row, in any number of processes, never lose each other's columns, and a row's
-//!   versions grow along the queue. ([`crate::redis::queue`] says why a Redis stream and
-//!   not RabbitMQ.)
+//!   versions grow along the queue. Versions come from a counter in Redis that never
+//!   goes below the clock in µs, so they keep growing after Redis lost the counter.
+//!   ([`crate::redis::queue`] says why a Redis stream and not RabbitMQ.)
 //! - **Reads see the application's own writes at once**: `GET` reads the cache first, and
 //!   a cache-aside fill never lands over a row the cache holds or has deleted (a
 //!   tombstone blocks it), so MySQL's older image cannot come back.
@@ -161,8 +162,8 @@ impl SyncStrategy for WriteBack {
         let _serialised = stripe.lock().await;
         for _ in 0..MAX_ATTEMPTS {
             let (base, current) = self.current(&table, &key, key_params.clone()).await?;
-            let version = self.queue.next_version().await?;
             let at_us = unix_micros(SystemTime::now());
+            let version = self.queue.next_version(at_us).await?;
             let row = match write.op {
                 Op::Upsert => Some(merged(&table, current, &write, version)?),
                 Op::Delete => None,
