@@ -147,9 +147,16 @@ struct BenchArgs {
     seed: u64,
     /// A fault at a third of the run: none, redis-restart (Redis connections cut and
     /// refused), daemon-crash (strategy killed without drain, restarted), broker-drop
-    /// (RabbitMQ connections cut and refused; mq only).
+    /// (RabbitMQ connections cut and refused; mq only), redis-data-loss (every Redis key of
+    /// the strategy's run deleted at once, as a restart without persistence leaves them;
+    /// or --fault-command restarts Redis).
     #[arg(long, help_heading = STRATEGIES_HEADING, default_value = "none")]
     fault: cachesync::bench::faults::Fault,
+    /// With --fault redis-data-loss: a shell command that kills and restarts the Redis
+    /// process at redis.url, run instead of deleting the keys (e.g. to measure what an
+    /// append-only file keeps); the bench waits until Redis answers again.
+    #[arg(long, help_heading = STRATEGIES_HEADING)]
+    fault_command: Option<String>,
     /// How long the fault lasts.
     #[arg(long, help_heading = STRATEGIES_HEADING, default_value = "5s", value_parser = cachesync::bench::workload::parse_duration)]
     fault_duration: Duration,
@@ -355,6 +362,7 @@ impl BenchArgs {
             seed,
             fault,
             fault_duration,
+            fault_command,
             drain_timeout,
             database,
             key_prefix,
@@ -384,6 +392,7 @@ impl BenchArgs {
             seed,
             fault,
             fault_duration,
+            fault_command,
             drain_timeout,
             database: database.unwrap_or_else(|| "cachesync_bench".to_owned()),
             key_prefix,

@@ -32,8 +32,8 @@ pub const STALE_CHANGES_SKIPPED: &str = "cachesync_stale_changes_skipped_total";
 /// redeliveries, or a replay after a crash. Harmless; zero after a clean restart of a
 /// checkpointed strategy.
 pub const REPLAYED_CHANGES: &str = "cachesync_replayed_changes_total";
-/// Counter, label `strategy`: change events that can never be applied (malformed, unknown
-/// table), moved to the dead-letter queue.
+/// Counter, label `strategy`: change events that can never be applied, moved to a
+/// dead-letter place (mq: malformed, unknown table; write-back: changes MySQL refused).
 pub const DEAD_LETTERED: &str = "cachesync_dead_lettered_total";
 /// Counter, labels `strategy`, `table`: row changes read from MySQL (the binlog or a
 /// snapshot's scan) that could not be decoded — their keys removed, each recorded in the
@@ -43,6 +43,17 @@ pub const UNDECODABLE_ROWS: &str = "cachesync_undecodable_rows_total";
 /// Gauge, label `strategy`: (dual-write) keys whose Redis write failed after the commit
 /// and wait in the repair queue — stale in Redis until repaired.
 pub const REPAIRS_PENDING: &str = "cachesync_repairs_pending";
+/// Gauge, label `strategy` (write-back): changes in the queue not yet committed to MySQL.
+pub const WRITE_BACK_QUEUE_DEPTH: &str = "cachesync_write_back_queue_depth";
+/// Gauge, seconds, label `strategy` (write-back): how long the oldest change not yet
+/// committed to MySQL has waited (0 when the queue is empty).
+pub const WRITE_BACK_FLUSH_LAG: &str = "cachesync_write_back_flush_lag_seconds";
+/// Counter, label `strategy` (write-back): queued changes that needed no statement of
+/// their own because a later change of the same row in the batch replaced them.
+pub const WRITE_BACK_COALESCED: &str = "cachesync_write_back_coalesced_total";
+/// Counter, label `strategy` (write-back): flush attempts that failed and were retried
+/// (lost connection, deadlock); refused changes are counted as dead-lettered instead.
+pub const WRITE_BACK_FLUSH_ERRORS: &str = "cachesync_write_back_flush_errors_total";
 /// Gauge, labels `strategy`, `table`: keys whose Redis value differs from MySQL, as last
 /// counted by `verify` or the benchmark.
 pub const DIVERGENT_KEYS: &str = "cachesync_divergent_keys";
@@ -154,6 +165,23 @@ pub fn describe() {
     describe_counter!(
         STALE_CHANGES_SKIPPED,
         "Changes dropped because Redis held a newer version"
+    );
+    describe_gauge!(
+        WRITE_BACK_QUEUE_DEPTH,
+        "Write-back changes queued and not yet committed to MySQL"
+    );
+    describe_gauge!(
+        WRITE_BACK_FLUSH_LAG,
+        Unit::Seconds,
+        "Age of the oldest write-back change not yet committed to MySQL"
+    );
+    describe_counter!(
+        WRITE_BACK_COALESCED,
+        "Write-back changes replaced by a later change of the same row in a batch"
+    );
+    describe_counter!(
+        WRITE_BACK_FLUSH_ERRORS,
+        "Write-back flush attempts that failed and were retried"
     );
     describe_gauge!(DIVERGENT_KEYS, "Keys whose Redis value differs from MySQL");
     describe_counter!(

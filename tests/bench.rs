@@ -61,6 +61,7 @@ fn options(name: &str, variants: &str, fault: Fault) -> Options {
         seed: 7,
         fault,
         fault_duration: Duration::from_secs(1),
+        fault_command: None,
         drain_timeout: Duration::from_secs(60),
         database: unique.clone(),
         key_prefix: format!("cachesync:test:{unique}"),
@@ -167,15 +168,22 @@ fn assert_consistent(r: &VariantReport) {
         d.examples.len() as u64 <= d.total.min(5),
         "{name}: examples are of divergent keys"
     );
+    // The guard's figures are the applier's: write-back's applier only refreshes rows
+    // after a flush, so they would not describe the application's writes.
+    let guarded = r.ordered && r.propagation_to == "Redis";
     assert_eq!(
         r.applied_twice.is_some(),
-        r.ordered,
+        guarded,
         "{name}: replays are counted when ordered"
     );
     assert_eq!(
         r.guard_drops.is_some(),
-        r.ordered,
+        guarded,
         "{name}: guard drops are counted when ordered"
+    );
+    assert!(
+        r.lost_in_mysql <= r.writes,
+        "{name}: lost in MySQL are acknowledged writes"
     );
 }
 
@@ -230,12 +238,12 @@ fn assert_renderings(report: &BenchReport) {
 async fn under_hot_key_contention_the_ordered_strategies_end_equal_to_mysql() {
     let options = options(
         "bench_hot",
-        "dual-write,dual-write:versioned,mq:outbox,binlog",
+        "dual-write,dual-write:versioned,mq:outbox,binlog,write-back",
         Fault::None,
     );
     let report = run(&options).await;
     eprintln!("{}", report.markdown());
-    assert_eq!(report.results.len(), 4);
+    assert_eq!(report.results.len(), 5);
     assert!(
         report.workload.hottest_key_share > 0.25,
         "key 1 is hot: {:?}",
@@ -248,7 +256,19 @@ async fn under_hot_key_contention_the_ordered_strategies_end_equal_to_mysql() {
         if r.ordered {
             assert_nothing_lost(r);
         }
+        assert_eq!(
+            r.lost_in_mysql, 0,
+            "{}: MySQL has every acknowledged write",
+            r.strategy
+        );
     }
+    // Write-back's propagation is to MySQL, the others' to Redis.
+    assert_eq!(report.results[4].propagation_to, "MySQL");
+    assert!(
+        report.results[..4]
+            .iter()
+            .all(|r| r.propagation_to == "Redis")
+    );
     // Plain dual-write may or may not lose its race in 3 s; it is reported either way.
     assert!(!report.results[0].ordered);
     assert_renderings(&report);
@@ -308,6 +328,34 @@ async fn a_daemon_crash_loses_nothing_with_binlog_or_the_outbox() {
         "{:?}",
         mq.fault
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_data_loss_costs_write_back_its_unflushed_writes_and_the_others_nothing_in_mysql() {
+    let report = fault_run(
+        "bench_loss",
+        Fault::RedisDataLoss,
+        "write-back,binlog,dual-write:versioned",
+        &[],
+    )
+    .await;
+    for r in &report.results {
+        let fault = r.fault.as_ref().unwrap();
+        assert!(
+            fault.applies && fault.duration_s == 0.0,
+            "{}: {fault:?}",
+            r.strategy
+        );
+    }
+    let write_back = &report.results[0];
+    // Seen from MySQL during the run and counted against MySQL at the end: one figure.
+    assert_eq!(
+        write_back.lost_in_mysql, write_back.unpropagated,
+        "write-back: the observer and the final count disagree"
+    );
+    for r in &report.results[1..] {
+        assert_eq!(r.lost_in_mysql, 0, "{}: MySQL lost nothing", r.strategy);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

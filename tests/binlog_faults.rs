@@ -30,8 +30,6 @@
 mod common;
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -39,101 +37,8 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use rand::{Rng, SeedableRng};
 
-use common::{
-    TestDb, config_toml, free_port, http_get, mysql_conn, redis_url, unique, write_config,
-};
-
-// ---------------------------------------------------------------------------------------
-// The daemon under test
-// ---------------------------------------------------------------------------------------
-
-/// A running `cachesync run`, killed (SIGKILL) and reaped on drop. Its output goes to
-/// files (nothing can block on a full pipe; readable while it runs).
-struct Daemon {
-    child: Child,
-    stderr: PathBuf,
-    metrics_port: u16,
-    /// After this the daemon counts as hung: [`Daemon::assert_alive`] fails the test.
-    deadline: Instant,
-}
-
-impl Daemon {
-    fn start(dir: &Path, config: &Path, metrics_port: u16, limit: Duration) -> Daemon {
-        let n = std::fs::read_dir(dir).map_or(0, |d| d.count());
-        let stderr = dir.join(format!("stderr.{n}"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cachesync"));
-        cmd.args(["run", "--config", config.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.join(format!("stdout.{n}"))).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .env("RUST_LOG", "info")
-            .env_remove("CACHESYNC_CONFIG");
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("CACHESYNC__") {
-                cmd.env_remove(name);
-            }
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        Daemon {
-            child,
-            stderr,
-            metrics_port,
-            deadline: Instant::now() + limit,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Fails the test (with the daemon's stderr) if it exited or overran its deadline.
-    fn assert_alive(&mut self) {
-        if let Some(status) = self.child.try_wait().unwrap() {
-            panic!(
-                "cachesync exited early ({status})\n--- stderr ---\n{}",
-                self.stderr()
-            );
-        }
-        assert!(
-            Instant::now() < self.deadline,
-            "cachesync still running past its deadline; killing it\n--- stderr ---\n{}",
-            self.stderr()
-        );
-    }
-
-    /// SIGKILL, then reap.
-    fn kill9(&mut self) {
-        self.child.kill().expect("SIGKILL the daemon");
-        self.child.wait().expect("reap the daemon");
-    }
-
-    /// The body of `/metrics`, if it answers.
-    fn metrics(&self) -> Option<String> {
-        http_get(self.metrics_port, "/metrics")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.child.kill().ok();
-            self.child.wait().ok();
-        }
-    }
-}
-
-/// The value of the sample `series` (name with labels, as exported) in a scrape.
-fn sample(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
-}
+use common::daemon::{RunningDaemon, sample};
+use common::{TestDb, config_toml, free_port, mysql_conn, redis_url, unique, write_config};
 
 /// A replica id no other test (or run) announces: the server disconnects a replica
 /// whose id another one uses.
@@ -455,7 +360,7 @@ async fn crash_test(db: String, prefix: String) {
     );
     let config = write_config(dir.path(), &toml);
     let limit = Duration::from_secs(300);
-    let mut daemon = Daemon::start(dir.path(), &config, port, limit);
+    let mut daemon = RunningDaemon::start(dir.path(), &config, port, limit);
     let mut redis = redis_conn().await;
 
     // The snapshot is in once the checkpoint (stored after the load) and the rows are.
@@ -509,7 +414,7 @@ async fn crash_test(db: String, prefix: String) {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // Same config file: same checkpoint key, server id and metrics port.
-    let mut daemon = Daemon::start(dir.path(), &config, port, limit);
+    let mut daemon = RunningDaemon::start(dir.path(), &config, port, limit);
     within(Duration::from_secs(120), "the writer finishing", writer)
         .await
         .expect("the writer task");
@@ -789,7 +694,7 @@ async fn big_tx_test(db: String, prefix: String) {
         ),
     );
     let config = write_config(dir.path(), &toml);
-    let mut daemon = Daemon::start(dir.path(), &config, port, Duration::from_secs(40 * 60));
+    let mut daemon = RunningDaemon::start(dir.path(), &config, port, Duration::from_secs(40 * 60));
     let mut redis = redis_conn().await;
     let samples = sample_ids(n);
     let hget = async |redis: &mut Redis, id: u64| -> Option<String> {
@@ -846,7 +751,7 @@ async fn big_tx_test(db: String, prefix: String) {
     let applied_series =
         format!("cachesync_events_applied_total{{strategy=\"binlog\",table=\"{db}.big\"}}");
     let lag_series = "cachesync_lag_seconds{strategy=\"binlog\"}";
-    let scrape = |daemon: &Daemon| {
+    let scrape = |daemon: &RunningDaemon| {
         daemon.metrics().unwrap_or_else(|| {
             panic!(
                 "no /metrics on 127.0.0.1:{port}\n--- stderr ---\n{}",
@@ -1015,7 +920,7 @@ async fn a_server_restart_mid_stream_resumes_from_the_checkpoint() {
     )
     .replace(&common::mysql_url(), &server.url());
     let config = write_config(dir.path(), &toml);
-    let mut daemon = Daemon::start(dir.path(), &config, port, Duration::from_secs(120));
+    let mut daemon = RunningDaemon::start(dir.path(), &config, port, Duration::from_secs(120));
 
     let opts = mysql_async::Opts::from_url(&server.url()).unwrap();
     let mut redis = redis_conn().await;

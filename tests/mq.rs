@@ -18,9 +18,9 @@ use cachesync::cmd::connect::connect;
 use cachesync::config::{Config, RawConfig};
 use cachesync::model::change::Op;
 use cachesync::model::change::RowWrite;
+use cachesync::model::event::ChangeEvent;
 use cachesync::model::table::SyncedTable;
 use cachesync::strategy::mq::broker::Publisher;
-use cachesync::strategy::mq::message::ChangeEvent;
 use cachesync::strategy::{Mq, SyncStrategy};
 use common::TestDb;
 use common::converge::{cached, expected_from_mysql, wait_converged};
@@ -252,7 +252,7 @@ async fn redelivered_duplicated_and_reordered_events_leave_the_newest_and_bad_on
         ChangeEvent {
             schema: "cachesync.change.v1".to_owned(),
             table: table.name(),
-            op: cachesync::strategy::mq::message::EventOp::Upsert,
+            op: cachesync::model::event::EventOp::Upsert,
             row: serde_json::json!({ "id": 7, "label": label, "price": "1.00", "blob_col": null })
                 .as_object()
                 .unwrap()
@@ -440,7 +440,7 @@ async fn an_outbox_event_committed_after_a_larger_id_was_relayed_is_still_publis
     let event = ChangeEvent {
         schema: "cachesync.change.v1".to_owned(),
         table: running.table.name(),
-        op: cachesync::strategy::mq::message::EventOp::Upsert,
+        op: cachesync::model::event::EventOp::Upsert,
         row: serde_json::json!({ "id": 1, "label": "late", "price": "1.00", "blob_col": null })
             .as_object()
             .unwrap()

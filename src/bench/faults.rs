@@ -30,14 +30,21 @@ pub enum Fault {
     DaemonCrash,
     /// RabbitMQ connections cut and refused for the fault's duration (mq only).
     BrokerDrop,
+    /// Redis loses the variant's data at once: every key of the variant — rows,
+    /// tombstones, markers, the binlog checkpoint, the write-back queue — is deleted, as a
+    /// restart without persistence would leave it (the bench shares Redis, so it does not
+    /// flush other data); or, with `--fault-command`, that command restarts the Redis
+    /// process itself.
+    RedisDataLoss,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 4] = [
+    pub const ALL: [Fault; 5] = [
         Fault::None,
         Fault::RedisRestart,
         Fault::DaemonCrash,
         Fault::BrokerDrop,
+        Fault::RedisDataLoss,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +53,7 @@ impl Fault {
             Fault::RedisRestart => "redis-restart",
             Fault::DaemonCrash => "daemon-crash",
             Fault::BrokerDrop => "broker-drop",
+            Fault::RedisDataLoss => "redis-data-loss",
         }
     }
 }

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::metrics as m;
 use crate::model::cell::Cell;
 use crate::model::change::{Applied, Op, RowWrite, unix_micros};
-use crate::model::table::SyncedTable;
+use crate::model::table::{SyncedTable, quote_ident};
 use crate::redis::RedisConn;
 use crate::strategy::{Services, Strategy, SyncStrategy};
 
@@ -81,7 +81,9 @@ pub(super) async fn run_variant(
     }
     let divergent = divergence(&services, &variant, &stage.names).await;
     services.pool.disconnect().await.ok();
-    let report = report(&variant, measured.figures, fault, applied, divergent?);
+    let lost_in_mysql = lost_in_mysql(pool, &options.database, &measured.figures.ledger).await?;
+    let mut report = report(&variant, measured.figures, fault, applied, divergent?);
+    report.lost_in_mysql = lost_in_mysql;
     stage.clean_up(config).await?;
     Ok(report)
 }
@@ -96,6 +98,8 @@ struct Stage {
     config: Config,
     /// Redis as the bench's own readers reach it: never through the fault's proxy.
     redis_url: String,
+    /// `--fault-command`.
+    fault_command: Option<String>,
     table: Arc<SyncedTable>,
     /// Position of the `v` column in the table's rows.
     v_position: usize,
@@ -141,10 +145,19 @@ impl Stage {
         // The strategy loads the table itself (online snapshot of a fresh deployment);
         // measure once Redis holds it, as a cache that was in use when the run began.
         daemon.wait_loaded(setup::START_LIMIT).await?;
+        // Where the application's write lands first is not what is measured: write-back
+        // writes the cache, so its changes are followed into MySQL.
+        let mysql = variant.kind.redis_holds_unflushed_writes().then(|| {
+            (
+                pool.clone(),
+                format!("{}.items", quote_ident(&options.database)),
+            )
+        });
         let observer = Observer::start(Watch {
             redis_url: config.redis_url.clone(),
             prefix: names.row_prefix.clone(),
             invalidate: variant.invalidate,
+            mysql,
         })
         .await?;
         let stage = Stage {
@@ -153,6 +166,7 @@ impl Stage {
             proxy,
             config: variant_config,
             redis_url: config.redis_url.clone(),
+            fault_command: options.fault_command.clone(),
             table,
             v_position,
         };
@@ -181,6 +195,7 @@ struct Load {
     live: Arc<observer::Live>,
     stop_writers: CancellationToken,
     stop_readers: CancellationToken,
+    ledger: Arc<Ledger>,
     writers: Vec<JoinHandle<WriterResult>>,
     readers: Vec<JoinHandle<Result<Vec<u64>>>>,
     progress: Option<JoinHandle<()>>,
@@ -206,6 +221,7 @@ struct Figures {
     counters: Arc<Counters>,
     /// What crashed instances' appliers did.
     crashed: Applied,
+    ledger: Arc<Ledger>,
 }
 
 impl Load {
@@ -278,6 +294,7 @@ impl Load {
             epoch,
             counters,
             live: observer.live.clone(),
+            ledger,
             stop_writers,
             stop_readers,
             writers,
@@ -296,20 +313,20 @@ impl Load {
         tokio::time::sleep_until((self.began + at).into()).await;
         let applies = fault_applies(options.fault, &self.variant);
         let at_s = self.began.elapsed().as_secs_f64();
+        // Losing data is a moment, not a span.
+        let duration = match options.fault {
+            Fault::RedisDataLoss => Duration::ZERO,
+            _ => options.fault_duration,
+        };
         if applies {
             info!(fault = %options.fault, "bench: fault");
-            self.inject(options.fault, options.fault_duration, stage)
-                .await?;
+            self.inject(options.fault, duration, stage).await?;
         }
         Ok(Some(FaultOutcome {
             kind: options.fault.to_string(),
             applies,
             at_s,
-            duration_s: if applies {
-                options.fault_duration.as_secs_f64()
-            } else {
-                0.0
-            },
+            duration_s: if applies { duration.as_secs_f64() } else { 0.0 },
             end_us: unix_micros(SystemTime::now()),
             recovery_s: None,
             interrupted_writes: 0,
@@ -331,6 +348,10 @@ impl Load {
                 proxy.restore();
                 Ok(())
             }
+            Fault::RedisDataLoss => match &stage.fault_command {
+                Some(command) => restart_redis(command, &stage.redis_url).await,
+                None => setup::clear_redis(&stage.redis_url, &stage.names.redis_prefix).await,
+            },
             Fault::DaemonCrash => {
                 let mut slot = self.daemon.lock().await;
                 let old = self.epoch.send_replace(Epoch {
@@ -409,6 +430,7 @@ impl Load {
                 observed,
                 counters: self.counters,
                 crashed: self.crashed,
+                ledger: self.ledger,
             },
         })
     }
@@ -431,6 +453,7 @@ fn report(
         observed,
         counters,
         crashed,
+        ledger: _,
     } = figures;
     samples.propagation_us = observed.propagated.iter().map(|p| p.micros()).collect();
     if let Some(f) = &mut fault {
@@ -438,11 +461,18 @@ fn report(
         f.rejected_writes = counters.rejected.load(Ordering::Relaxed);
         f.recovery_s = recovery(&observed, f.end_us);
     }
+    let guard_figures = variant.ordered() && !variant.kind.redis_holds_unflushed_writes();
     let writes = samples.write_us.len() as u64;
     let reads = counters.reads.load(Ordering::Relaxed);
     let stale_reads = counters.stale.load(Ordering::Relaxed);
     VariantReport {
         strategy: variant.name(),
+        propagation_to: if variant.kind.redis_holds_unflushed_writes() {
+            "MySQL"
+        } else {
+            "Redis"
+        },
+        lost_in_mysql: 0,
         coupling: variant.kind.coupling(),
         application_must: variant.application_duty(),
         ordered: variant.ordered(),
@@ -455,12 +485,11 @@ fn report(
         propagation_ms: Quantiles::of_micros(&mut samples.propagation_us),
         unpropagated: observed.unseen.len() as u64,
         out_of_order: observed.out_of_order,
-        applied_twice: variant
-            .ordered()
-            .then_some((applied.replayed + crashed.replayed) as u64),
-        guard_drops: variant
-            .ordered()
-            .then_some((applied.stale + crashed.stale) as u64),
+        // The guard's figures tell races between the changes a strategy applies; the
+        // write-back applier only refreshes rows after a flush (at versions the cache
+        // already holds), so they would say nothing about the application's writes.
+        applied_twice: guard_figures.then_some((applied.replayed + crashed.replayed) as u64),
+        guard_drops: guard_figures.then_some((applied.stale + crashed.stale) as u64),
         reads,
         read_misses: counters.misses.load(Ordering::Relaxed),
         stale_reads,
@@ -484,6 +513,24 @@ fn report(
         samples,
     }
 }
+/// Acknowledged writes whose version MySQL does not hold after the drain: what the
+/// application was told is written and the database never got (write-back's risk).
+async fn lost_in_mysql(pool: &mysql_async::Pool, database: &str, ledger: &Ledger) -> Result<u64> {
+    use mysql_async::prelude::Queryable;
+    let mut conn = pool
+        .get_conn()
+        .await
+        .map_err(|e| Error::mysql("bench: connecting to MySQL", e))?;
+    let rows: Vec<(u64, u64)> = conn
+        .query(format!("SELECT id, v FROM {}.items", quote_ident(database)))
+        .await
+        .map_err(|e| Error::mysql("bench: reading the rows' versions", e))?;
+    let held: std::collections::HashMap<u64, u64> = rows.into_iter().collect();
+    Ok((1..=ledger.keys())
+        .map(|id| ledger.acked_above(id, held.get(&id).copied().unwrap_or(0)))
+        .sum())
+}
+
 /// From the fault's end until every change committed before it was seen in Redis;
 /// `None` when some never were.
 fn recovery(observed: &Observed, fault_end_us: u64) -> Option<f64> {
@@ -545,11 +592,39 @@ fn task_failed(what: &str, e: tokio::task::JoinError) -> Error {
     }
 }
 
+/// Runs `command` (`sh -c`), which restarts the Redis at `redis_url`, and waits until
+/// Redis answers again (at most a minute).
+async fn restart_redis(command: &str, redis_url: &str) -> Result<()> {
+    let status = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .status()
+        .await
+        .map_err(|source| Error::Io {
+            context: format!("bench: running --fault-command {command:?}"),
+            source,
+        })?;
+    if !status.success() {
+        return Err(Error::Io {
+            context: format!("bench: --fault-command {command:?}"),
+            source: std::io::Error::other(format!("it exited with {status}")),
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match crate::redis::connection::connect(redis_url).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 /// Whether `fault` has something to act on in `variant`.
 fn fault_applies(fault: Fault, variant: &Variant) -> bool {
     match fault {
         Fault::None => false,
-        Fault::RedisRestart | Fault::DaemonCrash => true,
+        Fault::RedisRestart | Fault::DaemonCrash | Fault::RedisDataLoss => true,
         Fault::BrokerDrop => variant.kind.needs_broker(),
     }
 }

@@ -67,6 +67,10 @@ pub struct Options {
     pub seed: u64,
     pub fault: Fault,
     pub fault_duration: Duration,
+    /// With `redis-data-loss`: a shell command that kills and restarts the Redis process
+    /// at `redis.url` (run instead of deleting the variant's keys); the bench waits for
+    /// it to exit and for Redis to answer again.
+    pub fault_command: Option<String>,
     pub drain_timeout: Duration,
     /// The database the bench table lives in (created if missing; the table is dropped
     /// at the end).
@@ -100,7 +104,10 @@ impl Options {
         if self.read_rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
             problems.push("--read-rate: must be more than 0, or `max`".to_owned());
         }
-        if self.fault != Fault::None && self.fault_duration >= self.duration.mul_f64(2.0 / 3.0) {
+        // Data loss is a moment: its --fault-duration does not apply.
+        if !matches!(self.fault, Fault::None | Fault::RedisDataLoss)
+            && self.fault_duration >= self.duration.mul_f64(2.0 / 3.0)
+        {
             problems.push(
                 "--fault-duration: the fault starts at a third of --duration and must end before it"
                     .to_owned(),
@@ -112,6 +119,9 @@ impl Options {
                     "--database: {name:?} must be letters, digits and underscores"
                 ));
             }
+        }
+        if self.fault_command.is_some() && self.fault != Fault::RedisDataLoss {
+            problems.push("--fault-command: only --fault redis-data-loss runs it".to_owned());
         }
         if problems.is_empty() {
             Ok(())

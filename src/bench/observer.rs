@@ -13,6 +13,12 @@
 //! (A version written twice cannot be told apart from outside — the reads of two
 //! notifications may both see the later write — so the benchmark takes that count from
 //! the applier's version guard instead.)
+//!
+//! Write-back turns the picture around: the application's write *is* the Redis write,
+//! and what trails is MySQL. For it the observer watches MySQL instead ([`Watch::mysql`]):
+//! every few ms it reads the version of each row with a change still unseen, and a
+//! change is propagated at the first read that finds MySQL holding its version or a newer
+//! one. Its resolution is that polling interval plus one query.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -72,6 +78,18 @@ impl Ledger {
             .expect("ledger lock")
             .back()
             .map(|a| a.0)
+    }
+
+    /// How many acknowledged versions of `id` are newer than `v` (of the last
+    /// [`LEDGER_DEPTH`] kept per key).
+    pub fn acked_above(&self, id: u64, v: u64) -> u64 {
+        let acks = self.slot(id).lock().expect("ledger lock");
+        acks.iter().filter(|(av, _)| *av > v).count() as u64
+    }
+
+    /// The number of keys the ledger holds.
+    pub fn keys(&self) -> u64 {
+        self.keys.len() as u64
     }
 
     /// The commit time of the oldest acknowledged version newer than `v`: how long a
@@ -141,17 +159,31 @@ pub struct Observer {
     task: tokio::task::JoinHandle<Result<Observed>>,
 }
 
-/// Where the observer looks: keys `{prefix}{id}` in the Redis at `redis_url`.
+/// Where the observer looks: keys `{prefix}{id}` in the Redis at `redis_url` — or, with
+/// `mysql`, the rows themselves.
 pub struct Watch {
     pub redis_url: String,
     pub prefix: String,
     pub invalidate: bool,
+    /// Watch MySQL instead of Redis: the pool and the quoted `db.table` whose `id` and `v`
+    /// columns are read (write-back, where MySQL trails the cache).
+    pub mysql: Option<(mysql_async::Pool, String)>,
 }
+
+/// How often the MySQL observer reads the rows it waits for.
+const MYSQL_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+/// Row ids per `SELECT … WHERE id IN (…)` of the MySQL observer.
+const MYSQL_BATCH: usize = 500;
 
 impl Observer {
     /// Subscribes (turning keyspace notifications on if needed) and starts watching.
     /// Returns once the subscription is active, so no later write goes unseen.
     pub async fn start(watch: Watch) -> Result<Observer> {
+        if watch.mysql.is_some() {
+            return Ok(Observer::spawn(|acks, live, stop| {
+                observe_mysql(watch, acks, live, stop)
+            }));
+        }
         let client = redis::Client::open(watch.redis_url.as_str())
             .map_err(|e| Error::redis("observer: opening the Redis client", e))?;
         enable_notifications(&client, &watch.redis_url).await?;
@@ -167,23 +199,28 @@ impl Observer {
             .get_multiplexed_async_connection()
             .await
             .map_err(|e| Error::redis("observer: connecting", e))?;
+        Ok(Observer::spawn(|acks, live, stop| {
+            observe(pubsub, reader, watch, acks, live, stop)
+        }))
+    }
+
+    /// Starts the observing task `observe` makes of the ack stream, the live counters and
+    /// the stop token.
+    fn spawn<F, Fut>(observe: F) -> Observer
+    where
+        F: FnOnce(mpsc::UnboundedReceiver<Ack>, std::sync::Arc<Live>, CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = Result<Observed>> + Send + 'static,
+    {
         let (acks, ack_rx) = mpsc::unbounded_channel();
         let live = std::sync::Arc::new(Live::default());
         let stop = CancellationToken::new();
-        let task = tokio::spawn(observe(
-            pubsub,
-            reader,
-            watch,
-            ack_rx,
-            live.clone(),
-            stop.clone(),
-        ));
-        Ok(Observer {
+        let task = tokio::spawn(observe(ack_rx, live.clone(), stop.clone()));
+        Observer {
             acks,
             live,
             stop,
             task,
-        })
+        }
     }
 
     /// A sender for writer tasks.
@@ -357,6 +394,68 @@ async fn observe(
         dirty.clear();
     }
     drop(messages);
+    for (_, key) in keys {
+        seen.unseen.extend(key.waiting);
+    }
+    Ok(seen)
+}
+
+/// Watches MySQL: every [`MYSQL_POLL`], the versions of the rows with acknowledged
+/// changes not yet seen there.
+async fn observe_mysql(
+    watch: Watch,
+    mut acks: mpsc::UnboundedReceiver<Ack>,
+    live: std::sync::Arc<Live>,
+    stop: CancellationToken,
+) -> Result<Observed> {
+    use mysql_async::prelude::Queryable;
+    let (pool, table) = watch.mysql.expect("a MySQL watch");
+    let mut seen = Observed::default();
+    let mut keys: HashMap<u64, KeyWatch> = HashMap::new();
+    let mut tick = tokio::time::interval(MYSQL_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            ack = acks.recv() => {
+                let Some(ack) = ack else { break };
+                on_ack(&mut keys, ack, &mut seen, &live);
+                continue;
+            }
+            _ = tick.tick() => {}
+        }
+        while let Ok(ack) = acks.try_recv() {
+            on_ack(&mut keys, ack, &mut seen, &live);
+        }
+        let mut waiting: Vec<u64> = keys
+            .iter()
+            .filter(|(_, k)| !k.waiting.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        waiting.sort_unstable();
+        for chunk in waiting.chunks(MYSQL_BATCH) {
+            let ids: Vec<String> = chunk.iter().map(u64::to_string).collect();
+            let started = std::time::Instant::now();
+            let mut conn = pool
+                .get_conn()
+                .await
+                .map_err(|e| Error::mysql("observer: connecting to MySQL", e))?;
+            let rows: Vec<(u64, u64)> = conn
+                .query(format!(
+                    "SELECT id, v FROM {table} WHERE id IN ({})",
+                    ids.join(",")
+                ))
+                .await
+                .map_err(|e| Error::mysql("observer: reading the rows", e))?;
+            let now = unix_micros(SystemTime::now());
+            seen.reads += 1;
+            seen.read_micros += started.elapsed().as_micros() as u64;
+            for (id, v) in rows {
+                on_seen(keys.entry(id).or_default(), v, now, &mut seen, &live);
+            }
+        }
+    }
     for (_, key) in keys {
         seen.unseen.extend(key.waiting);
     }

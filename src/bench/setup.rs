@@ -69,7 +69,9 @@ pub fn variant_config(
         "name": format!("{}.items", options.database),
         "key": format!("{}{{id}}", names.row_prefix),
     });
-    if variant.versioned {
+    // Write-back keeps its versions in the version column, which is how the bench reads
+    // from MySQL which of its changes arrived.
+    if variant.versioned || variant.kind.redis_holds_unflushed_writes() {
         table["version_column"] = "v".into();
     }
     if variant.invalidate {
@@ -97,6 +99,10 @@ pub fn variant_config(
             "batch_size": config.binlog.batch_size,
         },
         "tables": [table],
+    });
+    tree["write_back"] = serde_json::json!({
+        "stream": format!("{}queue", names.redis_prefix),
+        "dead_letter_stream": format!("{}dead", names.redis_prefix),
     });
     if let (true, Some(amqp)) = (variant.kind.needs_broker(), &config.amqp) {
         let url = if options.fault == Fault::BrokerDrop {
@@ -135,9 +141,11 @@ pub async fn prepare_table(pool: &mysql_async::Pool, database: &str, keys: u64) 
         format!(
             "CREATE TABLE {db}.items (id BIGINT UNSIGNED PRIMARY KEY,              v BIGINT UNSIGNED NOT NULL DEFAULT 1, payload VARCHAR(64) NOT NULL,              updated DATETIME(6) NOT NULL)"
         ),
-        // `v` follows commit order: the row lock serialises updates of one row.
+        // `v` follows commit order: the row lock serialises updates of one row. A write
+        // that sets a newer `v` itself (write-back's version) keeps it.
         format!(
-            "CREATE TRIGGER {db}.items_version BEFORE UPDATE ON {db}.items              FOR EACH ROW SET NEW.v = OLD.v + 1"
+            "CREATE TRIGGER {db}.items_version BEFORE UPDATE ON {db}.items \
+             FOR EACH ROW SET NEW.v = IF(NEW.v > OLD.v, NEW.v, OLD.v + 1)"
         ),
         "SET SESSION max_recursive_iterations = 100000000".to_owned(),
         format!(

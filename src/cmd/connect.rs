@@ -27,6 +27,7 @@ pub async fn connect(config: &Config) -> Result<Services> {
         (Ok(tables), Ok(applier)) => Ok(Services {
             pool,
             mysql_url: config.mysql_url.clone(),
+            redis_url: config.redis_url.clone(),
             tables,
             applier,
             keys: config.deployment_keys(),

@@ -421,6 +421,9 @@ async fn check_redis(config: &Config, report: &mut Report) {
         ),
     }
     check_eviction(&mut conn, report).await;
+    if config.strategy.redis_holds_unflushed_writes() {
+        check_persistence(&mut conn, config, report).await;
+    }
 }
 
 /// Whether Redis may evict the keys cachesync keeps for itself: under an `allkeys-*`
@@ -479,6 +482,40 @@ fn eviction_finding(policy: &str) -> Option<(Severity, String)> {
             ),
         )
     })
+}
+
+/// Whether Redis keeps what the strategy has acknowledged but not yet flushed to MySQL
+/// across a restart: with the append-only file, at most about a second is lost.
+async fn check_persistence(
+    conn: &mut crate::redis::RedisConn,
+    config: &Config,
+    report: &mut Report,
+) {
+    let appendonly: Option<(String, String)> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendonly")
+        .query_async(conn)
+        .await
+        .ok();
+    match appendonly.map(|(_, value)| value) {
+        Some(value) if value == "yes" => report.push(
+            Severity::Ok,
+            format!("Redis keeps an append-only file (appendonly yes): strategy {} loses at most about a second of unflushed writes if Redis restarts", config.strategy),
+        ),
+        Some(_) => report.push(
+            Severity::Note,
+            format!(
+                "strategy {} keeps acknowledged writes only in Redis until they are flushed to MySQL, \
+                 and Redis runs without an append-only file: a restart loses the unflushed ones; \
+                 set appendonly yes and appendfsync everysec (redis.conf) to lose at most about a second",
+                config.strategy
+            ),
+        ),
+        None => report.push(
+            Severity::Note,
+            format!("cannot read Redis' appendonly setting (CONFIG GET refused): strategy {} loses unflushed writes if Redis restarts without persistence", config.strategy),
+        ),
+    }
 }
 
 async fn check_amqp(config: &Config, report: &mut Report) {

@@ -32,6 +32,7 @@ use crate::redis::keyspace::DeploymentKeys;
 use crate::snapshot::config::{RawSnapshot, SnapshotConfig};
 use crate::strategy::binlog::config::{BinlogConfig, RawBinlog};
 use crate::strategy::mq::config::{AmqpConfig, RawAmqp};
+use crate::strategy::write_back::config::{RawWriteBack, WriteBackConfig};
 use crate::strategy::{Sections, StrategyKind};
 
 /// Environment variables with this prefix override file keys: `CACHESYNC__MYSQL__URL`.
@@ -58,6 +59,8 @@ pub struct RawConfig {
     pub binlog: RawBinlog,
     #[serde(default)]
     pub snapshot: RawSnapshot,
+    #[serde(default)]
+    pub write_back: RawWriteBack,
     /// The HTTP write API runs only when this section is present.
     #[serde(default)]
     pub api: Option<RawApi>,
@@ -121,6 +124,7 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     pub binlog: BinlogConfig,
     pub snapshot: SnapshotConfig,
+    pub write_back: WriteBackConfig,
     pub tables: Vec<TableConfig>,
 }
 
@@ -145,6 +149,8 @@ impl Config {
         Sections {
             binlog: self.binlog.clone(),
             amqp: self.amqp.clone(),
+            write_back: self.write_back.clone(),
+            tombstone_ttl: self.tombstone_ttl,
         }
     }
 }
@@ -276,6 +282,7 @@ impl RawConfig {
             (None, Some(kind), Some(binlog)) => Some(default_name(kind, &self.mysql.url, binlog)),
             _ => None,
         };
+        let write_back = self.write_back.validate(name.as_deref(), &mut problems);
         if self.tables.is_empty() {
             problems.push("tables: at least one [[tables]] entry is required".to_owned());
         }
@@ -289,29 +296,36 @@ impl RawConfig {
                 ));
             }
             if let Some(table) = raw.validate(index, &mut problems) {
+                if let Some(problem) = strategy.and_then(|kind| kind.table_problem(&table)) {
+                    problems.push(format!("tables[{index}]: {problem}"));
+                }
                 tables.push(table);
             }
         }
 
-        match (strategy, metrics_listen, binlog, snapshot, name) {
-            (Some(strategy), Some(metrics_listen), Some(binlog), Some(snapshot), Some(name))
-                if problems.is_empty() =>
-            {
-                Ok(Config {
-                    name,
-                    strategy,
-                    mysql_url: self.mysql.url.clone(),
-                    redis_url: self.redis.url.clone(),
-                    tombstone_ttl: Duration::from_secs(self.redis.tombstone_ttl),
-                    amqp,
-                    api,
-                    verify,
-                    metrics_listen,
-                    binlog,
-                    snapshot,
-                    tables,
-                })
-            }
+        match (strategy, metrics_listen, binlog, snapshot, name, write_back) {
+            (
+                Some(strategy),
+                Some(metrics_listen),
+                Some(binlog),
+                Some(snapshot),
+                Some(name),
+                Some(write_back),
+            ) if problems.is_empty() => Ok(Config {
+                name,
+                strategy,
+                mysql_url: self.mysql.url.clone(),
+                redis_url: self.redis.url.clone(),
+                tombstone_ttl: Duration::from_secs(self.redis.tombstone_ttl),
+                amqp,
+                api,
+                verify,
+                metrics_listen,
+                binlog,
+                snapshot,
+                write_back,
+                tables,
+            }),
             _ => Err(Error::Config(problems)),
         }
     }

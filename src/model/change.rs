@@ -65,6 +65,30 @@ pub struct RowWrite {
     pub values: Vec<(String, mysql_async::Value)>,
 }
 
+impl RowWrite {
+    /// The write's primary-key values in primary-key order (the `?` of the table's
+    /// statements); `Err` names a primary-key column the write leaves out.
+    pub fn key_params(&self) -> crate::error::Result<Vec<mysql_async::Value>> {
+        self.table
+            .schema
+            .primary_key_names()
+            .into_iter()
+            .map(|pk| {
+                self.values
+                    .iter()
+                    .find(|(n, _)| n == pk)
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| {
+                        crate::error::Error::InvalidWrite(format!(
+                            "primary-key column {pk} of {} is missing",
+                            self.table.name()
+                        ))
+                    })
+            })
+            .collect()
+    }
+}
+
 /// Microseconds since the Unix epoch: the unit of every commit and propagation time.
 pub fn unix_micros(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)

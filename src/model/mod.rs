@@ -8,6 +8,7 @@ pub mod cell;
 pub mod change;
 pub mod column;
 pub mod decode;
+pub mod event;
 pub mod geometry;
 pub mod json;
 pub mod key;

@@ -146,21 +146,7 @@ impl SqlWrite {
             }
         }
         let pk_names = schema.primary_key_names();
-        let mut key_params = Vec::with_capacity(pk_names.len());
-        for pk in &pk_names {
-            let value = write
-                .values
-                .iter()
-                .find(|(n, _)| n == pk)
-                .map(|(_, v)| v.clone())
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "primary-key column {pk} of {} is missing",
-                        table.name()
-                    ))
-                })?;
-            key_params.push(value);
-        }
+        let key_params = write.key_params()?;
         let table_sql = &table.sql.table;
         let (statement, params) = match write.op {
             Op::Delete => (table.sql.delete_by_key.clone(), key_params.clone()),

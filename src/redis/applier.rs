@@ -55,7 +55,8 @@ use crate::mysql::scan::TableScan;
 /// The read path's fills use the same script with op `f` (fill a missing key), `r`
 /// (refresh a present key early) or `n` (remember that the row does not exist for TTL
 /// ms); for them the version slot carries the lease token. A fill writes only while the
-/// read marker still holds its token; `f` also only when the key is absent. `f` writes
+/// read marker still holds its token; `f` also only when the key is absent and no tombstone
+/// stands (the row is deleted here). `f` writes
 /// unversioned; `r` keeps the version the value it replaces carries (the row it read is at
 /// least that new), so a late older change is still refused after a refresh.
 ///
@@ -357,7 +358,8 @@ impl Applier {
         cmd.arg(self.script.get_hash())
             .arg(3)
             .arg(key)
-            .arg(key)
+            // A fill of a missing key refuses to land over a tombstone (see above).
+            .arg(tombstone_key(key).unwrap_or_else(|| key.to_owned()))
             .arg(marker)
             .arg("")
             .arg(self.tombstone_ttl_ms)

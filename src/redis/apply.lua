@@ -29,8 +29,14 @@ local function write_row(key, fmt, ttl, first, last)
 end
 
 -- A read-path fill: only while the lease taken before the MySQL read is intact.
-local function fill(key, marker, op, token, fmt, ttl, first, last)
+local function fill(key, tomb, marker, op, token, fmt, ttl, first, last)
   if marker == key or redis.call('GET', marker) ~= token then return 0 end
+  -- A tombstone says the row is deleted here even if MySQL has not caught up (write-back
+  -- flushes later); a row MySQL has again is written by its own synced change.
+  if op == 'f' and tomb ~= key and redis.call('EXISTS', tomb) == 1 then
+    redis.call('DEL', marker)
+    return 0
+  end
   if op == 'n' then
     if redis.call('EXISTS', key) == 1 then redis.call('DEL', marker) return 0 end
     redis.call('SET', marker, 'absent', 'PX', ttl)
@@ -55,7 +61,7 @@ end
 
 local function apply(key, tomb, marker, op, ver, fmt, ttl, tomb_ttl, first, last)
   if op == 'f' or op == 'r' or op == 'n' then
-    return fill(key, marker, op, ver, fmt, ttl, first, last)
+    return fill(key, tomb, marker, op, ver, fmt, ttl, first, last)
   end
   -- Whatever this change does, a fill whose MySQL read began before it must not land.
   if marker ~= key then redis.call('DEL', marker) end

@@ -85,7 +85,7 @@ impl DeploymentKeys {
     /// The keys of deployment `name`, with the binlog checkpoint at `checkpoint` when the
     /// config names one.
     pub fn new(name: &str, checkpoint: Option<&str>, dead_letter: Option<&str>) -> DeploymentKeys {
-        let key = |what: &str| format!("cachesync:{{{name}}}:{what}");
+        let key = |what: &str| DeploymentKeys::key(name, what);
         DeploymentKeys {
             name: name.to_owned(),
             checkpoint: checkpoint.map_or_else(|| key("checkpoint"), str::to_owned),
@@ -95,9 +95,14 @@ impl DeploymentKeys {
         }
     }
 
+    /// The key `what` of deployment `name`: `cachesync:{<name>}:<what>`.
+    pub fn key(name: &str, what: &str) -> String {
+        format!("cachesync:{{{name}}}:{what}")
+    }
+
     /// Whether the checkpoint key is the per-deployment default (not set in the config).
     pub fn default_checkpoint(&self) -> bool {
-        self.checkpoint == format!("cachesync:{{{}}}:checkpoint", self.name)
+        self.checkpoint == DeploymentKeys::key(&self.name, "checkpoint")
     }
 }
 

@@ -17,6 +17,7 @@
 pub mod binlog;
 pub mod dual_write;
 pub mod mq;
+pub mod write_back;
 
 use std::fmt;
 use std::future::Future;
@@ -28,11 +29,13 @@ use tokio_util::sync::CancellationToken;
 
 use self::binlog::config::BinlogConfig;
 use self::mq::config::{AmqpConfig, PublishMode};
+use self::write_back::config::WriteBackConfig;
 use crate::error::{Error, Result};
 use crate::metrics as m;
 use crate::model::cell::Cell;
+use crate::model::cell::Format;
 use crate::model::change::{Applied, RowWrite};
-use crate::model::table::SyncedTable;
+use crate::model::table::{Mode, SyncedTable, TableConfig};
 use crate::redis::Applier;
 use crate::redis::keyspace::DeploymentKeys;
 use crate::snapshot::config::SnapshotConfig;
@@ -41,6 +44,7 @@ use crate::snapshot::{Planned, Setup, Snapshots, Stamp};
 pub use binlog::Binlog;
 pub use dual_write::DualWrite;
 pub use mq::Mq;
+pub use write_back::WriteBack;
 
 /// A strategy's name, as written in `strategy = "..."`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,13 +55,16 @@ pub enum StrategyKind {
     Mq,
     /// Tail the row binlog as a replica and apply row images to Redis.
     Binlog,
+    /// Write the cache only; a queue in Redis carries each change to MySQL later.
+    WriteBack,
 }
 
 impl StrategyKind {
-    pub const ALL: [StrategyKind; 3] = [
+    pub const ALL: [StrategyKind; 4] = [
         StrategyKind::DualWrite,
         StrategyKind::Mq,
         StrategyKind::Binlog,
+        StrategyKind::WriteBack,
     ];
 
     /// The config name, also the `strategy` metric label.
@@ -66,6 +73,7 @@ impl StrategyKind {
             StrategyKind::DualWrite => "dual-write",
             StrategyKind::Mq => "mq",
             StrategyKind::Binlog => "binlog",
+            StrategyKind::WriteBack => "write-back",
         }
     }
 
@@ -73,7 +81,7 @@ impl StrategyKind {
     pub fn needs_broker(self) -> bool {
         match self {
             StrategyKind::Mq => true,
-            StrategyKind::DualWrite | StrategyKind::Binlog => false,
+            StrategyKind::DualWrite | StrategyKind::Binlog | StrategyKind::WriteBack => false,
         }
     }
 
@@ -82,7 +90,7 @@ impl StrategyKind {
     pub fn tails_binlog(self) -> bool {
         match self {
             StrategyKind::Binlog => true,
-            StrategyKind::DualWrite | StrategyKind::Mq => false,
+            StrategyKind::DualWrite | StrategyKind::Mq | StrategyKind::WriteBack => false,
         }
     }
 
@@ -91,7 +99,7 @@ impl StrategyKind {
     /// directly and never needs it.
     pub fn writes_need_the_daemon(self) -> bool {
         match self {
-            StrategyKind::DualWrite | StrategyKind::Mq => true,
+            StrategyKind::DualWrite | StrategyKind::Mq | StrategyKind::WriteBack => true,
             StrategyKind::Binlog => false,
         }
     }
@@ -99,10 +107,11 @@ impl StrategyKind {
     /// Whether every change reaches the applier with a version that follows commit order,
     /// so the guard keeps each row's changes in order (drops older ones, tells repeats),
     /// given whether the table has a `version_column` and, for mq, how events are
-    /// published. The binlog position, the outbox id and a version column all do.
+    /// published. The binlog position, the outbox id, a version column and the
+    /// write-back queue's versions all do.
     pub fn keeps_commit_order(self, versioned: bool, publish: PublishMode) -> bool {
         match self {
-            StrategyKind::Binlog => true,
+            StrategyKind::Binlog | StrategyKind::WriteBack => true,
             StrategyKind::Mq => versioned || publish == PublishMode::Outbox,
             StrategyKind::DualWrite => versioned,
         }
@@ -120,6 +129,10 @@ impl StrategyKind {
             StrategyKind::DualWrite if versioned => Stamp::RowVersion,
             StrategyKind::Mq if versioned && publish == PublishMode::Direct => Stamp::RowVersion,
             StrategyKind::DualWrite | StrategyKind::Mq => Stamp::Lease,
+            // Never asked: write-back runs no online snapshot (its cache fills on a row's
+            // first read or write). A lease would not do for it: a chunk row read from
+            // MySQL may be older than an unflushed write the cache already holds.
+            StrategyKind::WriteBack => Stamp::Lease,
         }
     }
 
@@ -129,6 +142,7 @@ impl StrategyKind {
             StrategyKind::DualWrite => "high: every writer talks to Redis",
             StrategyKind::Mq => "medium: writers talk to the broker",
             StrategyKind::Binlog => "low: writers know only MySQL",
+            StrategyKind::WriteBack => "high: writers know only the cache; MySQL trails it",
         }
     }
 
@@ -146,6 +160,9 @@ impl StrategyKind {
                 "insert an outbox row in every write transaction"
             }
             (StrategyKind::Binlog, _, _) => "nothing (ROW binlog and a replication grant)",
+            (StrategyKind::WriteBack, _, _) => {
+                "write the cache only, and accept that MySQL may refuse a write it acknowledged"
+            }
         }
     }
 
@@ -168,6 +185,37 @@ impl StrategyKind {
                         .increment(0);
                 }
             }
+            StrategyKind::WriteBack => {
+                metrics::counter!(m::DEAD_LETTERED, "strategy" => self.name()).increment(0);
+                metrics::counter!(m::WRITE_BACK_COALESCED, "strategy" => self.name()).increment(0);
+                metrics::counter!(m::WRITE_BACK_FLUSH_ERRORS, "strategy" => self.name())
+                    .increment(0);
+                metrics::gauge!(m::WRITE_BACK_QUEUE_DEPTH, "strategy" => self.name()).set(0.0);
+                metrics::gauge!(m::WRITE_BACK_FLUSH_LAG, "strategy" => self.name()).set(0.0);
+            }
+        }
+    }
+
+    /// Whether acknowledged writes live only in Redis until they are flushed, so a Redis
+    /// that loses its data loses them (`doctor` asks for persistence).
+    pub fn redis_holds_unflushed_writes(self) -> bool {
+        match self {
+            StrategyKind::WriteBack => true,
+            StrategyKind::DualWrite | StrategyKind::Mq | StrategyKind::Binlog => false,
+        }
+    }
+
+    /// Why this strategy cannot sync `table` as configured, if it cannot.
+    pub fn table_problem(self, table: &TableConfig) -> Option<&'static str> {
+        match self {
+            StrategyKind::DualWrite | StrategyKind::Mq | StrategyKind::Binlog => None,
+            StrategyKind::WriteBack if table.format != Format::Json => {
+                Some("write-back keeps rows in the json format only (format = \"json\")")
+            }
+            StrategyKind::WriteBack if table.mode != Mode::Write => {
+                Some("write-back makes the cache the source of truth: mode must be \"write\"")
+            }
+            StrategyKind::WriteBack => None,
         }
     }
 }
@@ -211,6 +259,9 @@ impl FromStr for StrategyKind {
 pub struct Sections {
     pub binlog: BinlogConfig,
     pub amqp: Option<AmqpConfig>,
+    pub write_back: WriteBackConfig,
+    /// `redis.tombstone_ttl`: how long a delete's version is remembered.
+    pub tombstone_ttl: std::time::Duration,
 }
 
 /// Everything a strategy runs on, connected and checked (by [`crate::cmd::run`]).
@@ -219,6 +270,9 @@ pub struct Services {
     pub pool: mysql_async::Pool,
     /// `mysql.url`, for messages (shown redacted) and the binlog stream.
     pub mysql_url: String,
+    /// `redis.url`, for a strategy that needs a Redis connection of its own (one that
+    /// blocks on a stream must not hold up the applier's).
+    pub redis_url: String,
     pub tables: Vec<Arc<SyncedTable>>,
     pub applier: Applier,
     /// The keys this deployment keeps in Redis (checkpoint, marker, snapshot progress).
@@ -303,6 +357,7 @@ pub enum Strategy {
     DualWrite(DualWrite),
     Mq(Mq),
     Binlog(Binlog),
+    WriteBack(WriteBack),
 }
 
 impl Strategy {
@@ -328,6 +383,11 @@ impl Strategy {
                     Mq::new(services, amqp).with_snapshots(snapshots),
                 ))
             }
+            StrategyKind::WriteBack => Ok(Strategy::WriteBack(WriteBack::new(
+                services,
+                sections.write_back.clone(),
+                sections.tombstone_ttl,
+            ))),
         }
     }
 }
@@ -340,6 +400,8 @@ impl Strategy {
             Strategy::DualWrite(s) => s.snapshots(),
             Strategy::Mq(s) => s.snapshots(),
             Strategy::Binlog(s) => Some(s.snapshots()),
+            // The cache is where writes land first: MySQL's rows may be older than it.
+            Strategy::WriteBack(_) => None,
         }
     }
 }
@@ -350,6 +412,7 @@ impl SyncStrategy for Strategy {
             Strategy::DualWrite(s) => s.kind(),
             Strategy::Mq(s) => s.kind(),
             Strategy::Binlog(s) => s.kind(),
+            Strategy::WriteBack(s) => s.kind(),
         }
     }
 
@@ -362,6 +425,7 @@ impl SyncStrategy for Strategy {
             Strategy::DualWrite(s) => s.write(write).await,
             Strategy::Mq(s) => s.write(write).await,
             Strategy::Binlog(s) => s.write(write).await,
+            Strategy::WriteBack(s) => s.write(write).await,
         }?;
         metrics::histogram!(m::WRITE_DURATION, "strategy" => self.kind().name(), "table" => table.name())
             .record(started.elapsed().as_secs_f64());
@@ -373,6 +437,7 @@ impl SyncStrategy for Strategy {
             Strategy::DualWrite(s) => s.run(shutdown).await,
             Strategy::Mq(s) => s.run(shutdown).await,
             Strategy::Binlog(s) => s.run(shutdown).await,
+            Strategy::WriteBack(s) => s.run(shutdown).await,
         }
     }
 }

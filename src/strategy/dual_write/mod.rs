@@ -55,7 +55,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use mysql_async::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -213,7 +212,7 @@ impl DualWrite {
     fn queue_repair(&self, write: &RowWrite, change: &Change, failure: &Error) -> Result<()> {
         let table = &change.table;
         let key = table.key_of(&change.row);
-        let key_params = key_params(write)?;
+        let key_params = write.key_params()?;
         let key_row: Vec<Cell> = change
             .row
             .iter()
@@ -364,27 +363,4 @@ impl SyncStrategy for DualWrite {
         info!("dual-write repair queue drained");
         Ok(())
     }
-}
-
-/// The write's primary-key values in primary-key order, for the repair's `WHERE`.
-fn key_params(write: &RowWrite) -> Result<Vec<Value>> {
-    let schema = &write.table.schema;
-    schema
-        .primary_key
-        .iter()
-        .map(|&i| {
-            let name = &schema.columns[i].name;
-            write
-                .values
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-                .ok_or_else(|| {
-                    Error::InvalidWrite(format!(
-                        "primary-key column {name} of {} is missing",
-                        write.table.name()
-                    ))
-                })
-        })
-        .collect()
 }

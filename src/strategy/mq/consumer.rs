@@ -18,10 +18,10 @@ use tracing::{info, warn};
 
 use super::broker;
 use super::config::AmqpConfig;
-use super::message::{ChangeEvent, Unapplicable};
 use crate::error::{Error, Result, Retry};
 use crate::metrics as m;
 use crate::model::change::Change;
+use crate::model::event::{ChangeEvent, Unapplicable};
 use crate::model::table::SyncedTable;
 use crate::mysql::schema::Replanner;
 use crate::redis::Applier;

@@ -19,7 +19,6 @@
 pub mod broker;
 pub mod config;
 pub mod consumer;
-pub mod message;
 pub mod outbox;
 
 use std::collections::HashMap;
@@ -32,11 +31,11 @@ use tokio_util::sync::CancellationToken;
 
 use self::broker::Publisher;
 use self::config::{AmqpConfig, PublishMode};
-use self::message::ChangeEvent;
 use super::{RedisOutcome, Services, StrategyKind, SyncStrategy, WriteReceipt};
 use crate::error::{Error, Result};
 use crate::model::cell::Cell;
 use crate::model::change::{RowWrite, unix_micros};
+use crate::model::event::ChangeEvent;
 use crate::model::table::SyncedTable;
 use crate::mysql::schema::Replanner;
 use crate::mysql::write::Written;

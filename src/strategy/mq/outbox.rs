@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::broker::Publisher;
-use super::message::ChangeEvent;
 use crate::error::{Backoff, Error, Result};
+use crate::model::event::ChangeEvent;
 use crate::model::table::quote_ident;
 
 /// Outbox rows published per round.

@@ -1,4 +1,5 @@
-//! The change event: a versioned JSON document any producer can publish.
+//! The change event: a versioned JSON document any producer can publish — what the mq
+//! strategy sends through RabbitMQ and the write-back strategy queues in Redis.
 //!
 //! ```json
 //! {"schema":"cachesync.change.v1","table":"shop.users","op":"upsert",
@@ -23,10 +24,10 @@ use serde::{Deserialize, Serialize};
 
 use serde_json::value::RawValue;
 
-use crate::model::cell::Cell;
-use crate::model::change::{Change, Op};
-use crate::model::json::RawObject;
-use crate::model::table::SyncedTable;
+use super::cell::Cell;
+use super::change::{Change, Op, RowWrite};
+use super::json::RawObject;
+use super::table::SyncedTable;
 
 /// The `schema` value of this version of the format.
 pub const SCHEMA: &str = "cachesync.change.v1";
@@ -44,6 +45,17 @@ pub struct ChangeEvent {
     pub version: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub committed_at_us: Option<u64>,
+}
+
+/// A cell as an event member. `write_json` writes valid JSON (a JSON column's canonical
+/// document, a number, a string): taken as raw text, nothing is re-parsed or rounded.
+fn raw_json(cell: &Cell) -> Box<RawValue> {
+    let mut text = Vec::new();
+    cell.write_json(&mut text);
+    String::from_utf8(text)
+        .ok()
+        .and_then(|t| RawValue::from_string(t).ok())
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -68,15 +80,7 @@ impl ChangeEvent {
             if op == Op::Delete && !table.is_key_position(i) {
                 continue;
             }
-            let mut text = Vec::new();
-            cell.write_json(&mut text);
-            // `write_json` writes valid JSON (a JSON column's canonical document, a
-            // number, a string): taken as raw text, nothing is re-parsed or rounded.
-            let value = String::from_utf8(text)
-                .ok()
-                .and_then(|t| RawValue::from_string(t).ok())
-                .unwrap_or_default();
-            members.push((name.clone(), value));
+            members.push((name.clone(), raw_json(cell)));
         }
         ChangeEvent {
             schema: SCHEMA.to_owned(),
@@ -89,6 +93,54 @@ impl ChangeEvent {
             version,
             committed_at_us,
         }
+    }
+
+    /// The event of a write the application asked for, before MySQL has it: the columns
+    /// it sets (any column of the table, synced or not), in the canonical JSON encoding.
+    /// `Err` names a value that does not fit its column.
+    pub fn of_write(write: &RowWrite, at_us: u64) -> Result<ChangeEvent, String> {
+        let table = &write.table;
+        let mut members = Vec::with_capacity(write.values.len());
+        for (name, value) in &write.values {
+            let position = table
+                .schema
+                .position(name)
+                .ok_or_else(|| format!("{name} is not a column of {}", table.name()))?;
+            let ty = table.schema.columns[position]
+                .ty
+                .as_ref()
+                .map_err(|declared| {
+                    format!("column {name} has type {declared}, which cachesync cannot encode")
+                })?;
+            let cell = super::decode::from_sql(ty, value)
+                .map_err(|reason| format!("column {name} of {}: {reason}", table.name()))?;
+            members.push((name.clone(), raw_json(&cell)));
+        }
+        Ok(ChangeEvent {
+            schema: SCHEMA.to_owned(),
+            table: table.name(),
+            op: match write.op {
+                Op::Upsert => EventOp::Upsert,
+                Op::Delete => EventOp::Delete,
+            },
+            row: RawObject(members),
+            version: None,
+            committed_at_us: Some(at_us),
+        })
+    }
+
+    /// The write this event asks of `table` (its `table` field already resolved), checked
+    /// as the API checks a body: known columns, values that fit, the whole primary key.
+    pub fn to_write(&self, table: &std::sync::Arc<SyncedTable>) -> Result<RowWrite, String> {
+        let op = match self.op {
+            EventOp::Upsert => Op::Upsert,
+            EventOp::Delete => Op::Delete,
+        };
+        Ok(RowWrite {
+            table: table.clone(),
+            op,
+            values: super::params::row_values(table, op, &self.row)?,
+        })
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
