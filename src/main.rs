@@ -118,7 +118,7 @@ struct BenchArgs {
     scenario: Scenario,
     /// Comma-separated strategies, each with optional modifiers: dual-write,
     /// dual-write:versioned, mq, mq:outbox, mq:versioned, binlog, binlog:versioned,
-    /// binlog:invalidate.
+    /// binlog:invalidate, write-back (its propagation is followed into MySQL).
     #[arg(long, help_heading = STRATEGIES_HEADING, value_delimiter = ',', default_value = "dual-write,mq,binlog")]
     strategies: Vec<cachesync::bench::workload::Variant>,
     /// Measured time per strategy (30s, 500ms, 2m).

@@ -305,6 +305,7 @@ mod tests {
             "mq:versioned",
             "binlog",
             "binlog:invalidate",
+            "write-back",
         ] {
             assert_eq!(name.parse::<Variant>().unwrap().name(), name);
         }
