@@ -191,7 +191,9 @@ impl ChangeQueue {
             Ok(reply) => Ok(entries(reply)),
             // The stream and its group are gone: Redis lost its data (a restart without
             // persistence, FLUSHALL). What was queued is lost; start the queue again.
-            Err(e) if e.code() == Some("NOGROUP") => {
+            // NOGROUP answers a read after the loss; UNBLOCKED ends a read that was blocked
+            // on the stream when it was deleted.
+            Err(e) if matches!(e.code(), Some("NOGROUP") | Some("UNBLOCKED")) => {
                 tracing::warn!(
                     stream = %self.keys.stream,
                     "the write-back queue vanished from Redis (its data was lost): changes it held \
