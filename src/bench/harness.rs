@@ -142,9 +142,14 @@ impl Stage {
             .iter()
             .position(|n| n == "v")
             .expect("the bench table has a v column");
-        // The strategy loads the table itself (online snapshot of a fresh deployment);
-        // measure once Redis holds it, as a cache that was in use when the run began.
-        daemon.wait_loaded(setup::START_LIMIT).await?;
+        // Measure once Redis holds the table, as a cache that was in use when the run
+        // began: the strategy loads it itself (online snapshot of a fresh deployment), or,
+        // for one that fills its cache row by row, the bench does before any write.
+        if daemon.snapshots_online() {
+            daemon.wait_loaded(setup::START_LIMIT).await?;
+        } else if !variant.invalidate {
+            setup::warm(daemon.services(), &table).await?;
+        }
         // Where the application's write lands first is not what is measured: write-back
         // writes the cache, so its changes are followed into MySQL.
         let mysql = variant.kind.redis_holds_unflushed_writes().then(|| {
@@ -350,7 +355,9 @@ impl Load {
             }
             Fault::RedisDataLoss => match &stage.fault_command {
                 Some(command) => restart_redis(command, &stage.redis_url).await,
-                None => setup::clear_redis(&stage.redis_url, &stage.names.redis_prefix).await,
+                None => setup::lose_redis_data(&stage.redis_url, &stage.names.redis_prefix)
+                    .await
+                    .map(drop),
             },
             Fault::DaemonCrash => {
                 let mut slot = self.daemon.lock().await;

@@ -2,6 +2,7 @@
 //! `write_paths` shares: the bench table, the config a variant runs with, the Redis keys
 //! and RabbitMQ topology it cleans up, waiting for the binlog tailer.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
@@ -12,7 +13,8 @@ use super::workload::Variant;
 use crate::cmd::run::Daemon;
 use crate::config::{Config, RawConfig};
 use crate::error::{Error, Result};
-use crate::model::table::quote_ident;
+use crate::model::table::{SyncedTable, quote_ident};
+use crate::strategy::Services;
 use crate::strategy::mq::config::PublishMode;
 
 /// How long the binlog strategy may take to snapshot the bench table and start tailing.
@@ -188,17 +190,48 @@ pub async fn drop_bench_tables(pool: &mysql_async::Pool, database: &str) {
     }
 }
 
-/// Deletes every Redis key starting with `prefix`, and the row keys' companions
-/// (`{<key>}:cachesync:…`: tombstones, read markers).
-pub async fn clear_redis(redis_url: &str, prefix: &str) -> Result<()> {
-    let mut redis = crate::redis::connection::connect(redis_url).await?;
-    // Rows, their companion keys, and the keys of the deployment named after the prefix
-    // (marker, snapshot progress: `cachesync:{<prefix>}:...`).
-    for pattern in [
+/// Every key of a variant's run: rows, their companion keys (`{<key>}:cachesync:…`:
+/// tombstones, read markers), and the keys of the deployment named after the prefix
+/// (marker, snapshot progress: `cachesync:{<prefix>}:...`).
+fn run_patterns(prefix: &str) -> [String; 3] {
+    [
         format!("{prefix}*"),
         format!("{{{prefix}*"),
         format!("cachesync:{{{prefix}}}:*"),
-    ] {
+    ]
+}
+
+/// Deletes every key of a variant's run in one script call: what a Redis restart without
+/// persistence does to it. One call, so the strategy cannot see part of the loss and
+/// rebuild while the rest is still being deleted (a sweep in several calls would delete
+/// the rebuild's own first keys).
+pub async fn lose_redis_data(redis_url: &str, prefix: &str) -> Result<u64> {
+    const DELETE_MATCHING_LUA: &str = r"
+local n = 0
+for _, pattern in ipairs(ARGV) do
+  local cursor = '0'
+  repeat
+    local page = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', 5000)
+    cursor = page[1]
+    for _, key in ipairs(page[2]) do n = n + redis.call('DEL', key) end
+  until cursor == '0'
+end
+return n
+";
+    let mut redis = crate::redis::connection::connect(redis_url).await?;
+    redis::cmd("EVAL")
+        .arg(DELETE_MATCHING_LUA)
+        .arg(0)
+        .arg(&run_patterns(prefix)[..])
+        .query_async(&mut redis)
+        .await
+        .map_err(|e| Error::redis("bench: deleting the run's keys (redis-data-loss)", e))
+}
+
+/// Deletes every key of a variant's run (see [`run_patterns`]).
+pub async fn clear_redis(redis_url: &str, prefix: &str) -> Result<()> {
+    let mut redis = crate::redis::connection::connect(redis_url).await?;
+    for pattern in run_patterns(prefix) {
         crate::redis::connection::delete_matching(
             &mut redis,
             &pattern,
@@ -240,6 +273,19 @@ pub async fn reset_amqp(url: &str, name: &str) -> Result<()> {
     }
     conn.close(0, "bench reset".into()).await.map_err(fail)?;
     Ok(())
+}
+
+/// Loads every row into Redis through the applier, as a cache that was in use when the
+/// run began — for a strategy that runs no online snapshot, before any write.
+pub async fn warm(services: &Services, table: &Arc<SyncedTable>) -> Result<()> {
+    let mut conn = crate::mysql::get_conn(&services.pool, &services.mysql_url).await?;
+    services
+        .applier
+        .load_table(&mut conn, table, 1000, "bench warm-up", |row| {
+            table.version_of(row)
+        })
+        .await
+        .map(drop)
 }
 
 /// Waits until the binlog strategy has snapshotted the table and tails.

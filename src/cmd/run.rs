@@ -97,6 +97,12 @@ impl Daemon {
         &self.services
     }
 
+    /// Whether the strategy loads Redis itself with online snapshots (write-back does
+    /// not: its cache fills row by row).
+    pub fn snapshots_online(&self) -> bool {
+        self.strategy.snapshots().is_some()
+    }
+
     /// Waits (at most `limit`) until the strategy has loaded Redis: the online
     /// snapshots a first start (or a table added to the config) begins are done.
     pub async fn wait_loaded(&self, limit: Duration) -> Result<()> {

@@ -417,6 +417,11 @@ async fn compare_batch(
                 key_row,
             ),
         };
+        // A cache filled row by row (write-back) misses rows nobody read or wrote yet.
+        let verdict = match verdict {
+            Verdict::Missing if options.strategy.redis_holds_unflushed_writes() => Verdict::Same,
+            verdict => verdict,
+        };
         let record = match verdict {
             Verdict::Same => false,
             Verdict::Missing => {

@@ -252,6 +252,16 @@ impl RawConfig {
             .as_ref()
             .and_then(|verify| verify.validate(&mut problems));
         if let Some(kind) = strategy
+            && kind.redis_holds_unflushed_writes()
+            && self.verify.is_some()
+        {
+            problems.push(format!(
+                "verify: continuous verification cannot run with strategy = \"{kind}\": the cache \
+                 leads MySQL by design (writes wait in the queue), so a difference is not a \
+                 divergence; remove [verify]"
+            ));
+        }
+        if let Some(kind) = strategy
             && kind.needs_broker()
             && self.amqp.is_none()
         {
@@ -543,6 +553,27 @@ mod tests {
         let mut tree = valid_tree();
         tree["verify"] = json!({ "intervall": 5 });
         assert_eq!(problems(tree), vec!["verify.intervall: unknown key"]);
+        // Write-back's cache leads MySQL: nothing to verify it against while it runs.
+        let mut tree = valid_tree();
+        tree["strategy"] = json!("write-back");
+        for table in tree["tables"].as_array_mut().unwrap() {
+            table["mode"] = json!("write");
+            table["format"] = json!("json");
+        }
+        assert!(
+            problems(tree.clone()).is_empty(),
+            "{:?}",
+            problems(tree.clone())
+        );
+        tree["verify"] = json!({});
+        let found = problems(tree);
+        assert!(
+            found.len() == 1
+                && found[0].starts_with(
+                    "verify: continuous verification cannot run with strategy = \"write-back\""
+                ),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -197,7 +197,10 @@ impl StrategyKind {
     }
 
     /// Whether acknowledged writes live only in Redis until they are flushed, so a Redis
-    /// that loses its data loses them (`doctor` asks for persistence).
+    /// that loses its data loses them (`doctor` asks for persistence), and the cache leads
+    /// MySQL by design: a key that differs from its row may be a write on its way, so
+    /// continuous verification cannot run, and a missing key is only one not read or
+    /// written yet (the cache fills row by row).
     pub fn redis_holds_unflushed_writes(self) -> bool {
         match self {
             StrategyKind::WriteBack => true,
