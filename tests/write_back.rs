@@ -294,6 +294,90 @@ async fn a_change_mysql_refuses_is_dead_lettered_counted_and_its_key_repaired() 
     setup.finish().await;
 }
 
+/// Rows a round writes in multi-row statements: more than one statement's worth (50),
+/// two column sets and a delete in one round; then a round with one row MySQL refuses,
+/// which is rolled back whole and written row by row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_of_many_rows_lands_whole_and_a_refused_row_alone_is_dead_lettered() {
+    const ROWS: u64 = 90;
+    // A long window: each phase below falls into one round (batch_size 100).
+    let mut setup = Setup::new("wb_many", 2_000).await;
+    setup
+        .db
+        .exec("INSERT INTO items (id, label, email, n) VALUES (1000, 'taken', 't@example.com', 0), (1001, 'gone', NULL, 0)")
+        .await;
+    let daemon = setup.start().await;
+    let mut versions = HashMap::new();
+    let row = |id: u64| {
+        // Two column sets: with and without `email`.
+        if id.is_multiple_of(3) {
+            json!({"id": id, "label": format!("r{id}"), "n": id, "email": format!("{id}@example.com")})
+        } else {
+            json!({"id": id, "label": format!("r{id}"), "n": id})
+        }
+    };
+    for id in 1..=ROWS {
+        versions.insert(id, setup.put(row(id)).await.unwrap());
+    }
+    let answer = setup
+        .http
+        .delete(&setup.api)
+        .json(&json!({"id": 1001}))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
+    eventually(
+        "the first round flushed",
+        Duration::from_secs(30),
+        async || setup.redis_len("queue").await == 0,
+    )
+    .await;
+    assert_eq!(setup.mysql_row(1001).await, None, "the deleted row");
+
+    // The second round: ten rows and one MySQL refuses (a UNIQUE value row 1000 holds).
+    for id in ROWS + 1..=ROWS + 10 {
+        versions.insert(id, setup.put(row(id)).await.unwrap());
+    }
+    setup
+        .put(json!({"id": 5000, "label": "dup", "email": "t@example.com"}))
+        .await
+        .expect("acknowledged by the cache");
+    eventually(
+        "the second round flushed",
+        Duration::from_secs(30),
+        async || setup.redis_len("queue").await == 0,
+    )
+    .await;
+    for id in 1..=ROWS + 10 {
+        assert_eq!(
+            setup.mysql_row(id).await,
+            Some((format!("r{id}"), id as i64, versions[&id])),
+            "row {id}"
+        );
+        // Written once: a rolled-back round leaves nothing in MySQL's trigger log.
+        assert_eq!(setup.log(id).await.len(), 1, "row {id}");
+    }
+    assert_eq!(setup.mysql_row(5000).await, None, "the refused row");
+    assert_eq!(
+        setup.mysql_row(1000).await,
+        Some(("taken".to_owned(), 0, 0)),
+        "the row holding the UNIQUE value is untouched"
+    );
+    assert_eq!(setup.redis_len("dead").await, 1);
+    let metrics = daemon.metrics().unwrap();
+    assert_eq!(
+        sample(
+            &metrics,
+            "cachesync_dead_lettered_total{strategy=\"write-back\"}"
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    drop(daemon);
+    setup.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_killed_mid_flush_loses_nothing_and_reorders_nothing() {
     const ROWS: u64 = 40;

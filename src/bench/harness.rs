@@ -782,11 +782,21 @@ async fn reader(
         }
         let id = picker.pick(&mut rng);
         let newest = ledger.newest(id);
-        let value: Option<Vec<u8>> = redis::cmd("GET")
+        let value: Option<Vec<u8>> = match redis::cmd("GET")
             .arg(format!("{row_prefix}{id}"))
             .query_async(&mut redis)
             .await
-            .map_err(|e| Error::redis("bench reader: GET", e))?;
+            .map_err(|e| Error::redis("bench reader: GET", e))
+        {
+            Ok(value) => value,
+            // A Redis restarted by --fault-command drops the reader's connection: a read
+            // that did not happen is not a read; the connection manager reconnects.
+            Err(e) if e.is_transient() => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let now = unix_micros(SystemTime::now());
         counters.reads.fetch_add(1, Ordering::Relaxed);
         reads.increment(1);

@@ -98,7 +98,7 @@ pub async fn by_columns(
 /// The rows of the primary keys `keys` (each its key's values in key order) that exist,
 /// [`TableSql::KEYS_PER_LOOKUP`] keys per statement (a consistent read).
 pub async fn by_keys(
-    conn: &mut mysql_async::Conn,
+    conn: &mut impl Queryable,
     table: &SyncedTable,
     keys: &[Vec<Value>],
 ) -> Result<Vec<Vec<Cell>>> {
