@@ -3,8 +3,8 @@
 //!
 //! - the Grafana dashboard queries only metrics cachesync really exports: every metric
 //!   name in every PromQL expression of `docker/grafana/dashboards/*.json` is looked up
-//!   in real `/metrics` scrapes — of three `cachesync run` daemons (dual-write, mq,
-//!   binlog) that each had a row written through their API, and, for the series only the
+//!   in real `/metrics` scrapes — of four `cachesync run` daemons (dual-write, mq,
+//!   binlog, write-back) that each had a row written through their API, and, for the series only the
 //!   benchmark has, of a running `cachesync bench`;
 //! - `docker/compose.yml` (after `<<` merges and `${…}` interpolation from
 //!   `docker/.env`, as Compose does) and the files it mounts agree: every `depends_on`
@@ -1219,6 +1219,9 @@ impl Daemon {
                  dead_letter_queue = \"{prefix}.dead\"\noutbox_table = \"{name}.outbox\"\n",
                 common::amqp_url()
             )),
+            "write-back" => toml.push_str(&format!(
+                "[write_back]\nstream = \"{prefix}:wb\"\ndead_letter_stream = \"{prefix}:wb-dead\"\n"
+            )),
             _ => {}
         }
         let file = dir.join(format!("{strategy}.toml"));
@@ -1308,7 +1311,7 @@ impl Daemon {
 }
 
 /// Every metric the dashboard queries, except the benchmark's own, is in the scrapes of
-/// three daemons — one per strategy — after each wrote and applied a row (so the
+/// four daemons — one per strategy — after each wrote and applied a row (so the
 /// histograms have samples and every strategy's lag/propagation bookkeeping ran).
 #[tokio::test(flavor = "multi_thread")]
 async fn dashboard_metrics_are_exported_by_the_daemons() {
@@ -1318,7 +1321,7 @@ async fn dashboard_metrics_are_exported_by_the_daemons() {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let mut daemons = Vec::new();
-    for strategy in ["dual-write", "mq", "binlog"] {
+    for strategy in ["dual-write", "mq", "binlog", "write-back"] {
         daemons.push(Daemon::start(strategy, dir.path()).await);
     }
     let client = reqwest::Client::new();

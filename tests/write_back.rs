@@ -179,6 +179,19 @@ async fn eventually<F: AsyncFnMut() -> bool>(what: &str, limit: Duration, mut ch
     }
 }
 
+/// The daemon counted `n` dead-lettered changes.
+fn assert_dead_lettered(daemon: &RunningDaemon, n: f64) {
+    let metrics = daemon.metrics().unwrap();
+    assert_eq!(
+        sample(
+            &metrics,
+            "cachesync_dead_lettered_total{strategy=\"write-back\"}"
+        ),
+        Some(n),
+        "{metrics}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_reach_the_cache_at_once_and_mysql_coalesced() {
     // A long batch window: the writes below all fall into one flush.
@@ -281,15 +294,7 @@ async fn a_change_mysql_refuses_is_dead_lettered_counted_and_its_key_repaired() 
     .await;
     assert_eq!(setup.get(1).await.unwrap()["email"], "x@example.com");
     assert_eq!(setup.mysql_row(2).await, None);
-    let metrics = daemon.metrics().unwrap();
-    assert_eq!(
-        sample(
-            &metrics,
-            "cachesync_dead_lettered_total{strategy=\"write-back\"}"
-        ),
-        Some(1.0),
-        "{metrics}"
-    );
+    assert_dead_lettered(&daemon, 1.0);
     drop(daemon);
     setup.finish().await;
 }
@@ -365,15 +370,7 @@ async fn a_round_of_many_rows_lands_whole_and_a_refused_row_alone_is_dead_letter
         "the row holding the UNIQUE value is untouched"
     );
     assert_eq!(setup.redis_len("dead").await, 1);
-    let metrics = daemon.metrics().unwrap();
-    assert_eq!(
-        sample(
-            &metrics,
-            "cachesync_dead_lettered_total{strategy=\"write-back\"}"
-        ),
-        Some(1.0),
-        "{metrics}"
-    );
+    assert_dead_lettered(&daemon, 1.0);
     drop(daemon);
     setup.finish().await;
 }
