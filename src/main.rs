@@ -78,7 +78,8 @@ enum Command {
     ///
     /// strategies: runs the strategies on one seeded workload and prints a comparison:
     /// write latency, propagation (commit → Redis, seen from outside), stale reads,
-    /// divergence after the drain, and what a fault did. Uses the services in the config
+    /// divergence after the drain, what a fault did, and the CPU µs per change of
+    /// cachesync (its own threads), Redis, MySQL and RabbitMQ (local servers, from /proc). Uses the services in the config
     /// (mysql.url, redis.url, amqp.url; its [[tables]] are not used): creates
     /// `DATABASE.items` with KEYS rows, and for each strategy in turn loads Redis, starts the
     /// strategy, runs WRITERS writers at RATE and READERS readers for DURATION, drains, and

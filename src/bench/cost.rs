@@ -6,7 +6,7 @@
 //! services on this machine (a loopback URL). cachesync runs in the bench's own process
 //! next to the load generator, so the bench starts the daemon on a runtime of its own
 //! ([`daemon_runtime`]) whose threads are named [`DAEMON_THREAD`], and counts the CPU of
-//! those threads only (`/proc/self/task/<tid>/stat`). The figures are clock ticks
+//! the threads named in [`DAEMON_THREADS`] only (`/proc/self/task/<tid>/stat`). The figures are clock ticks
 //! (usually 10 ms), so a window must hold many of them to mean anything.
 
 use std::collections::HashMap;
@@ -21,6 +21,11 @@ use crate::error::{Error, Result};
 /// Name of the daemon runtime's threads; the CPU counted as cachesync's is theirs.
 /// Short enough for the 15 bytes Linux keeps of a thread name.
 pub const DAEMON_THREAD: &str = "cachesync-d";
+
+/// Names (prefixes) of the threads whose CPU is cachesync's: the daemon's runtime, and
+/// the thread lapin runs each AMQP connection's I/O on (whatever runtime opened it) —
+/// during the measured window only the daemon holds AMQP connections.
+pub const DAEMON_THREADS: &[&str] = &[DAEMON_THREAD, "lapin-io-loop"];
 
 /// A multi-threaded runtime for the daemon alone (as many workers as `cachesync run`
 /// would have), so its CPU can be told apart from the load generator's.
@@ -71,10 +76,10 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
     parse_stat(&stat).map(|(_, ticks)| ticks_to_duration(ticks))
 }
 
-/// CPU ticks of each living thread of this process whose name starts with `prefix`, by
-/// thread id. A thread that ends between two readings takes its time with it (tokio's
+/// CPU ticks of each living thread of this process whose name starts with one of
+/// `prefixes`, by thread id. A thread that ends between two readings takes its time with it (tokio's
 /// workers live as long as their runtime; only idle blocking threads come and go).
-fn threads_ticks(prefix: &str) -> HashMap<u32, u64> {
+fn threads_ticks(prefixes: &[&str]) -> HashMap<u32, u64> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return HashMap::new();
     };
@@ -84,7 +89,10 @@ fn threads_ticks(prefix: &str) -> HashMap<u32, u64> {
             let tid: u32 = task.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
             let (name, ticks) = parse_stat(&stat)?;
-            name.starts_with(prefix).then_some((tid, ticks))
+            prefixes
+                .iter()
+                .any(|p| name.starts_with(p))
+                .then_some((tid, ticks))
         })
         .collect()
 }
@@ -174,7 +182,7 @@ impl CpuSample {
     /// Reads every counter now.
     pub fn take(pids: &Pids) -> CpuSample {
         CpuSample {
-            daemon_threads: threads_ticks(DAEMON_THREAD),
+            daemon_threads: threads_ticks(DAEMON_THREADS),
             redis: pids.redis.and_then(process_cpu),
             mysql: pids.mysql.and_then(process_cpu),
             rabbitmq: pids.rabbitmq.and_then(process_cpu),
@@ -282,7 +290,7 @@ mod tests {
     fn the_cpu_of_named_threads_is_counted_and_no_other() {
         // A name of its own: tests of this binary run in parallel on unnamed threads.
         let prefix = "cost-test-burn";
-        let before = threads_ticks(prefix);
+        let before = threads_ticks(&[prefix, "cost-test-none"]);
         assert!(before.is_empty(), "{before:?}");
         let (started, release) = (
             std::sync::Arc::new(std::sync::Barrier::new(2)),
@@ -305,7 +313,7 @@ mod tests {
         burn(Duration::from_millis(300));
         let mut after;
         loop {
-            after = threads_ticks(prefix);
+            after = threads_ticks(&[prefix, "cost-test-none"]);
             let ticks: u64 = after.values().sum();
             // The burner's 300 ms are at least 25 ticks at any tick rate Linux uses
             // (≤ 1000/s would be 300); wait until it is done.
