@@ -78,7 +78,8 @@ enum Command {
     ///
     /// strategies: runs the strategies on one seeded workload and prints a comparison:
     /// write latency, propagation (commit → Redis, seen from outside), stale reads,
-    /// divergence after the drain, and what a fault did. Uses the services in the config
+    /// divergence after the drain, what a fault did, and the CPU µs per change of
+    /// cachesync (its own threads), Redis, MySQL and RabbitMQ (local servers, from /proc). Uses the services in the config
     /// (mysql.url, redis.url, amqp.url; its [[tables]] are not used): creates
     /// `DATABASE.items` with KEYS rows, and for each strategy in turn loads Redis, starts the
     /// strategy, runs WRITERS writers at RATE and READERS readers for DURATION, drains, and
@@ -124,6 +125,12 @@ struct BenchArgs {
     /// Measured time per strategy (30s, 500ms, 2m).
     #[arg(long, help_heading = STRATEGIES_HEADING, default_value = "30s", value_parser = cachesync::bench::workload::parse_duration)]
     duration: Duration,
+    /// Run every strategy ROUNDS times, interleaved (A B C A B C …), so neither the order
+    /// nor a noisy moment of the machine favours one. Each figure is then the median of
+    /// the rounds, with the range (lowest–highest round) in a second table and in the
+    /// JSON's `range`; counts of errors, losses and divergence are the worst round's.
+    #[arg(long, help_heading = STRATEGIES_HEADING, default_value_t = 1)]
+    rounds: usize,
     /// Concurrent writer tasks.
     #[arg(long, help_heading = STRATEGIES_HEADING, default_value_t = 16)]
     writers: usize,
@@ -353,6 +360,7 @@ impl BenchArgs {
             scenario,
             strategies,
             duration,
+            rounds,
             writers,
             rate,
             keys,
@@ -397,6 +405,7 @@ impl BenchArgs {
             database: database.unwrap_or_else(|| "cachesync_bench".to_owned()),
             key_prefix,
             progress: !quiet,
+            rounds,
         };
         cachesync::bench::run_and_report(&config, &options, &files).await
     }
@@ -451,6 +460,8 @@ mod tests {
             "--storm-expiry-ttl",
             "--storm-expiry-jitter",
             "USER_STATISTICS",
+            "--rounds <ROUNDS>",
+            "interleaved",
         ] {
             assert!(help.contains(needle), "{needle:?} not in\n{help}");
         }

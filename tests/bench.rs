@@ -7,6 +7,8 @@
 //!   MySQL and every acknowledged change seen in Redis, never going backwards;
 //! - under `redis-restart`, `daemon-crash` and `broker-drop`, binlog and `mq:outbox` lose
 //!   nothing and report a recovery time;
+//! - interleaved rounds report each figure's median within its range, and the CPU per
+//!   change of cachesync and Redis;
 //! - the CLI prints the table and writes the Markdown and JSON reports.
 //!
 //! Run `scripts/services.sh up` first. Each test uses its own database, Redis key prefix,
@@ -66,6 +68,7 @@ fn options(name: &str, variants: &str, fault: Fault) -> Options {
         database: unique.clone(),
         key_prefix: format!("cachesync:test:{unique}"),
         progress: false,
+        rounds: 1,
     }
 }
 
@@ -274,6 +277,75 @@ async fn under_hot_key_contention_the_ordered_strategies_end_equal_to_mysql() {
     assert_renderings(&report);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rounds_report_the_median_within_its_range_and_the_cpu_per_change() {
+    let mut options = options("bench_rounds", "binlog,mq", Fault::None);
+    options.duration = Duration::from_secs(2);
+    options.rounds = 2;
+    let report = run(&options).await;
+    eprintln!("{}", report.markdown());
+    assert_eq!(report.workload.rounds, 2);
+    assert_eq!(
+        report.results.len(),
+        2,
+        "one summary per strategy, not per round"
+    );
+    for r in &report.results {
+        let name = &r.strategy;
+        assert_eq!(r.rounds, 2, "{name}");
+        assert!(r.writes > 0, "{name}: {:?}", r.first_error);
+        assert_eq!(r.write_errors, 0, "{name}: {:?}", r.first_error);
+        if r.ordered {
+            assert_nothing_lost(r);
+        }
+        for (figure, median) in [
+            ("writes_per_s", Some(r.writes_per_s)),
+            ("write_latency_ms.p50", Some(r.write_latency_ms.p50)),
+            ("propagation_ms.p99", Some(r.propagation_ms.p99)),
+            ("cpu_us_per_change.cachesync", r.cpu_us_per_change.cachesync),
+            ("cpu_us_per_change.redis", r.cpu_us_per_change.redis),
+        ] {
+            let [lo, hi] = r.range[figure];
+            let median = median.unwrap_or_else(|| panic!("{name}: no {figure}"));
+            assert!(
+                lo <= median && median <= hi,
+                "{name}: {figure} median {median} outside the rounds' range {lo}–{hi}"
+            );
+        }
+        // Both processes did work for every change in the window: the daemon's threads
+        // (binlog: its tailer; mq: the publishing writes and the consumer) and Redis.
+        for (process, cpu) in [
+            ("cachesync", r.cpu_us_per_change.cachesync),
+            ("redis", r.cpu_us_per_change.redis),
+        ] {
+            assert!(
+                cpu.is_some_and(|us| us > 0.0),
+                "{name}: {process} CPU per change {cpu:?}"
+            );
+        }
+    }
+    let markdown = report.markdown();
+    assert!(markdown.contains("Range over the rounds"), "{markdown}");
+    assert!(markdown.contains("CPU µs/change"), "{markdown}");
+    let json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
+    for j in json["results"].as_array().unwrap() {
+        assert!(
+            j["cpu_us_per_change"]["cachesync"].as_f64().unwrap() > 0.0,
+            "{j}"
+        );
+        assert!(
+            j["cpu_us_per_change"]["redis"].as_f64().unwrap() > 0.0,
+            "{j}"
+        );
+        assert_eq!(
+            j["range"]["writes_per_s"].as_array().unwrap().len(),
+            2,
+            "{j}"
+        );
+    }
+    assert_eq!(json["workload"]["rounds"], 2);
+}
+
 /// A fault run: every variant consistent, the ones named in `lossless` lose nothing and
 /// recover.
 async fn fault_run(name: &str, fault: Fault, variants: &str, lossless: &[&str]) -> BenchReport {
@@ -474,12 +546,12 @@ fn bad_bench_options_are_named_before_anything_connects() {
             "--fault-duration",
             "5s",
         ])
-        .args(["--writers", "0", "--database", "no-dashes"])
+        .args(["--writers", "0", "--database", "no-dashes", "--rounds", "0"])
         .output()
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    for flag in ["--fault-duration", "--writers", "--database"] {
+    for flag in ["--fault-duration", "--writers", "--database", "--rounds"] {
         assert!(stderr.contains(flag), "{flag} is named in:\n{stderr}");
     }
     assert!(

@@ -2,17 +2,24 @@
 //! fault's proxy, the strategy started as the daemon starts it, the observer), [`Load`]
 //! (writers, readers, the progress line), the fault at a third of the run, the drain,
 //! and the figures ([`VariantReport`]).
+//!
+//! The daemon runs on its own runtime (see [`super::cost`]) so its CPU can be counted
+//! apart from the load generator's: it is started there, and the write calls of the
+//! strategies whose writes go through cachesync run there too, as the sidecar API would
+//! run them; a binlog application's write is its own commit and stays with the writers.
 
 use std::io::{IsTerminal, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use tokio::runtime::Handle;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::cost::{CpuSample, CpuUsed, Pids};
 use super::faults::{self, Fault, Proxy};
 use super::observer::{self, Ack, AckSender, Ledger, Observed, Observer, Watch, row_version};
 use super::report::{Divergent, FaultOutcome, Quantiles, Samples, VariantReport};
@@ -59,6 +66,13 @@ struct WriterResult {
     first_error: Option<String>,
 }
 
+/// Where the daemon runs and which service processes' CPU is counted.
+pub(super) struct Host {
+    /// The daemon's own runtime.
+    pub daemon: Handle,
+    pub pids: Pids,
+}
+
 /// Runs `variant` on the workload of `options` and measures it.
 pub(super) async fn run_variant(
     config: &Config,
@@ -66,10 +80,11 @@ pub(super) async fn run_variant(
     variant: Variant,
     pool: &mysql_async::Pool,
     picker: &KeyPicker,
+    host: &Host,
 ) -> Result<VariantReport> {
-    let (stage, daemon, observer) = Stage::prepare(config, options, variant, pool).await?;
+    let (stage, daemon, observer) = Stage::prepare(config, options, variant, pool, host).await?;
     info!(strategy = %variant, "bench: running");
-    let mut load = Load::start(&stage, daemon, &observer, options, picker, pool).await?;
+    let mut load = Load::start(&stage, daemon, &observer, options, picker, pool, host).await?;
     let fault = load.fault(&stage, options).await?;
     let measured = load.finish(options, observer).await?;
     let daemon = measured.daemon;
@@ -100,6 +115,8 @@ struct Stage {
     redis_url: String,
     /// `--fault-command`.
     fault_command: Option<String>,
+    /// The daemon's own runtime (also for a restart after a crash).
+    daemon_runtime: Handle,
     table: Arc<SyncedTable>,
     /// Position of the `v` column in the table's rows.
     v_position: usize,
@@ -112,6 +129,7 @@ impl Stage {
         options: &Options,
         variant: Variant,
         pool: &mysql_async::Pool,
+        host: &Host,
     ) -> Result<(Stage, Daemon, Observer)> {
         let names = Names::new(options, &variant);
         setup::prepare_table(pool, &options.database, options.keys).await?;
@@ -134,7 +152,7 @@ impl Stage {
         };
         let variant_config =
             setup::variant_config(config, options, &variant, &names, proxy.as_ref())?;
-        let daemon = Daemon::start(&variant_config).await?;
+        let daemon = start_daemon(&host.daemon, &variant_config).await?;
         let table = daemon.services().tables[0].clone();
         let v_position = table
             .encoder
@@ -172,6 +190,7 @@ impl Stage {
             config: variant_config,
             redis_url: config.redis_url.clone(),
             fault_command: options.fault_command.clone(),
+            daemon_runtime: host.daemon.clone(),
             table,
             v_position,
         };
@@ -207,6 +226,9 @@ struct Load {
     began: Instant,
     /// What crashed instances' appliers did.
     crashed: Applied,
+    pids: Pids,
+    /// CPU counters when the writers started.
+    cpu_began: CpuSample,
 }
 
 /// What the workload measured once it stopped and drained.
@@ -227,6 +249,8 @@ struct Figures {
     /// What crashed instances' appliers did.
     crashed: Applied,
     ledger: Arc<Ledger>,
+    /// CPU used from the writers' start to the drain's end.
+    cpu: CpuUsed,
 }
 
 impl Load {
@@ -238,6 +262,7 @@ impl Load {
         options: &Options,
         picker: &KeyPicker,
         pool: &mysql_async::Pool,
+        host: &Host,
     ) -> Result<Load> {
         let variant = stage.variant;
         let (epoch, epoch_rx) = watch::channel(Epoch {
@@ -248,6 +273,7 @@ impl Load {
         let ledger = Arc::new(Ledger::new(options.keys));
         let stop_writers = CancellationToken::new();
         let stop_readers = CancellationToken::new();
+        let cpu_began = CpuSample::take(&host.pids);
         let began = Instant::now();
         let writers = (0..options.writers)
             .map(|index| {
@@ -259,6 +285,7 @@ impl Load {
                     stage.v_position,
                     picker.clone(),
                     pool.clone(),
+                    host.daemon.clone(),
                     epoch_rx.clone(),
                     observer.sender(),
                     ledger.clone(),
@@ -307,6 +334,8 @@ impl Load {
             progress,
             began,
             crashed: Applied::default(),
+            pids: host.pids,
+            cpu_began,
         })
     }
 
@@ -376,7 +405,7 @@ impl Load {
                 }
                 drop(old);
                 tokio::time::sleep(duration).await;
-                let restarted = Daemon::start(&stage.config).await?;
+                let restarted = start_daemon(&stage.daemon_runtime, &stage.config).await?;
                 self.epoch.send_replace(Epoch {
                     strategy: Some(restarted.strategy().clone()),
                     crash: CancellationToken::new(),
@@ -411,6 +440,7 @@ impl Load {
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         let drain = drain_began.elapsed();
+        let cpu = CpuSample::take(&self.pids).since(&self.cpu_began);
         self.stop_readers.cancel();
         for r in self.readers {
             let staleness = r.await.map_err(|e| task_failed("a reader", e))??;
@@ -438,6 +468,7 @@ impl Load {
                 counters: self.counters,
                 crashed: self.crashed,
                 ledger: self.ledger,
+                cpu,
             },
         })
     }
@@ -461,6 +492,7 @@ fn report(
         counters,
         crashed,
         ledger: _,
+        cpu,
     } = figures;
     samples.propagation_us = observed.propagated.iter().map(|p| p.micros()).collect();
     if let Some(f) = &mut fault {
@@ -517,6 +549,9 @@ fn report(
         } else {
             observed.read_micros as f64 / observed.reads as f64
         },
+        cpu_us_per_change: cpu.per_change(writes),
+        rounds: 1,
+        range: Default::default(),
         samples,
     }
 }
@@ -592,6 +627,16 @@ async fn divergence(services: &Services, variant: &Variant, names: &Names) -> Re
     Ok(divergent)
 }
 
+/// Starts the strategy as the daemon does, on the daemon's runtime: every task it spawns
+/// (its background work, the Redis and MySQL connections' own tasks) lives there.
+async fn start_daemon(runtime: &Handle, config: &Config) -> Result<Daemon> {
+    let config = config.clone();
+    runtime
+        .spawn(async move { Daemon::start(&config).await })
+        .await
+        .map_err(|e| task_failed("the daemon's start", e))?
+}
+
 fn task_failed(what: &str, e: tokio::task::JoinError) -> Error {
     Error::Io {
         context: format!("bench: {what} task"),
@@ -647,6 +692,7 @@ async fn writer(
     v_position: usize,
     picker: KeyPicker,
     pool: mysql_async::Pool,
+    daemon: Handle,
     mut epoch: watch::Receiver<Epoch>,
     acks: AckSender,
     ledger: Arc<Ledger>,
@@ -693,6 +739,25 @@ async fn writer(
         let current = epoch.borrow_and_update().clone();
         let started = Instant::now();
         let outcome = match &current.strategy {
+            // The write goes through cachesync: it runs on the daemon's threads, whose CPU
+            // is cachesync's, as a write through the sidecar API would.
+            Some(strategy) if variant.kind.writes_need_the_daemon() => {
+                let strategy = strategy.clone();
+                let mut call = daemon.spawn(async move { strategy.write(write).await });
+                tokio::select! {
+                    joined = &mut call => Some(
+                        joined
+                            .map_err(|e| task_failed("a write", e))
+                            .and_then(|outcome| outcome)
+                            .map(|r| (r.committed_at_us, r.row)),
+                    ),
+                    _ = current.crash.cancelled() => {
+                        call.abort();
+                        counters.interrupted.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                }
+            }
             Some(strategy) => tokio::select! {
                 outcome = strategy.write(write) => Some(outcome.map(|r| (r.committed_at_us, r.row))),
                 _ = current.crash.cancelled() => {

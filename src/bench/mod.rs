@@ -10,12 +10,18 @@
 //! `duration`; the run drains until every acknowledged change was seen (or the drain
 //! limit), stops the strategy, and compares every key with MySQL (`verify`).
 //!
+//! With `rounds` above one the variants run interleaved (A B C A B C …), so a noisy
+//! moment of the machine or the order of the runs favours none of them, and each figure
+//! is reported as its median over the rounds with its range.
+//!
 //! Module map: [`harness`] (one variant's run, phase by phase), [`setup`] (the bench
 //! table, a variant's config, cleaning up), [`workload`] (variants, key skew, pacing),
 //! [`observer`] (propagation, order and staleness bookkeeping), [`faults`] (fault kinds
-//! and the loopback proxy), [`report`] (figures from raw samples; terminal/Markdown/JSON),
-//! and the read path's scenario, [`storm`].
+//! and the loopback proxy), [`cost`] (CPU per change of each process), [`report`]
+//! (figures from raw samples, rounds summed up; terminal/Markdown/JSON), and the read
+//! path's scenario, [`storm`].
 
+pub mod cost;
 pub mod faults;
 mod harness;
 pub mod observer;
@@ -29,7 +35,7 @@ use std::time::{Duration, SystemTime};
 use tracing::info;
 
 use self::faults::Fault;
-use self::report::{BenchReport, ReportFiles};
+use self::report::{BenchReport, ReportFiles, VariantReport};
 use self::workload::{KeyPicker, Skew, Variant};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -80,6 +86,9 @@ pub struct Options {
     pub key_prefix: String,
     /// Print a live progress line on stderr.
     pub progress: bool,
+    /// How many times each variant runs, interleaved (A B C A B C …); figures are the
+    /// median over the rounds, with their range.
+    pub rounds: usize,
 }
 
 impl Options {
@@ -91,6 +100,9 @@ impl Options {
         }
         if self.duration.is_zero() {
             problems.push("--duration: must be more than 0".to_owned());
+        }
+        if self.rounds == 0 {
+            problems.push("--rounds: must be at least 1".to_owned());
         }
         if self.writers == 0 {
             problems.push("--writers: must be at least 1".to_owned());
@@ -142,7 +154,7 @@ pub async fn run_and_report(config: &Config, options: &Options, files: &ReportFi
     crate::metrics::install(config.metrics_listen)?;
     describe_metrics();
     eprintln!(
-        "cachesync bench: {} for {:?} each; metrics on http://{}/metrics",
+        "cachesync bench: {} for {:?} each, {} round{}; metrics on http://{}/metrics",
         options
             .variants
             .iter()
@@ -150,6 +162,8 @@ pub async fn run_and_report(config: &Config, options: &Options, files: &ReportFi
             .collect::<Vec<_>>()
             .join(", "),
         options.duration,
+        options.rounds,
+        if options.rounds == 1 { "" } else { "s" },
         config.metrics_listen
     );
     let report = run(config, options).await?;
@@ -171,14 +185,24 @@ pub async fn run(config: &Config, options: &Options) -> Result<BenchReport> {
     let started_unix_s = unix_micros(SystemTime::now()) / 1_000_000;
     let load_average_before = setup::load_average();
     let pool = crate::mysql::pool(&config.mysql_url)?;
-    let mut results = Vec::with_capacity(options.variants.len());
+    let daemon_runtime = cost::daemon_runtime()?;
+    let host = harness::Host {
+        daemon: daemon_runtime.handle().clone(),
+        pids: cost::Pids::find(config, &pool).await,
+    };
+    // Per variant, its rounds.
+    let mut rounds: Vec<Vec<VariantReport>> = vec![Vec::new(); options.variants.len()];
     for variant in &options.variants {
         register_series(variant, &options.database);
     }
     let outcome = async {
-        for variant in &options.variants {
-            info!(strategy = %variant, "bench: preparing");
-            results.push(harness::run_variant(config, options, *variant, &pool, &picker).await?);
+        for round in 1..=options.rounds {
+            for (variant, runs) in options.variants.iter().zip(&mut rounds) {
+                info!(strategy = %variant, round, "bench: preparing");
+                runs.push(
+                    harness::run_variant(config, options, *variant, &pool, &picker, &host).await?,
+                );
+            }
         }
         Ok::<(), Error>(())
     }
@@ -186,7 +210,11 @@ pub async fn run(config: &Config, options: &Options) -> Result<BenchReport> {
     // Leave nothing behind, whatever happened.
     setup::drop_bench_tables(&pool, &options.database).await;
     pool.disconnect().await.ok();
+    // Every daemon has stopped; what is left of their tasks goes with the runtime (which
+    // must not be dropped by blocking inside this one).
+    daemon_runtime.shutdown_background();
     outcome?;
+    let results = rounds.into_iter().map(VariantReport::of_rounds).collect();
     Ok(BenchReport {
         cachesync_version: env!("CARGO_PKG_VERSION"),
         started_unix_s,
@@ -207,6 +235,7 @@ pub async fn run(config: &Config, options: &Options) -> Result<BenchReport> {
             fault_at_s: options.fault_at().map(|d| d.as_secs_f64()),
             fault_duration_s: options.fault_duration.as_secs_f64(),
             drain_timeout_s: options.drain_timeout.as_secs_f64(),
+            rounds: options.rounds,
         },
         results,
     })
