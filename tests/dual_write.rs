@@ -626,3 +626,50 @@ async fn reverse_order_redis_writes_are_stopped_by_the_version_guard_only() {
     );
     f.finish().await;
 }
+
+/// A versioned delete carries the deleted row's version, so an image of that row that
+/// reaches Redis after the delete — a writer's late Redis write, an online snapshot's
+/// chunk read before the delete — cannot bring it back (it did, before: the delete had no
+/// version and left no tombstone).
+#[tokio::test]
+async fn an_image_of_a_deleted_row_arriving_after_the_delete_does_not_resurrect_it() {
+    let f = fixture().await;
+    let written = f
+        .strategy
+        .write(f.upsert(&[
+            ("id", Value::UInt(3)),
+            ("email", "c@x".into()),
+            ("version", Value::UInt(5)),
+        ]))
+        .await
+        .unwrap();
+    let image = written.row.clone().expect("an upsert's committed row");
+    let delete = RowWrite {
+        table: f.table.clone(),
+        op: Op::Delete,
+        values: vec![("id".to_owned(), Value::UInt(3))],
+    };
+    let receipt = f.strategy.write(delete).await.unwrap();
+    assert_eq!(
+        receipt.version,
+        Some(5),
+        "the delete carries the row's version"
+    );
+    assert_eq!(f.cached(3).await, None);
+
+    // The row as it was before the delete, arriving late.
+    let late = f
+        .applier
+        .apply(&[Change {
+            table: f.table.clone(),
+            op: Op::Upsert,
+            row: image,
+            version: Some(5),
+            committed_at_us: None,
+        }])
+        .await
+        .unwrap();
+    assert_eq!((late.written, late.stale), (0, 1));
+    assert_eq!(f.cached(3).await, None, "the deleted row came back");
+    f.finish().await;
+}

@@ -418,6 +418,21 @@ impl SyncedTable {
         Ok(cells)
     }
 
+    /// The key cells and, when the table has one, the version column's cell of a SQL result
+    /// row (every other cell NULL): what a delete needs, so that its tombstone carries the
+    /// deleted row's version and refuses a copy or a late write of the row at that version
+    /// or older. A version that does not decode is left NULL (the delete is unversioned).
+    pub fn decode_sql_key_and_version(&self, row: &mysql_async::Row) -> Result<Vec<Cell>> {
+        let mut cells = self.decode_sql_key(row)?;
+        if let Some(i) = self.version_column {
+            let value = row.as_ref(i).unwrap_or(&mysql_async::Value::NULL);
+            if let Ok(cell) = super::decode::from_sql(&self.types[i], value) {
+                cells[i] = cell;
+            }
+        }
+        Ok(cells)
+    }
+
     /// The key cells of a binlog row image (every other cell NULL), like
     /// [`SyncedTable::decode_sql_key`]: a before image needs no more, and a row whose
     /// other columns are undecodable can still be named.

@@ -22,8 +22,8 @@ use crate::model::table::{SyncedTable, quote_ident};
 pub enum Written {
     /// The row as it commits: defaults, triggers and coercions included.
     Upserted(Vec<Cell>),
-    /// The key cells (every other cell NULL) of the row the delete removed, as MySQL
-    /// spells them; `None` when no row matched.
+    /// The key cells and version (every other cell NULL) of the row the delete removed,
+    /// as MySQL spells them; `None` when no row matched.
     Deleted(Option<Vec<Cell>>),
 }
 
@@ -89,8 +89,12 @@ pub async fn write_in(tx: &mut mysql_async::Transaction<'_>, write: &RowWrite) -
             .map_err(|e| {
                 Error::mysql(format!("reading the row to delete of {}", table.name()), e)
             })?;
-        // Key cells only: a row whose other columns cannot be decoded is still deletable.
-        let key_row = found.map(|row| table.decode_sql_key(&row)).transpose()?;
+        // Key cells and the version only: a row whose other columns cannot be decoded is
+        // still deletable, and the delete carries the row's version (its tombstone must
+        // outrank the row it removes).
+        let key_row = found
+            .map(|row| table.decode_sql_key_and_version(&row))
+            .transpose()?;
         tx.exec_drop(&sql.statement, Params::Positional(sql.params))
             .await
             .map_err(|e| Error::mysql(format!("writing a row of {}", table.name()), e))?;

@@ -295,8 +295,8 @@ impl SyncStrategy for DualWrite {
         let table = write.table.clone();
         let written = crate::mysql::write::commit(&self.pool, &write).await?;
         let committed_at_us = unix_micros(SystemTime::now());
-        // Keyed by the row MySQL changed; a delete only needs its key cells (others NULL,
-        // so it carries no version).
+        // Keyed by the row MySQL changed; a delete carries its key cells and the deleted
+        // row's version (its tombstone then refuses that row's older or equal images).
         let (op, row) = written.change_row(&table, &write)?;
         let version = table.version_of(&row);
         let change = Change {
