@@ -627,8 +627,8 @@ async fn reverse_order_redis_writes_are_stopped_by_the_version_guard_only() {
     f.finish().await;
 }
 
-/// A versioned delete carries the deleted row's version, so an image of that row that
-/// reaches Redis after the delete — a writer's late Redis write, an online snapshot's
+/// A versioned delete carries a version above the deleted row's, so an image of that row
+/// that reaches Redis after the delete — a writer's late Redis write, an online snapshot's
 /// chunk read before the delete — cannot bring it back (it did, before: the delete had no
 /// version and left no tombstone).
 #[tokio::test]
@@ -652,8 +652,8 @@ async fn an_image_of_a_deleted_row_arriving_after_the_delete_does_not_resurrect_
     let receipt = f.strategy.write(delete).await.unwrap();
     assert_eq!(
         receipt.version,
-        Some(5),
-        "the delete carries the row's version"
+        Some(6),
+        "the delete carries a version above the deleted row's"
     );
     assert_eq!(f.cached(3).await, None);
 

@@ -142,3 +142,16 @@ impl DeadLetter {
         }
     }
 }
+
+/// The version a change of `row` carries, from `table`'s version column: an upsert's is
+/// the row's; a delete's is one more than the deleted row's, because the delete is a newer
+/// change of the row than the row it removes — so its tombstone refuses every image of
+/// that row (a late write, an online snapshot's chunk read before the delete), while a
+/// repair that re-read MySQL at the tombstone's version still lands.
+pub fn version_of_change(table: &SyncedTable, op: Op, row: &[Cell]) -> Option<u64> {
+    let version = table.version_of(row)?;
+    Some(match op {
+        Op::Delete => version.saturating_add(1),
+        Op::Upsert => version,
+    })
+}

@@ -419,9 +419,9 @@ impl SyncedTable {
     }
 
     /// The key cells and, when the table has one, the version column's cell of a SQL result
-    /// row (every other cell NULL): what a delete needs, so that its tombstone carries the
-    /// deleted row's version and refuses a copy or a late write of the row at that version
-    /// or older. A version that does not decode is left NULL (the delete is unversioned).
+    /// row (every other cell NULL): what a delete needs, so that its tombstone outranks the
+    /// row it removes ([`crate::model::change::version_of_change`]). A version that does not decode is
+    /// left NULL (the delete is unversioned).
     pub fn decode_sql_key_and_version(&self, row: &mysql_async::Row) -> Result<Vec<Cell>> {
         let mut cells = self.decode_sql_key(row)?;
         if let Some(i) = self.version_column {

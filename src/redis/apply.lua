@@ -72,9 +72,6 @@ local function apply(key, tomb, marker, op, ver, fmt, ttl, tomb_ttl, first, last
       local t = redis.call('GET', tomb)
       if t then
         tombstoned = true
-        -- A delete at version t removed the row as it was at t: an upsert at t is that
-        -- row or an older copy of it (a snapshot chunk, a late write), never a new one.
-        if op ~= 'd' and ver == t then return 0 end
         if not current or older(current, t) then current = t end
       end
     end

@@ -295,10 +295,10 @@ impl SyncStrategy for DualWrite {
         let table = write.table.clone();
         let written = crate::mysql::write::commit(&self.pool, &write).await?;
         let committed_at_us = unix_micros(SystemTime::now());
-        // Keyed by the row MySQL changed; a delete carries its key cells and the deleted
-        // row's version (its tombstone then refuses that row's older or equal images).
+        // Keyed by the row MySQL changed; a delete carries its key cells and a version
+        // above the deleted row's (its tombstone then refuses every image of that row).
         let (op, row) = written.change_row(&table, &write)?;
-        let version = table.version_of(&row);
+        let version = crate::model::change::version_of_change(&table, op, &row);
         let change = Change {
             table: table.clone(),
             op,

@@ -168,7 +168,7 @@ impl Mq {
     ) -> Result<ChangeEvent> {
         let table = &write.table;
         let (op, row) = written.clone().change_row(table, write)?;
-        let version = version.or_else(|| table.version_of(&row));
+        let version = version.or_else(|| crate::model::change::version_of_change(table, op, &row));
         Ok(ChangeEvent::new(
             table,
             op,
