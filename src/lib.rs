@@ -9,7 +9,8 @@
 //!
 //! - `src/main.rs` — parses arguments, sets up logging, calls [`cmd`] or [`bench`].
 //! - [`bench`] — `cachesync bench`: every strategy on one seeded workload, observed from
-//!   outside (propagation, stale reads, divergence, faults); the read-storm scenario.
+//!   outside (propagation, stale reads, divergence, faults); the read-storm scenario; the
+//!   overhead scenario (the database's writers with and without a binlog reader).
 //! - [`cmd`] — the commands: `run` (and [`cmd::run::Daemon`], the started strategy the
 //!   benchmark reuses, with continuous verification next to it), `snapshot`, `doctor`,
 //!   `verify`.

@@ -73,8 +73,9 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         examples: usize,
     },
-    /// Measure: the sync strategies side by side (`--scenario strategies`, the default), or
-    /// the read path's guards against the classic cache failures (`--scenario read-storm`).
+    /// Measure: the sync strategies side by side (`--scenario strategies`, the default),
+    /// the read path's guards against the classic cache failures (`--scenario read-storm`),
+    /// or what reading the binlog costs the database's own writers (`--scenario overhead`).
     ///
     /// strategies: runs the strategies on one seeded workload and prints a comparison:
     /// write latency, propagation (commit → Redis, seen from outside), stale reads,
@@ -102,6 +103,19 @@ enum Command {
     /// re-creates `DATABASE.items` with STORM_EXPIRY_KEYS rows and writes Redis keys under
     /// `cachesync:storm:`; removes the table, the keys and the user at the end. Takes about
     /// a minute at the default sizes.
+    ///
+    /// overhead: a built-in OLTP write workload (sysbench is not used) — WRITERS
+    /// connections each committing transactions of 4 row changes (UPDATE of an indexed
+    /// column, UPDATE of a non-indexed column, DELETE + INSERT of one row) on
+    /// `DATABASE.items` with KEYS rows, as fast as they go — for DURATION in each of three
+    /// phases, interleaved over ROUNDS: alone (nothing reads the binlog), the raw binlog
+    /// reader as the floor (`mariadb-binlog --read-from-remote-server --raw --stop-never`,
+    /// or mysqlbinlog; `n/a` when neither is on PATH), and cachesync's binlog strategy
+    /// syncing the table into redis.url. Prints per phase transactions/s, row changes/s,
+    /// the ratio to alone, transaction p50/p99 latency, aborted transactions and the CPU
+    /// µs per row change of cachesync, Redis, MySQL and the raw reader; medians over the
+    /// rounds with their ranges. Needs a row binlog and a user allowed to replicate.
+    /// dual-write, mq and write-back are not measured: their writes go through cachesync.
     Bench(Box<BenchArgs>),
 }
 
@@ -113,8 +127,9 @@ const STRATEGIES_HEADING: &str = "Strategies options (--scenario strategies)";
 struct BenchArgs {
     #[command(flatten)]
     config: ConfigArg,
-    /// What to measure: `strategies` (the sync strategies on one write and read workload)
-    /// or `read-storm` (the read path's cache failure guards, each off and on).
+    /// What to measure: `strategies` (the sync strategies on one write and read workload),
+    /// `read-storm` (the read path's cache failure guards, each off and on) or `overhead`
+    /// (an OLTP write workload alone, beside a raw binlog reader, and beside cachesync).
     #[arg(long, value_enum, default_value_t = Scenario::Strategies)]
     scenario: Scenario,
     /// Comma-separated strategies, each with optional modifiers: dual-write,
@@ -122,23 +137,25 @@ struct BenchArgs {
     /// binlog:invalidate, write-back (its propagation is followed into MySQL).
     #[arg(long, help_heading = STRATEGIES_HEADING, value_delimiter = ',', default_value = "dual-write,mq,binlog")]
     strategies: Vec<cachesync::bench::workload::Variant>,
-    /// Measured time per strategy (30s, 500ms, 2m).
-    #[arg(long, help_heading = STRATEGIES_HEADING, default_value = "30s", value_parser = cachesync::bench::workload::parse_duration)]
+    /// Measured time per strategy (overhead: per phase) (30s, 500ms, 2m).
+    #[arg(long, default_value = "30s", value_parser = cachesync::bench::workload::parse_duration)]
     duration: Duration,
     /// Run every strategy ROUNDS times, interleaved (A B C A B C …), so neither the order
     /// nor a noisy moment of the machine favours one. Each figure is then the median of
     /// the rounds, with the range (lowest–highest round) in a second table and in the
     /// JSON's `range`; counts of errors, losses and divergence are the worst round's.
-    #[arg(long, help_heading = STRATEGIES_HEADING, default_value_t = 1)]
+    /// overhead: the three phases likewise.
+    #[arg(long, default_value_t = 1)]
     rounds: usize,
-    /// Concurrent writer tasks.
-    #[arg(long, help_heading = STRATEGIES_HEADING, default_value_t = 16)]
-    writers: usize,
+    /// Concurrent writer tasks (overhead: MySQL connections running transactions)
+    /// [default: 16; 8 for overhead].
+    #[arg(long)]
+    writers: Option<usize>,
     /// Writes per second over all writers, or `max`.
     #[arg(long, help_heading = STRATEGIES_HEADING, default_value = "1000")]
     rate: cachesync::bench::workload::Rate,
     /// Rows in the bench table (ids 1..=KEYS).
-    #[arg(long, help_heading = STRATEGIES_HEADING, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000)]
     keys: u64,
     /// How writers and readers pick keys: `uniform` or `zipf:S` (key 1 hottest).
     #[arg(long, help_heading = STRATEGIES_HEADING, default_value = "zipf:0.99")]
@@ -150,7 +167,7 @@ struct BenchArgs {
     #[arg(long, help_heading = STRATEGIES_HEADING, default_value = "2000")]
     read_rate: cachesync::bench::workload::Rate,
     /// Seed of the key sequence; the same seed gives every strategy the same writes.
-    #[arg(long, help_heading = STRATEGIES_HEADING, default_value_t = 42)]
+    #[arg(long, default_value_t = 42)]
     seed: u64,
     /// A fault at a third of the run: none, redis-restart (Redis connections cut and
     /// refused), daemon-crash (strategy killed without drain, restarted), broker-drop
@@ -184,7 +201,7 @@ struct BenchArgs {
     /// this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// No live progress line (strategies), no per-case lines (read-storm).
+    /// No live progress line (strategies, overhead), no per-case lines (read-storm).
     #[arg(long)]
     quiet: bool,
     #[command(flatten)]
@@ -198,6 +215,8 @@ enum Scenario {
     Strategies,
     /// The read path's guards against cache breakdown, penetration and avalanche.
     ReadStorm,
+    /// An OLTP write workload alone, beside a raw binlog reader, and beside cachesync.
+    Overhead,
 }
 
 /// `cachesync bench --scenario read-storm` sizes; the defaults are issue #7's.
@@ -391,7 +410,11 @@ impl BenchArgs {
         let options = cachesync::bench::Options {
             variants: strategies,
             duration,
-            writers,
+            writers: writers.unwrap_or(if scenario == Scenario::Overhead {
+                8
+            } else {
+                16
+            }),
             rate: rate.0,
             keys,
             skew: hot_key_skew,
@@ -407,6 +430,9 @@ impl BenchArgs {
             progress: !quiet,
             rounds,
         };
+        if scenario == Scenario::Overhead {
+            return cachesync::bench::overhead::run_and_report(&config, &options, &files).await;
+        }
         cachesync::bench::run_and_report(&config, &options, &files).await
     }
 }
@@ -462,6 +488,8 @@ mod tests {
             "USER_STATISTICS",
             "--rounds <ROUNDS>",
             "interleaved",
+            "overhead",
+            "mariadb-binlog",
         ] {
             assert!(help.contains(needle), "{needle:?} not in\n{help}");
         }

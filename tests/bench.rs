@@ -9,7 +9,9 @@
 //!   nothing and report a recovery time;
 //! - interleaved rounds report each figure's median within its range, and the CPU per
 //!   change of cachesync and Redis;
-//! - the CLI prints the table and writes the Markdown and JSON reports.
+//! - the CLI prints the table and writes the Markdown and JSON reports;
+//! - `--scenario overhead` runs its three phases (alone, raw binlog reader, cachesync)
+//!   with figures that agree with each other.
 //!
 //! Run `scripts/services.sh up` first. Each test uses its own database, Redis key prefix,
 //! RabbitMQ names and replica server id.
@@ -344,6 +346,91 @@ async fn rounds_report_the_median_within_its_range_and_the_cpu_per_change() {
         );
     }
     assert_eq!(json["workload"]["rounds"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_overhead_scenario_reports_three_phases_side_by_side() {
+    use cachesync::bench::overhead::{self, CHANGES_PER_TRANSACTION, Phase};
+    let mut options = options("bench_overhead", "binlog", Fault::None);
+    options.duration = Duration::from_secs(2);
+    options.keys = 1000;
+    options.writers = 4;
+    let outcome = overhead::run(&config(), &options).await;
+    let mut conn = common::mysql_conn().await;
+    conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", options.database))
+        .await
+        .unwrap();
+    let report = outcome.unwrap_or_else(|e| {
+        panic!("bench --scenario overhead failed: {e} (start the services with `scripts/services.sh up`)")
+    });
+    let markdown = report.markdown();
+    eprintln!("{markdown}");
+    assert_eq!(
+        report.phases.iter().map(|p| p.phase).collect::<Vec<_>>(),
+        Phase::ALL
+    );
+    let alone = report.phases[0].transactions_per_s;
+    for p in &report.phases {
+        let name = p.title;
+        // The test services have mariadb-binlog (the MariaDB client); a machine without it
+        // reports that phase as n/a, which is what it is for.
+        if p.phase == Phase::RawReader && p.unavailable.is_some() && report.reader_program.is_none()
+        {
+            assert!(
+                p.unavailable.as_deref().unwrap().contains("not found"),
+                "{p:?}"
+            );
+            continue;
+        }
+        assert_eq!(p.unavailable, None, "{name}");
+        assert_eq!(p.rounds, 1, "{name}");
+        assert!(p.transactions > 0, "{name}: {:?}", p.first_error);
+        assert!(p.transactions_per_s > 0.0, "{name}");
+        // The figures agree with each other.
+        let changes = p.transactions_per_s * CHANGES_PER_TRANSACTION as f64;
+        assert!(
+            (p.row_changes_per_s - changes).abs() < 1e-6 * changes,
+            "{name}: {} row changes/s for {} txn/s",
+            p.row_changes_per_s,
+            p.transactions_per_s
+        );
+        let ratio = p
+            .ratio_to_alone
+            .unwrap_or_else(|| panic!("{name}: no ratio"));
+        assert!(
+            (ratio - p.transactions_per_s / alone).abs() < 1e-9,
+            "{name}: ratio {ratio} is not {} / {alone}",
+            p.transactions_per_s
+        );
+        assert!(
+            p.txn_p50_ms > 0.0 && p.txn_p50_ms <= p.txn_p99_ms,
+            "{name}: {p:?}"
+        );
+        let cpu = p.cpu_us_per_row_change;
+        // Only the cachesync phase runs the daemon, only the floor the raw reader.
+        assert_eq!(
+            cpu.cachesync.is_some(),
+            p.phase == Phase::Cachesync,
+            "{name}: cachesync CPU {cpu:?}"
+        );
+        assert_eq!(
+            cpu.reader.is_some(),
+            p.phase == Phase::RawReader,
+            "{name}: reader CPU {cpu:?}"
+        );
+        if p.phase == Phase::Cachesync {
+            assert!(cpu.cachesync.unwrap() > 0.0, "{name}: {cpu:?}");
+        }
+        assert!(markdown.contains(&format!("| {name} |")), "{markdown}");
+    }
+    assert_eq!(report.phases[0].ratio_to_alone, Some(1.0));
+    let json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
+    assert_eq!(json["phases"].as_array().unwrap().len(), 3);
+    assert_eq!(json["phases"][2]["phase"], "cachesync");
+    assert_eq!(
+        json["workload"]["changes_per_transaction"],
+        CHANGES_PER_TRANSACTION
+    );
 }
 
 /// A fault run: every variant consistent, the ones named in `lossless` lose nothing and

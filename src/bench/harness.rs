@@ -37,7 +37,7 @@ use crate::redis::RedisConn;
 use crate::strategy::{Services, Strategy, SyncStrategy};
 
 /// How long a stopping strategy may take to finish what it holds.
-const STOP_LIMIT: Duration = Duration::from_secs(30);
+pub(super) const STOP_LIMIT: Duration = Duration::from_secs(30);
 
 /// The strategy instance writers use, and the token that cuts their calls on a crash.
 #[derive(Clone)]
@@ -629,7 +629,7 @@ async fn divergence(services: &Services, variant: &Variant, names: &Names) -> Re
 
 /// Starts the strategy as the daemon does, on the daemon's runtime: every task it spawns
 /// (its background work, the Redis and MySQL connections' own tasks) lives there.
-async fn start_daemon(runtime: &Handle, config: &Config) -> Result<Daemon> {
+pub(super) async fn start_daemon(runtime: &Handle, config: &Config) -> Result<Daemon> {
     let config = config.clone();
     runtime
         .spawn(async move { Daemon::start(&config).await })
@@ -889,14 +889,13 @@ async fn progress_line(
     live: Arc<observer::Live>,
     stop: CancellationToken,
 ) {
-    let terminal = std::io::stderr().is_terminal();
-    let every = Duration::from_secs(if terminal { 1 } else { 5 });
+    let out = ProgressOut::new();
     let mut last_writes = 0;
     let mut last = Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(out.every()) => {}
         }
         let writes = counters.writes.load(Ordering::Relaxed);
         let rate = (writes - last_writes) as f64 / last.elapsed().as_secs_f64();
@@ -912,15 +911,43 @@ async fn progress_line(
             live.max_recent_us.swap(0, Ordering::Relaxed) as f64 / 1e3,
             counters.stale.load(Ordering::Relaxed) as f64 * 100.0 / reads as f64,
         );
+        out.print(&line);
+    }
+    out.end();
+}
+
+/// Where a live progress line goes: stderr, every second rewriting one line on a
+/// terminal, every 5 s as a new line otherwise (a log file keeps them all).
+pub(super) struct ProgressOut {
+    terminal: bool,
+}
+
+impl ProgressOut {
+    pub(super) fn new() -> ProgressOut {
+        ProgressOut {
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Time between two lines.
+    pub(super) fn every(&self) -> Duration {
+        Duration::from_secs(if self.terminal { 1 } else { 5 })
+    }
+
+    pub(super) fn print(&self, line: &str) {
         let mut err = std::io::stderr().lock();
-        if terminal {
+        if self.terminal {
             let _ = write!(err, "\r\x1b[2K{line}");
         } else {
             let _ = writeln!(err, "{line}");
         }
         let _ = err.flush();
     }
-    if terminal {
-        let _ = writeln!(std::io::stderr());
+
+    /// Ends the rewritten line on a terminal.
+    pub(super) fn end(&self) {
+        if self.terminal {
+            let _ = writeln!(std::io::stderr());
+        }
     }
 }

@@ -18,13 +18,15 @@
 //! table, a variant's config, cleaning up), [`workload`] (variants, key skew, pacing),
 //! [`observer`] (propagation, order and staleness bookkeeping), [`faults`] (fault kinds
 //! and the loopback proxy), [`cost`] (CPU per change of each process), [`report`]
-//! (figures from raw samples, rounds summed up; terminal/Markdown/JSON), and the read
-//! path's scenario, [`storm`].
+//! (figures from raw samples, rounds summed up; terminal/Markdown/JSON), the read
+//! path's scenario, [`storm`], and what reading the binlog costs the database's own
+//! writers, [`overhead`].
 
 pub mod cost;
 pub mod faults;
 mod harness;
 pub mod observer;
+pub mod overhead;
 pub mod report;
 pub mod setup;
 pub mod storm;

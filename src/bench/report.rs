@@ -305,7 +305,7 @@ const FIGURES: &[Figure] = &[
 
 /// The median of `values` (the mean of the middle two for an even count); `None` for
 /// none.
-fn median(values: &mut [f64]) -> Option<f64> {
+pub(super) fn median(values: &mut [f64]) -> Option<f64> {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     match n {
@@ -416,7 +416,7 @@ pub struct BenchReport {
     pub results: Vec<VariantReport>,
 }
 
-fn ms(v: f64) -> String {
+pub(super) fn ms(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
     } else if v >= 10.0 {
@@ -432,7 +432,29 @@ fn percent(v: f64) -> String {
 
 /// CPU µs per change: whole µs from 10 on, else two significant decimals; `n/a` when
 /// not measured.
-fn micros(v: Option<f64>) -> String {
+/// A figure's range over the rounds, `lowest–highest` shown by `show`; `n/a` when no
+/// round had it.
+pub(super) fn range_text(
+    range: &BTreeMap<&'static str, [f64; 2]>,
+    name: &str,
+    show: fn(f64) -> String,
+) -> String {
+    range.get(name).map_or("n/a".to_owned(), |[lo, hi]| {
+        format!("{}–{}", show(*lo), show(*hi))
+    })
+}
+
+/// A rate in whole units.
+pub(super) fn whole(v: f64) -> String {
+    format!("{v:.0}")
+}
+
+/// A measured CPU µs figure, as [`micros`] shows it.
+pub(super) fn cpu(v: f64) -> String {
+    micros(Some(v))
+}
+
+pub(super) fn micros(v: Option<f64>) -> String {
     match v {
         None => "n/a".to_owned(),
         Some(v) if v >= 10.0 => format!("{v:.0}"),
@@ -605,13 +627,7 @@ impl BenchReport {
              |---|---|---|---|---|---|---|---|---|---|"
         );
         for r in &self.results {
-            let range = |name: &str, show: fn(f64) -> String| {
-                r.range.get(name).map_or("n/a".to_owned(), |[lo, hi]| {
-                    format!("{}–{}", show(*lo), show(*hi))
-                })
-            };
-            let whole = |v: f64| format!("{v:.0}");
-            let cpu = |v: f64| micros(Some(v));
+            let range = |name: &str, show: fn(f64) -> String| range_text(&r.range, name, show);
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
