@@ -258,39 +258,13 @@ async fn redis_conn() -> Redis {
         })
 }
 
-/// The keys matching `pattern`, by `SCAN` (unlike `KEYS`, never one long command while
-/// another test holds a million keys).
-async fn redis_keys(redis: &mut Redis, pattern: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(10_000)
-            .query_async(redis)
-            .await
-            .unwrap();
-        found.extend(keys);
-        if next == 0 {
-            // SCAN may return a key more than once.
-            found.sort_unstable();
-            found.dedup();
-            return found;
-        }
-        cursor = next;
-    }
-}
-
 /// Deletes every key starting with `prefix` and their tombstones
 /// (`{<key>}:cachesync:tombstone`), as `common::clear_redis_prefix` does but in chunks,
 /// so a million keys neither make one huge command nor hit a response timeout.
 async fn clear_prefix(prefix: &str) {
     let mut redis = redis_conn().await;
     for pattern in [format!("{prefix}*"), format!("{{{prefix}*")] {
-        let keys = redis_keys(&mut redis, &pattern).await;
+        let keys = common::scan_keys(&mut redis, &pattern).await;
         for chunk in keys.chunks(10_000) {
             let _: () = redis::cmd("UNLINK")
                 .arg(chunk)
@@ -455,9 +429,9 @@ async fn crash_test(db: String, prefix: String) {
         started.elapsed()
     );
 
-    let rows = redis_keys(&mut redis, &format!("{prefix}:acct:*")).await;
+    let rows = common::scan_keys(&mut redis, &format!("{prefix}:acct:*")).await;
     assert_eq!(rows.len(), CRASH_ROWS as usize, "row keys in Redis");
-    let all = redis_keys(&mut redis, &format!("{prefix}*")).await;
+    let all = common::scan_keys(&mut redis, &format!("{prefix}*")).await;
     assert_eq!(
         all.len(),
         CRASH_ROWS as usize + 1,

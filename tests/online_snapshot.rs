@@ -70,32 +70,8 @@ fn random_server_id() -> u32 {
     200_000 + rand::rng().random_range(0..1_000_000_000)
 }
 
-/// The keys matching `pattern`, by `SCAN`.
-async fn scan(redis: &mut Redis, pattern: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(10_000)
-            .query_async(redis)
-            .await
-            .unwrap();
-        found.extend(keys);
-        if next == 0 {
-            found.sort_unstable();
-            found.dedup();
-            return found;
-        }
-        cursor = next;
-    }
-}
-
 async fn delete_matching(redis: &mut Redis, pattern: &str) {
-    let keys = scan(redis, pattern).await;
+    let keys = common::scan_keys(redis, pattern).await;
     for chunk in keys.chunks(5_000) {
         let _: () = redis::cmd("UNLINK")
             .arg(chunk)
@@ -360,7 +336,7 @@ async fn differences(
         .iter()
         .map(|(id, _, _)| format!("{key_prefix}{id}"))
         .collect();
-    for key in scan(redis, &format!("{key_prefix}*")).await {
+    for key in common::scan_keys(redis, &format!("{key_prefix}*")).await {
         if !ids.contains(&key) {
             differing.push(format!("{key}: in Redis, not in MySQL"));
         }
@@ -1787,7 +1763,7 @@ async fn a_table_keyed_by_an_enum_is_read_whole() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     daemon.kill9();
-    let keys = scan(&mut redis, &format!("{prefix}:k:*")).await;
+    let keys = common::scan_keys(&mut redis, &format!("{prefix}:k:*")).await;
     assert_eq!(
         keys,
         ["a", "b", "c"].map(|k| format!("{prefix}:k:{k}")),

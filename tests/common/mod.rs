@@ -106,6 +106,35 @@ impl TestDb {
     }
 }
 
+/// The keys matching `pattern`, by `SCAN` (unlike `KEYS`, never one long command while
+/// another test holds a million keys), each once.
+pub async fn scan_keys(
+    redis: &mut redis::aio::MultiplexedConnection,
+    pattern: &str,
+) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(10_000)
+            .query_async(redis)
+            .await
+            .unwrap();
+        found.extend(keys);
+        if next == 0 {
+            // SCAN may return a key more than once.
+            found.sort_unstable();
+            found.dedup();
+            return found;
+        }
+        cursor = next;
+    }
+}
+
 /// Deletes every Redis key starting with `prefix`, and their tombstones
 /// (`{<key>}:cachesync:tombstone`).
 pub async fn clear_redis_prefix(prefix: &str) {
