@@ -1351,6 +1351,17 @@ async fn on_request(rows: u64, rate: u64) {
 // 5. Checkpoint identity, the old shared key, eviction
 // ---------------------------------------------------------------------------------------
 
+/// Starts the daemon and waits for it to exit (a refused start): its exit code and stderr.
+fn start_to_exit(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    metrics_port: u16,
+) -> (Option<i32>, String) {
+    let mut daemon = RunningDaemon::start(dir, config, metrics_port, Duration::from_secs(60));
+    let code = daemon.wait_exit(Duration::from_secs(60));
+    (code, daemon.stderr())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_of_another_server_or_the_old_shared_key_are_refused() {
     let _serial = SERIAL.lock().await;
@@ -1384,14 +1395,7 @@ async fn checkpoints_of_another_server_or_the_old_shared_key_are_refused() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    let mut daemon = RunningDaemon::start(
-        dir.path(),
-        &config,
-        deployment.metrics_port,
-        Duration::from_secs(60),
-    );
-    let code = daemon.wait_exit(Duration::from_secs(60));
-    let stderr = daemon.stderr();
+    let (code, stderr) = start_to_exit(dir.path(), &config, deployment.metrics_port);
     assert_eq!(
         code,
         Some(1),
@@ -1414,14 +1418,7 @@ async fn checkpoints_of_another_server_or_the_old_shared_key_are_refused() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    let mut daemon = RunningDaemon::start(
-        dir.path(),
-        &config,
-        deployment.metrics_port,
-        Duration::from_secs(60),
-    );
-    let code = daemon.wait_exit(Duration::from_secs(60));
-    let stderr = daemon.stderr();
+    let (code, stderr) = start_to_exit(dir.path(), &config, deployment.metrics_port);
     assert_eq!(
         code,
         Some(1),
