@@ -407,3 +407,96 @@ async fn enum_members_come_from_the_binlog_when_the_tailer_lags_behind_an_alter(
     let _: () = redis.del(format!("{prefix}:checkpoint")).await.unwrap();
     finish(running, &prefix, db).await;
 }
+
+/// What the tailer hands the applier while `txns` single-row transactions commit
+/// 20 ms apart, with the given linger: (row changes per batch that had any, the last
+/// batch's checkpoint position).
+async fn batches_under_linger(linger: Duration, txns: u32) -> (Vec<usize>, String) {
+    use cachesync::strategy::binlog::position::{BinlogPosition, Checkpoint};
+    use cachesync::strategy::binlog::tail::{Batch, Tailer};
+
+    let mut db = TestDb::create("binlog_linger").await;
+    db.exec("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)")
+        .await;
+    let prefix = common::unique("cs:linger");
+    let config = config_for(&db, &prefix, "t", serde_json::json!({}));
+    let services = cachesync::cmd::connect::connect(&config).await.unwrap();
+    let status: mysql_async::Row = db
+        .conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .expect("the test MariaDB logs a binlog");
+    let start = BinlogPosition::new(status.get::<String, _>(0).unwrap(), status.get(1).unwrap());
+    let mut tailer = Tailer::new(
+        config.mysql_url.clone(),
+        config.binlog.server_id,
+        config.binlog.batch_size,
+        services.pool.clone(),
+        &services.tables,
+        None,
+        Checkpoint::at(start),
+    )
+    .with_linger(linger);
+    let shutdown = CancellationToken::new();
+    let (out, mut batches) = tokio::sync::mpsc::channel::<Batch>(4);
+    let tailing = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { tailer.run(&out, &shutdown).await })
+    };
+    // Let the tailer connect, then commit while it is tailing, with gaps far longer than
+    // its 2 ms idle flush.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in 1..=txns {
+        db.exec(&format!("INSERT INTO t VALUES ({id}, {id})")).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status: mysql_async::Row = db
+        .conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .unwrap();
+    let end = BinlogPosition::new(status.get::<String, _>(0).unwrap(), status.get(1).unwrap());
+    let mut sizes = Vec::new();
+    let mut last = String::new();
+    let mut seen = 0;
+    while seen < txns as usize {
+        let batch = tokio::time::timeout(Duration::from_secs(30), batches.recv())
+            .await
+            .expect("the tailer hands the transactions over within 30 s")
+            .expect("the tailer runs");
+        if !batch.changes.is_empty() {
+            seen += batch.changes.len();
+            sizes.push(batch.changes.len());
+            let checkpoint = batch
+                .checkpoint
+                .expect("a batch of whole transactions carries a checkpoint");
+            assert!(checkpoint.position <= end);
+            last = checkpoint.position.to_string();
+        }
+    }
+    shutdown.cancel();
+    tailing.await.unwrap().unwrap();
+    assert_eq!(
+        last,
+        end.to_string(),
+        "the last batch's checkpoint is the last commit"
+    );
+    db.drop_db().await;
+    (sizes, last)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linger_merges_transactions_into_one_redis_call_with_the_last_checkpoint() {
+    // 10 commits 20 ms apart take ~0.2 s (more on a loaded machine): all within the
+    // linger, so one batch carries them, checkpointed after the last.
+    let (sizes, _) = batches_under_linger(Duration::from_secs(5), 10).await;
+    assert_eq!(sizes, vec![10], "one batch for the ten transactions");
+    // Without a linger an idle applier gets each transaction as it commits.
+    let (sizes, _) = batches_under_linger(Duration::ZERO, 10).await;
+    assert!(
+        sizes.len() >= 5,
+        "without a linger, transactions 20 ms apart travel mostly alone: {sizes:?}"
+    );
+}

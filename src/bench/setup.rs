@@ -99,6 +99,8 @@ pub fn variant_config(
             "heartbeat_table": format!("{}.{HEARTBEAT_TABLE}", options.database),
             "checkpoint_key": names.checkpoint_key,
             "batch_size": config.binlog.batch_size,
+            // The config's group-commit window, so its cost and latency can be compared.
+            "linger_ms": config.binlog.linger.as_millis() as u64,
         },
         "tables": [table],
     });

@@ -25,6 +25,10 @@ pub struct RawBinlog {
     /// Most row changes per Redis call; also bounds memory for huge transactions.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Milliseconds a batch's first transaction may wait for later ones to share its
+    /// Redis call (group commit); 0 sends each as soon as the applier is idle.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
     /// `database.table` cachesync writes `NOW(6)` into and reads back off the stream,
     /// for sub-second lag and propagation (created if missing; needs INSERT/CREATE).
     #[serde(default)]
@@ -46,6 +50,7 @@ impl Default for RawBinlog {
             checkpoint_key: None,
             dead_letter_key: None,
             batch_size: default_batch_size(),
+            linger_ms: default_linger_ms(),
             heartbeat_table: None,
             heartbeat_interval_ms: default_heartbeat_interval_ms(),
         }
@@ -60,6 +65,20 @@ fn default_batch_size() -> usize {
     1_000
 }
 
+fn default_linger_ms() -> u64 {
+    DEFAULT_LINGER_MS
+}
+
+/// The default `binlog.linger_ms`: off. A linger buys CPU with propagation latency
+/// (docs/bench.md, "Group commit"); the default keeps binlog's sub-millisecond
+/// propagation, and at high write rates transactions merge anyway while the applier is
+/// busy.
+pub const DEFAULT_LINGER_MS: u64 = 0;
+
+/// Longest `binlog.linger_ms` accepted: beyond it the added latency is no longer a
+/// rounding error next to a cache's usual staleness budget.
+const MAX_LINGER_MS: u64 = 1_000;
+
 /// Validated `[binlog]` settings.
 #[derive(Debug, Clone)]
 pub struct BinlogConfig {
@@ -71,6 +90,8 @@ pub struct BinlogConfig {
     /// ([`crate::redis::keyspace::DeploymentKeys`]).
     pub dead_letter_key: Option<String>,
     pub batch_size: usize,
+    /// How long a batch's first transaction may wait for more (group commit).
+    pub linger: Duration,
     /// `(database, table)` of the heartbeat table, when configured.
     pub heartbeat_table: Option<(String, String)>,
     pub heartbeat_interval: Duration,
@@ -96,6 +117,12 @@ impl RawBinlog {
         if self.batch_size == 0 {
             problems.push("binlog.batch_size: must be at least 1".to_owned());
         }
+        if self.linger_ms > MAX_LINGER_MS {
+            problems.push(format!(
+                "binlog.linger_ms: {} is more than {MAX_LINGER_MS} (every change would wait that long)",
+                self.linger_ms
+            ));
+        }
         let heartbeat_table = self
             .heartbeat_table
             .as_deref()
@@ -108,8 +135,43 @@ impl RawBinlog {
             checkpoint_key: self.checkpoint_key.clone(),
             dead_letter_key: self.dead_letter_key.clone(),
             batch_size: self.batch_size,
+            linger: Duration::from_millis(self.linger_ms),
             heartbeat_table,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems_of(raw: RawBinlog) -> Vec<String> {
+        let mut problems = Vec::new();
+        raw.validate(&mut problems);
+        problems
+    }
+
+    #[test]
+    fn the_linger_is_off_by_default_and_bounded() {
+        let settings = RawBinlog::default()
+            .validate(&mut Vec::new())
+            .expect("the defaults are valid");
+        assert_eq!(settings.linger, Duration::from_millis(DEFAULT_LINGER_MS));
+        let zero = RawBinlog {
+            linger_ms: 0,
+            ..RawBinlog::default()
+        };
+        assert!(problems_of(zero).is_empty(), "0 turns the linger off");
+        let problems = problems_of(RawBinlog {
+            linger_ms: 5_000,
+            ..RawBinlog::default()
+        });
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("binlog.linger_ms: 5000 is more than 1000"),
+            "names the key and the limit: {}",
+            problems[0]
+        );
     }
 }

@@ -502,7 +502,8 @@ impl Binlog {
             &self.tables,
             self.config.heartbeat_table.clone(),
             from,
-        );
+        )
+        .with_linger(self.config.linger);
         // A reconnect resumes from the last batch handed over (`tailer.last_sent`).
         let mut retry = Retry::new("binlog stream lost; reconnecting", shutdown);
         loop {

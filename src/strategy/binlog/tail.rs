@@ -6,8 +6,13 @@
 //!
 //! Batching rule: a batch ends at a transaction boundary (XID / COMMIT, or a DDL
 //! statement) and then carries the position after it as its checkpoint, applied in the
-//! same atomic Redis call. Consecutive transactions are merged while the applier is busy
-//! (up to `batch_size` changes); when it is idle a transaction is sent at once. A
+//! same atomic Redis call. Consecutive transactions are merged — group commit — while
+//! the applier is busy and, with `binlog.linger_ms`, for up to that long after the
+//! batch's first commit (up to `batch_size` changes); with no linger a transaction is
+//! sent at once when the applier is idle. Each Redis call has a fixed cost (a round trip,
+//! a script run, the checkpoint) that a batch of N transactions pays once instead of N
+//! times: the linger trades that much propagation latency for CPU in cachesync and
+//! Redis at moderate write rates, where the applier is rarely busy. A
 //! transaction larger than `batch_size` is sent in pieces without a checkpoint — memory
 //! stays bounded by `batch_size` × channel capacity — and only its last piece moves the
 //! checkpoint, so a crash part-way replays the whole transaction (harmless: same
@@ -23,6 +28,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{
@@ -45,7 +52,7 @@ use crate::model::table::{SyncedTable, TableSchema};
 use crate::redact::redact_url;
 
 /// How long a completed transaction may wait for more to merge with when the stream
-/// goes quiet.
+/// goes quiet (without a linger).
 const IDLE_FLUSH: Duration = Duration::from_millis(2);
 
 /// Binlog event type of the heartbeat the server sends when the replica is caught up.
@@ -84,6 +91,9 @@ pub struct Tailer {
     pub mysql_url: String,
     pub server_id: u32,
     pub batch_size: usize,
+    /// How long a batch's first transaction may wait for more to merge with (group
+    /// commit); zero: sent as soon as the applier is idle.
+    pub linger: Duration,
     pool: mysql_async::Pool,
     /// Synced tables by `(database, table)`; replanned when their shape changes.
     tables: HashMap<(String, String), Arc<SyncedTable>>,
@@ -121,6 +131,9 @@ struct Read {
     in_tx: bool,
     /// Where a checkpoint placed now would resume (only valid between transactions).
     boundary: BinlogPosition,
+    /// When the first transaction not yet handed over committed (read off the stream):
+    /// the linger counts from there.
+    first_commit: Option<Instant>,
 }
 
 impl Read {
@@ -133,6 +146,7 @@ impl Read {
             pending: Batch::default(),
             in_tx: false,
             boundary: position.clone(),
+            first_commit: None,
         }
     }
 
@@ -160,6 +174,7 @@ impl Tailer {
             mysql_url,
             server_id,
             batch_size,
+            linger: Duration::ZERO,
             pool,
             tables: tables
                 .iter()
@@ -180,6 +195,13 @@ impl Tailer {
         }
     }
 
+    /// Merges transactions for up to `linger` after a batch's first commit (see the
+    /// module's batching rule).
+    pub fn with_linger(mut self, linger: Duration) -> Tailer {
+        self.linger = linger;
+        self
+    }
+
     /// Streams from `self.last_sent` until `shutdown`; returns `Ok` only on shutdown.
     pub async fn run(
         &mut self,
@@ -192,20 +214,33 @@ impl Tailer {
         self.cascade_graph().await?;
         let mut stream = self.open_stream(&from).await?;
         let mut read = Read::from(&from);
+        // One timer for the whole stream, moved instead of re-created per event: the
+        // linger's deadline moves once per batch, the idle flush's once per event.
+        let timer = tokio::time::sleep(IDLE_FLUSH);
+        tokio::pin!(timer);
         loop {
             let unsent = !read.in_tx && read.has_unsent(&self.last_sent.position);
+            if unsent {
+                let deadline = match read.first_commit {
+                    Some(first) if !self.linger.is_zero() => first + self.linger,
+                    _ => Instant::now() + IDLE_FLUSH,
+                };
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+            }
             let event = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
                     // Hand over what is committed; an open transaction is re-read later.
                     if unsent {
-                        self.flush(out, &mut read.pending, Some(read.boundary.clone())).await?;
+                        self.flush_committed(out, &mut read).await?;
                     }
                     return Ok(());
                 }
                 event = stream.next() => event,
-                _ = tokio::time::sleep(IDLE_FLUSH), if unsent => {
-                    self.flush(out, &mut read.pending, Some(read.boundary.clone())).await?;
+                () = &mut timer, if unsent => {
+                    self.flush_committed(out, &mut read).await?;
                     continue;
                 }
             };
@@ -316,10 +351,11 @@ impl Tailer {
             return Ok(());
         }
         read.pending.caught_up = true;
-        let checkpoint = read
-            .has_unsent(&self.last_sent.position)
-            .then(|| read.boundary.clone());
-        self.flush(out, &mut read.pending, checkpoint).await
+        if read.has_unsent(&self.last_sent.position) {
+            self.flush_committed(out, read).await
+        } else {
+            self.flush(out, &mut read.pending, None).await
+        }
     }
 
     /// MariaDB's GTID event opens a transaction, unless its FL_STANDALONE flag says a
@@ -351,8 +387,13 @@ impl Tailer {
         read.boundary = end;
         self.close_gtid();
         read.pending.commit_us = commit_us;
-        self.maybe_flush(out, &mut read.pending, &read.boundary)
-            .await
+        let first = *read.first_commit.get_or_insert_with(Instant::now);
+        let full = read.pending.changes.len() + read.pending.cascades.len() >= self.batch_size;
+        let idle = out.capacity() == out.max_capacity();
+        if full || (idle && first.elapsed() >= self.linger) {
+            self.flush_committed(out, read).await?;
+        }
+        Ok(())
     }
 
     /// Remembers which table an id stands for, re-planning a synced table whose shape
@@ -551,19 +592,12 @@ impl Tailer {
         (u64::from(event_time) * 1_000_000).max(self.last_heartbeat_us)
     }
 
-    /// Sends at a transaction boundary when the batch is full or the applier is idle.
-    async fn maybe_flush(
-        &mut self,
-        out: &mpsc::Sender<Batch>,
-        pending: &mut Batch,
-        boundary: &BinlogPosition,
-    ) -> Result<()> {
-        if pending.changes.len() + pending.cascades.len() >= self.batch_size
-            || out.capacity() == out.max_capacity()
-        {
-            self.flush(out, pending, Some(boundary.clone())).await?;
-        }
-        Ok(())
+    /// Hands over what is read up to the last transaction boundary, with its checkpoint
+    /// (the caller knows no transaction is open).
+    async fn flush_committed(&mut self, out: &mpsc::Sender<Batch>, read: &mut Read) -> Result<()> {
+        read.first_commit = None;
+        self.flush(out, &mut read.pending, Some(read.boundary.clone()))
+            .await
     }
 
     async fn flush(
@@ -832,7 +866,7 @@ fn push_row_change(
         (Some(before), None) => pending.changes.push(change(Op::Delete, before)),
         (before, Some((op, row))) => {
             if let Some(before) = before
-                && table.key_of(&before) != table.key_of(&row)
+                && !table.same_key(&before, &row)
             {
                 pending.changes.push(change(Op::Delete, before));
             }
