@@ -59,34 +59,67 @@ local function fill(key, tomb, marker, op, token, fmt, ttl, first, last)
   return 1
 end
 
+-- The version a row key holds and its tombstone's (nil for none). A JSON row and its
+-- tombstone share a slot, so one MGET reads both; a hash needs HGET, and then the
+-- tombstone is read only for a key without a version: a tombstone stands only while its
+-- row key is absent (a delete sets it with the key gone, every write of the key clears
+-- it, a fill never lands over it).
+local function versions(key, tomb, fmt)
+  if fmt == 'j' and tomb ~= key then
+    -- MGET answers nil, not an error, for a key of another type: no version, as GET's
+    -- WRONGTYPE gives below.
+    local got = redis.call('MGET', key, tomb)
+    local current = got[1] and string.match(got[1], '^{"_cachesync_v":(%d+)') or nil
+    return current, got[2] or nil
+  end
+  local current = stored_version(key, fmt)
+  if not current and tomb ~= key then return nil, redis.call('GET', tomb) or nil end
+  return current, nil
+end
+
+-- Every redis.call costs about a microsecond of Redis' one thread (argument objects,
+-- command lookup, the reply back into Lua): a change is one read (`versions`), one DEL of
+-- whatever it removes, and its write — three calls, where it was up to five.
 local function apply(key, tomb, marker, op, ver, fmt, ttl, tomb_ttl, first, last)
   if op == 'f' or op == 'r' or op == 'n' then
     return fill(key, tomb, marker, op, ver, fmt, ttl, first, last)
   end
-  -- Whatever this change does, a fill whose MySQL read began before it must not land.
-  if marker ~= key then redis.call('DEL', marker) end
-  local tombstoned, result = false, 1
+  -- Whatever this change does, a fill whose MySQL read began before it must not land:
+  -- the read marker is deleted in every case below, stale changes included.
+  local doomed = {}
+  if marker ~= key then doomed[1] = marker end
+  local result = 1
   if ver ~= '' then
-    local current = stored_version(key, fmt)
-    if tomb ~= key then
-      local t = redis.call('GET', tomb)
-      if t then
-        tombstoned = true
-        if not current or older(current, t) then current = t end
-      end
+    local current, t = versions(key, tomb, fmt)
+    if t then
+      -- A tombstone goes when the row is written again.
+      doomed[#doomed + 1] = tomb
+      if not current or older(current, t) then current = t end
     end
     if current then
-      if older(ver, current) then return 0 end
+      if older(ver, current) then
+        if marker ~= key then redis.call('DEL', marker) end
+        return 0
+      end
       if ver == current then result = 2 end
     end
   end
   if op == 'd' then
-    redis.call('DEL', key)
+    doomed[#doomed + 1] = key
+    redis.call('DEL', unpack(doomed))
     if tomb ~= key and ver ~= '' then redis.call('SET', tomb, ver, 'PX', tomb_ttl) end
     return result
   end
-  if tombstoned then redis.call('DEL', tomb) end
-  write_row(key, fmt, ttl, first, last)
+  if fmt == 'j' then
+    if #doomed > 0 then redis.call('DEL', unpack(doomed)) end
+    if ttl > 0 then redis.call('SET', key, ARGV[first], 'PX', ttl) else redis.call('SET', key, ARGV[first]) end
+  else
+    -- A hash is replaced whole: its old fields go with the rest.
+    doomed[#doomed + 1] = key
+    redis.call('DEL', unpack(doomed))
+    redis.call('HSET', key, unpack(ARGV, first, last))
+    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+  end
   return result
 end
 
