@@ -372,6 +372,17 @@ impl BoundKey {
         key
     }
 
+    /// Whether rows `a` and `b` have the same key: their placeholder cells are equal
+    /// (no rendering: an UPDATE's before and after image are compared on every row
+    /// change), or else their keys render the same.
+    pub fn same_key(&self, a: &[Cell], b: &[Cell]) -> bool {
+        let cells_equal = self.parts.iter().all(|part| match part {
+            BoundPart::Literal(_) => true,
+            BoundPart::Cell(i) => a.get(*i) == b.get(*i),
+        });
+        cells_equal || self.render(a) == self.render(b)
+    }
+
     /// The `SCAN MATCH` glob that finds the keys this template renders: literal text with
     /// the glob characters `*?[]\` escaped, and for each placeholder the key text of the
     /// cell `fixed` gives for its row position (escaped too), or `*` when it gives none.

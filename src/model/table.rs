@@ -357,6 +357,11 @@ impl SyncedTable {
         self.key.render(row)
     }
 
+    /// Whether rows `a` and `b` of this table have the same Redis key.
+    pub fn same_key(&self, a: &[Cell], b: &[Cell]) -> bool {
+        self.key.same_key(a, b)
+    }
+
     /// Whether position `i` of a row is a primary-key column.
     pub fn is_key_position(&self, i: usize) -> bool {
         self.selected

@@ -70,57 +70,49 @@ pub const APPLY_LUA: &str = include_str!("apply.lua");
 /// What [`APPLY_LUA`] returns, alone, when the checkpoint is not the expected one.
 const MOVED: i64 = -1;
 
-/// The keys and arguments of one script call.
-#[derive(Default)]
-struct ScriptArgs {
-    keys: Vec<String>,
-    argv: Vec<Vec<u8>>,
+/// Appends the keys of `change` to a script call, in the layout [`APPLY_LUA`] reads:
+/// its row key, tombstone key and read-marker key (the row key again in place of one
+/// that cannot share its slot).
+///
+/// Keys and arguments go straight into the command's one buffer, not through a vector
+/// of small vectors per change: a catch-up writes millions of them.
+fn push_keys(cmd: &mut redis::Cmd, change: &Change) {
+    let key = change.table.key_of(&change.row);
+    let tomb = tombstone_key(&key);
+    let marker = fill_key(&key);
+    cmd.arg(&key)
+        .arg(tomb.as_deref().unwrap_or(&key))
+        .arg(marker.as_deref().unwrap_or(&key));
 }
 
-impl ScriptArgs {
-    /// Adds `change` in the layout [`APPLY_LUA`] reads.
-    fn push(&mut self, change: &Change, rng: &mut impl Rng) {
-        let table = &change.table;
-        let key = table.key_of(&change.row);
-        let tomb = tombstone_key(&key).unwrap_or_else(|| key.clone());
-        let marker = fill_key(&key).unwrap_or_else(|| key.clone());
-        self.keys.push(key);
-        self.keys.push(tomb);
-        self.keys.push(marker);
-        let op = change.redis_op();
-        let op_code: &[u8] = match op {
-            Op::Upsert => b"u",
-            Op::Delete => b"d",
-        };
-        let format: &[u8] = match table.config.format {
-            Format::Json => b"j",
-            Format::Hash => b"h",
-        };
-        let version = change
-            .version
-            .map(|v| itoa::Buffer::new().format(v).as_bytes().to_vec())
-            .unwrap_or_default();
-        let ttl_ms = row_ttl_ms(table, rng);
-        let payload = match op {
-            Op::Delete => Vec::new(),
-            Op::Upsert => match table.encoder.encode(&change.row, change.version) {
-                Encoded::Json(doc) => vec![doc],
-                Encoded::Hash(fields) => fields,
-            },
-        };
-        self.argv.push(op_code.to_vec());
-        self.argv.push(version);
-        self.argv.push(format.to_vec());
-        self.argv
-            .push(itoa::Buffer::new().format(ttl_ms).as_bytes().to_vec());
-        self.argv.push(
-            itoa::Buffer::new()
-                .format(payload.len())
-                .as_bytes()
-                .to_vec(),
-        );
-        self.argv.extend(payload);
-    }
+/// Appends the arguments of `change` to a script call, in the layout [`APPLY_LUA`]
+/// reads: `u`/`d`, the version or empty, `j`/`h`, the TTL in ms, the number N of payload
+/// arguments and the N payload arguments.
+fn push_args(cmd: &mut redis::Cmd, change: &Change, rng: &mut impl Rng) {
+    let table = &change.table;
+    let op = change.redis_op();
+    cmd.arg(match op {
+        Op::Upsert => "u",
+        Op::Delete => "d",
+    });
+    match change.version {
+        Some(v) => cmd.arg(itoa::Buffer::new().format(v)),
+        None => cmd.arg(""),
+    };
+    cmd.arg(match table.config.format {
+        Format::Json => "j",
+        Format::Hash => "h",
+    })
+    .arg(itoa::Buffer::new().format(row_ttl_ms(table, rng)));
+    match op {
+        Op::Delete => cmd.arg("0"),
+        Op::Upsert => match table.encoder.encode(&change.row, change.version) {
+            Encoded::Json(doc) => cmd.arg("1").arg(doc),
+            Encoded::Hash(fields) => cmd
+                .arg(itoa::Buffer::new().format(fields.len()))
+                .arg(fields),
+        },
+    };
 }
 
 /// The TTL of a row key in ms (0 = none): the table's `ttl` plus up to `ttl_jitter` at
@@ -465,14 +457,12 @@ impl Applier {
         let mut pipe = redis::pipe();
         let mut rng = rand::rng();
         for change in changes {
-            let cmd = pipe.cmd("EVALSHA").arg(self.script.get_hash()).arg(3);
-            let mut args = ScriptArgs::default();
-            args.push(change, &mut rng);
-            cmd.arg(args.keys)
-                .arg("")
-                .arg(self.tombstone_ttl_ms)
-                .arg("")
-                .arg(args.argv);
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(self.script.get_hash()).arg(3);
+            push_keys(&mut cmd, change);
+            cmd.arg("").arg(self.tombstone_ttl_ms).arg("");
+            push_args(&mut cmd, change, &mut rng);
+            pipe.add_command(cmd);
         }
         pipe
     }
@@ -509,23 +499,23 @@ impl Applier {
             }
             return Err(e);
         }
-        let mut args = ScriptArgs::default();
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash())
+            .arg(1 + 3 * changes.len())
+            .arg(checkpoint_key);
+        for change in changes {
+            push_keys(&mut cmd, change);
+        }
+        cmd.arg(checkpoint)
+            .arg(self.tombstone_ttl_ms)
+            .arg(expected.unwrap_or(""));
         {
             // ThreadRng is not Send: keep it out of the awaits below.
             let mut rng = rand::rng();
             for change in changes {
-                args.push(change, &mut rng);
+                push_args(&mut cmd, change, &mut rng);
             }
         }
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.script.get_hash())
-            .arg(1 + args.keys.len())
-            .arg(checkpoint_key)
-            .arg(args.keys)
-            .arg(checkpoint)
-            .arg(self.tombstone_ttl_ms)
-            .arg(expected.unwrap_or(""))
-            .arg(args.argv);
         let mut conn = self.conn.clone();
         let mut outcome = cmd.query_async::<Vec<i64>>(&mut conn).await;
         if let Err(e) = &outcome

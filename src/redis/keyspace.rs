@@ -23,13 +23,7 @@ pub const DEAD_LETTER_CAP: usize = 10_000;
 /// That is impossible only for a key that contains `}` but no hash tag; such rows get no
 /// tombstone (`None`) and their deletes are unguarded.
 pub fn tombstone_key(key: &str) -> Option<String> {
-    if has_hash_tag(key) {
-        Some(format!("{key}{TOMBSTONE_SUFFIX}"))
-    } else if !key.contains('}') {
-        Some(format!("{{{key}}}{TOMBSTONE_SUFFIX}"))
-    } else {
-        None
-    }
+    companion_key(key, TOMBSTONE_SUFFIX)
 }
 
 /// The read-marker key of a row key, in the same Redis Cluster slot (named like
@@ -38,13 +32,26 @@ pub fn tombstone_key(key: &str) -> Option<String> {
 /// the row deletes it (see [`super::applier::APPLY_LUA`]). `None` when no key can share the slot; such
 /// rows are read from MySQL without being filled.
 pub fn fill_key(key: &str) -> Option<String> {
-    if has_hash_tag(key) {
-        Some(format!("{key}{FILL_SUFFIX}"))
-    } else if !key.contains('}') {
-        Some(format!("{{{key}}}{FILL_SUFFIX}"))
-    } else {
-        None
+    companion_key(key, FILL_SUFFIX)
+}
+
+/// `key` + `suffix` in `key`'s cluster slot: `{key}suffix` unless `key` has a hash tag
+/// of its own. Built with one allocation: the applier makes two per row change.
+fn companion_key(key: &str, suffix: &str) -> Option<String> {
+    let tagged = has_hash_tag(key);
+    if !tagged && key.contains('}') {
+        return None;
     }
+    let mut out = String::with_capacity(key.len() + suffix.len() + 2);
+    if tagged {
+        out.push_str(key);
+    } else {
+        out.push('{');
+        out.push_str(key);
+        out.push('}');
+    }
+    out.push_str(suffix);
+    Some(out)
 }
 
 /// Whether Redis Cluster hashes only part of `key`: a `{` followed later by a `}` with

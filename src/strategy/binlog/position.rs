@@ -82,8 +82,21 @@ pub struct GtidSet(BTreeMap<String, String>);
 impl GtidSet {
     /// Records MariaDB's `domain-server-seq`.
     pub fn record_mariadb(&mut self, domain: u32, server: u32, seq: u64) {
-        self.0
-            .insert(domain.to_string(), format!("{domain}-{server}-{seq}"));
+        use std::fmt::Write as _;
+        // Once per transaction on the tailer's hot path: rewrite the domain's entry in
+        // place rather than allocate a key and a value each time.
+        let mut name = itoa::Buffer::new();
+        let name = name.format(domain);
+        match self.0.get_mut(name) {
+            Some(gtid) => {
+                gtid.clear();
+                let _ = write!(gtid, "{domain}-{server}-{seq}");
+            }
+            None => {
+                self.0
+                    .insert(name.to_owned(), format!("{domain}-{server}-{seq}"));
+            }
+        }
     }
 
     /// Records MySQL's `uuid:gno`.
