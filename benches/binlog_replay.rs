@@ -2,7 +2,9 @@
 //! into Redis by the binlog strategy, in row changes per second.
 //!
 //! `scripts/services.sh up && cargo bench --bench binlog_replay`
-//! (`CACHESYNC_BENCH_ROWS` sets the backlog, default 500 000). Two phases on the same
+//! (`CACHESYNC_BENCH_ROWS` sets the backlog, default 500 000; `CACHESYNC_BENCH_TXN_ROWS`
+//! the rows per transaction, default 50 000 — `1` is a backlog of single-row
+//! transactions, each its own commit in the binlog). Two phases on the same
 //! backlog show what bounds the pipeline:
 //! 1. read + decode only (the tailer's batches are counted and dropped);
 //! 2. the whole strategy: read, decode, encode, version-guarded Lua writes with the
@@ -33,6 +35,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let rows: u64 = env_or("CACHESYNC_BENCH_ROWS", "500000").parse()?;
+    let txn_rows: u64 = env_or("CACHESYNC_BENCH_TXN_ROWS", "50000").parse()?;
+    anyhow::ensure!(txn_rows > 0, "CACHESYNC_BENCH_TXN_ROWS must be at least 1");
     let mysql_url = env_or("CACHESYNC_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3307");
     let redis_url = env_or("CACHESYNC_TEST_REDIS_URL", "redis://127.0.0.1:6380");
 
@@ -54,10 +58,11 @@ async fn main() -> anyhow::Result<()> {
     let began = Instant::now();
     conn.query_drop("SET SESSION max_recursive_iterations = 100000000")
         .await?;
-    // Several transactions of 50k rows: like a busy server, not one giant statement.
+    // Transactions of `txn_rows` rows (50k by default: like a busy server, not one giant
+    // statement; 1: one commit per row).
     let mut id = 0;
     while id < rows {
-        let n = (rows - id).min(50_000);
+        let n = (rows - id).min(txn_rows);
         conn.query_drop(format!(
             "INSERT INTO {DB}.items WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < {n}) \
              SELECT {id} + i, i, CONCAT('item ', {id} + i), i / 100, NOW(6) FROM seq"
