@@ -86,13 +86,21 @@ impl From<Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// Logs the refusal: a server error (ours or a dependency's) as a warning, the
+    /// client's own mistakes at debug.
+    pub(super) fn log(&self) {
         if self.status.is_server_error() {
             warn!(status = self.status.as_u16(), error = %self.message, "api request failed");
         } else {
             debug!(status = self.status.as_u16(), error = %self.message, "api request refused");
         }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log();
         let mut response =
             (self.status, axum::Json(json!({ "error": self.message }))).into_response();
         let headers = response.headers_mut();

@@ -176,6 +176,18 @@ pub struct Guards {
 }
 
 impl ApiState {
+    /// Whether requests need a bearer token (`api.token`).
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Once an API stopped taking requests: waits for the writes they started, which
+    /// outlive a client that hung up.
+    async fn writes_finished(&self) {
+        self.writes.close();
+        self.writes.wait().await;
+    }
+
     /// The plan of `name` (`database.table`) as the API knows it now.
     fn table(&self, name: &str) -> Option<Arc<SyncedTable>> {
         let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
@@ -282,8 +294,21 @@ fn is_loopback_host(host: &str) -> bool {
 
 /// Binds the API's listener; the error names `api.listen`.
 pub async fn bind(listen: SocketAddr) -> Result<TcpListener> {
+    bind_for("api.listen", listen).await
+}
+
+/// Binds the listener the config key `key` asks for; the error names the key.
+async fn bind_for(key: &str, listen: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(listen).await.map_err(|source| Error::Io {
-        context: format!("api.listen: cannot listen on {listen}"),
+        context: format!("{key}: cannot listen on {listen}"),
+        source,
+    })
+}
+
+/// The address `listener` (bound for the config key `key`) listens on.
+fn bound_address(key: &str, listener: &TcpListener) -> Result<SocketAddr> {
+    listener.local_addr().map_err(|source| Error::Io {
+        context: format!("{key}: reading the bound address"),
         source,
     })
 }
@@ -308,13 +333,10 @@ pub async fn serve_with(
     shutdown: CancellationToken,
     limits: Limits,
 ) -> Result<()> {
-    let addr = listener.local_addr().map_err(|source| Error::Io {
-        context: "api.listen: reading the bound address".to_owned(),
-        source,
-    })?;
+    let addr = bound_address("api.listen", &listener)?;
     info!(
         listen = %addr,
-        token = state.token.is_some(),
+        token = state.has_token(),
         max_connections = limits.max_connections,
         header_timeout_ms = limits.header_timeout.as_millis() as u64,
         body_timeout_ms = limits.body_timeout.as_millis() as u64,
@@ -331,36 +353,47 @@ pub async fn serve_with(
         body_timeout: limits.body_timeout,
         loopback_hosts_only: addr.ip().is_loopback() && state.token.is_none(),
     };
-    let writes = state.writes.clone();
-    server::serve(listener, router(state, guards), limits, shutdown).await;
-    writes.close();
-    writes.wait().await;
+    server::serve(listener, router(state.clone(), guards), limits, shutdown).await;
+    state.writes_finished().await;
     Ok(())
 }
 
 /// Requires the bearer token on the routes it wraps, when one is configured.
 async fn authorize(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
-    let Some(expected) = &state.token else {
-        return next.run(request).await;
-    };
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| {
-            let (scheme, token) = h.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    match given {
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing bearer token: send Authorization: Bearer <api.token>",
-        )
-        .into_response(),
-        Some(token) if !same_secret(token.as_bytes(), expected.as_bytes()) => {
-            ApiError::new(StatusCode::UNAUTHORIZED, "invalid bearer token").into_response()
+    let given = request.headers().get(header::AUTHORIZATION);
+    match state.check_bearer(given.map(|h| h.as_bytes())) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+impl ApiState {
+    /// Whether `authorization` (the `Authorization` header or the gRPC metadata of that
+    /// name, when sent) carries `Bearer <api.token>`, when a token is configured; the
+    /// one check both APIs make, with a 401 that says what to send.
+    pub(crate) fn check_bearer(
+        &self,
+        authorization: Option<&[u8]>,
+    ) -> std::result::Result<(), ApiError> {
+        let Some(expected) = &self.token else {
+            return Ok(());
+        };
+        let given = authorization
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| {
+                let (scheme, token) = h.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            });
+        match given {
+            None => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing bearer token: send Authorization: Bearer <api.token>",
+            )),
+            Some(token) if !same_secret(token.as_bytes(), expected.as_bytes()) => Err(
+                ApiError::new(StatusCode::UNAUTHORIZED, "invalid bearer token"),
+            ),
+            Some(_) => Ok(()),
         }
-        Some(_) => next.run(request).await,
     }
 }
 

@@ -21,9 +21,8 @@ pub(super) async fn read(
 ) -> std::result::Result<Response, ApiError> {
     let Path(name) = table.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let Query(pairs) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let reads = state.reads().await?;
-    match reads.get(&name, &pairs).await {
-        Ok(Answer::Found(doc)) => Ok((
+    match read_row(&state, &name, &pairs).await? {
+        Some(doc) => Ok((
             [(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -31,13 +30,22 @@ pub(super) async fn read(
             Bytes::copy_from_slice(&doc),
         )
             .into_response()),
-        Ok(Answer::Absent) => {
-            let key: Vec<String> = pairs.iter().map(|(c, v)| format!("{c}={v}")).collect();
-            Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no row of {name} with {}", key.join(", ")),
-            ))
-        }
+        None => Err(absent(&name, &pairs)),
+    }
+}
+
+/// The one row read behind every API (HTTP `GET`, gRPC `Get` and `BatchGet`): the row of
+/// `name` whose primary key is `pairs` (column, value as text), as a JSON object; `None`
+/// when there is no such row.
+pub(super) async fn read_row(
+    state: &ApiState,
+    name: &str,
+    pairs: &[(String, String)],
+) -> std::result::Result<Option<Arc<[u8]>>, ApiError> {
+    let reads = state.reads().await?;
+    match reads.get(name, pairs).await {
+        Ok(Answer::Found(doc)) => Ok(Some(doc)),
+        Ok(Answer::Absent) => Ok(None),
         Err(ReadError::UnknownTable(message) | ReadError::Disabled(message)) => {
             Err(ApiError::new(StatusCode::NOT_FOUND, message))
         }
@@ -47,4 +55,13 @@ pub(super) async fn read(
             error.to_string().replace('\n', "; "),
         )),
     }
+}
+
+/// The 404 of a read that found no row.
+pub(super) fn absent(name: &str, pairs: &[(String, String)]) -> ApiError {
+    let key: Vec<String> = pairs.iter().map(|(c, v)| format!("{c}={v}")).collect();
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no row of {name} with {}", key.join(", ")),
+    )
 }
