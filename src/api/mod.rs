@@ -18,6 +18,10 @@
 //! as its own task, so a client that hangs up mid-write cannot cut a dual-write between
 //! the commit and Redis; [`serve`] waits for such writes before it returns.
 //!
+//! The gRPC API ([`grpc`], `proto/cachesync/v1/cachesync.proto`) serves from the same
+//! [`ApiState`]: its calls go through the row write, row read and bearer check here, so
+//! both APIs validate, write and refuse alike.
+//!
 //! Request values are checked against the column's declared type
 //! ([`crate::model::params`]) and reach MySQL only as statement parameters
 //! ([`crate::mysql::write`]). Every error is
@@ -27,6 +31,7 @@
 pub mod config;
 mod deadline;
 pub mod error;
+pub mod grpc;
 mod read;
 pub mod ready;
 mod server;
