@@ -12,6 +12,8 @@
 //!   secondary index 409; an oversized body 413; missing or wrong bearer token 401;
 //!   MySQL unreachable 503 — and writes nothing;
 //! - `/healthz`, and `/readyz` naming the dependency that is down (password redacted);
+//! - `/openapi.json` (no token needed) is OpenAPI 3.x describing exactly the routes the
+//!   router serves (`api::ROUTES`), each operation answered and secured as described;
 //! - `cachesync run` with an `[api]` section serves writes and stops on SIGTERM, and a
 //!   taken `api.listen` fails the start naming the key.
 //!
@@ -510,6 +512,90 @@ async fn healthz_and_readyz_report_ok() {
     assert_eq!(
         ready.body,
         json!({"status": "ready", "mysql": "ok", "redis": "ok"})
+    );
+    f.finish().await;
+}
+
+/// The methods an OpenAPI path item can hold.
+const OPENAPI_METHODS: &[&str] = &["get", "put", "post", "delete", "patch", "head", "options"];
+
+#[tokio::test]
+async fn the_openapi_document_describes_exactly_the_routes_the_router_serves() {
+    const TOKEN: &str = "s3cret-token";
+    let mut f = fixture(Setup {
+        token: Some(TOKEN),
+        ..Setup::default()
+    })
+    .await;
+    f.db.exec("INSERT INTO items (id, sku) VALUES (1, 'a')")
+        .await;
+
+    // Public like /healthz: fetched without the token.
+    let answer = f.get("/openapi.json").await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    let doc = answer.body;
+    let version = doc["openapi"].as_str().unwrap_or_default();
+    assert!(version.starts_with("3."), "not OpenAPI 3.x: {version:?}");
+    let paths = doc["paths"].as_object().expect("the document has paths");
+
+    // (a) Every operation it describes is served: neither the router's 404 nor a 405,
+    // and it needs the token exactly when the document says so.
+    let mut described = Vec::new();
+    for (path, item) in paths {
+        for &method in OPENAPI_METHODS {
+            let Some(operation) = item.get(method) else {
+                continue;
+            };
+            described.push((method.to_uppercase(), path.clone()));
+            let mut url = format!("{}{}", f.api.base, path.replace("{table}", &f.table_name()));
+            if path.contains("{table}") && method == "get" {
+                url.push_str("?id=1");
+            }
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let request = || {
+                let request = f.api.http.request(method.clone(), &url);
+                match operation.get("requestBody") {
+                    Some(_) => request.json(&json!({})),
+                    None => request,
+                }
+            };
+            let secured = operation.get("security").is_some();
+            let without = f.send(request()).await;
+            assert_eq!(
+                without.status == StatusCode::UNAUTHORIZED,
+                secured,
+                "{method} {path} without a token (document says secured: {secured}): {without:?}"
+            );
+            let answer = f.send(request().bearer_auth(TOKEN)).await;
+            let routed = answer.status != StatusCode::METHOD_NOT_ALLOWED
+                && !(answer.status == StatusCode::NOT_FOUND
+                    && answer.body["error"]
+                        .as_str()
+                        .is_some_and(|e| e.starts_with("no route")));
+            assert!(
+                routed,
+                "{method} {path} is documented but not served: {answer:?}"
+            );
+        }
+    }
+
+    // (b) Every route the router serves (api::ROUTES, which it is built from) is
+    // described.
+    let undocumented: Vec<String> = api::ROUTES
+        .iter()
+        .filter(|r| !described.contains(&(r.method.to_owned(), r.path.to_owned())))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "routes without a #[utoipa::path] in api::openapi: {undocumented:?}"
+    );
+    assert_eq!(described.len(), api::ROUTES.len(), "{described:?}");
+
+    // The refusal body every error answer names.
+    assert_eq!(
+        doc["components"]["schemas"]["ErrorBody"]["required"],
+        json!(["error"])
     );
     f.finish().await;
 }

@@ -12,6 +12,10 @@
 //! | `GET /v1/snapshots` | — | 200 the online snapshots not finished, with their progress |
 //! | `GET /healthz` | — | 200 `{"status":"ok"}` while the process serves (never needs the token) |
 //! | `GET /readyz` | — | 200 or 503 with the state of MySQL, Redis (and RabbitMQ for `mq`) |
+//! | `GET /openapi.json` | — | 200 the OpenAPI 3.1 document of these routes ([`openapi`]; no token needed) |
+//!
+//! [`ROUTES`] is the one list of them: the router is built from it, and a test checks the
+//! OpenAPI document against it.
 //!
 //! A write answers once the strategy's write path has completed (dual-write: MySQL
 //! committed and Redis written; mq: the broker confirmed; binlog: the commit). It runs
@@ -32,8 +36,10 @@ pub mod config;
 mod deadline;
 pub mod error;
 pub mod grpc;
+pub mod openapi;
 mod read;
 pub mod ready;
+pub mod schema;
 mod server;
 mod snapshots;
 mod write;
@@ -49,7 +55,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -239,17 +245,79 @@ impl ApiState {
     }
 }
 
+/// One route of the API: what [`router`] serves and what the OpenAPI document
+/// ([`openapi`]) must describe.
+pub struct Route {
+    /// `GET`, `PUT`, …
+    pub method: &'static str,
+    /// The path in axum's syntax, which is OpenAPI's too (`{table}`).
+    pub path: &'static str,
+    pub access: Access,
+    handler: fn() -> MethodRouter<Arc<ApiState>>,
+}
+
+/// Whether a [`Route`] needs the bearer token (when `api.token` is set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Needs `Authorization: Bearer <api.token>`.
+    Token,
+    /// Answered without it (`/healthz`, `/openapi.json`).
+    Public,
+}
+
+const ROWS: &str = "/v1/tables/{table}/rows";
+const SNAPSHOTS: &str = "/v1/snapshots";
+
+/// Every route the API serves. [`router`] is built from this list alone, and the
+/// OpenAPI test (`tests/api.rs`) checks that the document describes each entry and that
+/// each path of the document answers: a route added here without its `#[utoipa::path]`
+/// in [`openapi`] fails that test. Add routes here, never with `Router::route`.
+pub static ROUTES: &[Route] = &[
+    Route::new("GET", ROWS, Access::Token, || get(read::read)),
+    Route::new("PUT", ROWS, Access::Token, || put(write::upsert)),
+    Route::new("DELETE", ROWS, Access::Token, || delete(write::delete)),
+    Route::new("POST", SNAPSHOTS, Access::Token, || post(snapshots::start)),
+    Route::new("GET", SNAPSHOTS, Access::Token, || get(snapshots::list)),
+    Route::new("GET", "/readyz", Access::Token, || get(ready::readyz)),
+    // A probe must answer without credentials.
+    Route::new("GET", "/healthz", Access::Public, || get(ready::healthz)),
+    // Public like /healthz: it describes the API and holds no data, and a client
+    // generator or a mesh's catalogue should be able to fetch it before it has a token.
+    Route::new("GET", "/openapi.json", Access::Public, || {
+        get(openapi::serve)
+    }),
+];
+
+impl Route {
+    const fn new(
+        method: &'static str,
+        path: &'static str,
+        access: Access,
+        handler: fn() -> MethodRouter<Arc<ApiState>>,
+    ) -> Route {
+        Route {
+            method,
+            path,
+            access,
+            handler,
+        }
+    }
+}
+
 /// The API's routes on `state`, behind `guards`.
 pub fn router(state: Arc<ApiState>, guards: Guards) -> Router {
-    Router::new()
-        .route(
-            "/v1/tables/{table}/rows",
-            get(read::read).put(write::upsert).delete(write::delete),
-        )
-        .route("/v1/snapshots", post(snapshots::start).get(snapshots::list))
-        .route("/readyz", get(ready::readyz))
+    let (mut guarded, mut public) = (Router::new(), Router::new());
+    for route in ROUTES {
+        // Routes on one path merge into one method router (axum joins their methods).
+        if route.access == Access::Public {
+            public = public.route(route.path, (route.handler)());
+        } else {
+            guarded = guarded.route(route.path, (route.handler)());
+        }
+    }
+    guarded
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
-        .route("/healthz", get(ready::healthz))
+        .merge(public)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -412,12 +480,17 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 }
 
 async fn not_found(uri: Uri) -> ApiError {
+    let routes: Vec<String> = ROUTES
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!(
-            "no route {}; routes: GET, PUT and DELETE /v1/tables/<database.table>/rows, \
-             POST and GET /v1/snapshots, GET /healthz, GET /readyz",
-            uri.path()
+            "no route {}; routes: {} ({{table}} is database.table; GET /openapi.json \
+             describes them)",
+            uri.path(),
+            routes.join(", ")
         ),
     )
 }

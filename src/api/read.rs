@@ -10,10 +10,34 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::ApiState;
-use super::error::{ApiError, status_of};
+use super::error::{ApiError, ErrorBody, status_of};
 use crate::read::{Answer, ReadError};
 
+/// Read a row through the cache (L1, Redis, then MySQL).
+///
 /// `GET /v1/tables/{table}/rows?<pk>=<value>&…`: the row through the read path.
+#[utoipa::path(
+    get,
+    path = "/v1/tables/{table}/rows",
+    tag = "rows",
+    params(
+        super::schema::TablePath,
+        ("key" = Object, Query, style = Form, explode,
+            description = "The primary key: one `<column>=<value>` per primary-key \
+                           column, e.g. `?id=7`"),
+    ),
+    responses(
+        (status = 200, description = "The row (the `json` encoding without `_cachesync_v`)",
+            body = super::schema::Row),
+        (status = 400, description = "A primary-key column missing, unknown or of the wrong \
+            type", body = ErrorBody),
+        (status = 404, description = "No such row, or not a configured table (or reads \
+            are off for it)", body = ErrorBody),
+        (status = 500, description = "An error that retrying will not fix", body = ErrorBody),
+        (status = 503, description = "MySQL or Redis cannot be reached; `Retry-After: 1`",
+            body = ErrorBody),
+    ),
+)]
 pub(super) async fn read(
     State(state): State<Arc<ApiState>>,
     table: std::result::Result<Path<String>, PathRejection>,

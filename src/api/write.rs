@@ -19,6 +19,18 @@ use crate::model::params::row_values;
 use crate::model::table::SyncedTable;
 use crate::strategy::{RedisOutcome, SyncStrategy, WriteReceipt};
 
+/// Upsert a row through the configured strategy's write path.
+///
+/// `PUT`: insert the row, or update it when its primary key exists.
+#[utoipa::path(
+    put,
+    path = "/v1/tables/{table}/rows",
+    tag = "rows",
+    params(super::schema::TablePath),
+    request_body(content = super::schema::Row, description = "Column → value, every \
+        primary-key column included; columns left out keep their value (or default)"),
+    responses(super::schema::WriteAnswers),
+)]
 pub(super) async fn upsert(
     state: State<Arc<ApiState>>,
     table: std::result::Result<Path<String>, PathRejection>,
@@ -27,6 +39,18 @@ pub(super) async fn upsert(
     write(state, table, body, Op::Upsert).await
 }
 
+/// Delete a row through the configured strategy's write path.
+///
+/// `DELETE`: delete the row (deleting an absent row succeeds).
+#[utoipa::path(
+    delete,
+    path = "/v1/tables/{table}/rows",
+    tag = "rows",
+    params(super::schema::TablePath),
+    request_body(content = super::schema::Row, description = "Exactly the primary-key \
+        columns"),
+    responses(super::schema::WriteAnswers),
+)]
 pub(super) async fn delete(
     state: State<Arc<ApiState>>,
     table: std::result::Result<Path<String>, PathRejection>,
@@ -154,7 +178,7 @@ async fn write_once(
 }
 
 /// The 200 answer of a write.
-fn receipt_json(table: &str, op: Op, receipt: &WriteReceipt) -> Json {
+pub(super) fn receipt_json(table: &str, op: Op, receipt: &WriteReceipt) -> Json {
     json!({
         "table": table,
         "op": match op { Op::Upsert => "upsert", Op::Delete => "delete" },
