@@ -95,8 +95,9 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// Writes go through `strategy` to `tables`; when `token` is set every route but
-    /// `/healthz` needs `Authorization: Bearer <token>`.
+    /// Writes go through `strategy` to `tables`; when `token` is set every route but the
+    /// public ones (`/healthz`, `/openapi.json`: [`Access::Public`]) needs
+    /// `Authorization: Bearer <token>`.
     pub fn new(
         strategy: Arc<Strategy>,
         tables: Vec<Arc<SyncedTable>>,
