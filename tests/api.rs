@@ -12,6 +12,8 @@
 //!   secondary index 409; an oversized body 413; missing or wrong bearer token 401;
 //!   MySQL unreachable 503 — and writes nothing;
 //! - `/healthz`, and `/readyz` naming the dependency that is down (password redacted);
+//! - `/openapi.json` (no token needed) is OpenAPI 3.x describing exactly the routes the
+//!   router serves (`api::ROUTES`), each operation answered and secured as described;
 //! - `cachesync run` with an `[api]` section serves writes and stops on SIGTERM, and a
 //!   taken `api.listen` fails the start naming the key.
 //!
@@ -21,20 +23,16 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use cachesync::api::{self, ApiState, Readiness};
+use cachesync::api;
 use cachesync::model::cell::Encoded;
-use cachesync::model::table::SyncedTable;
-use cachesync::redis::Applier;
-use cachesync::strategy::{DualWrite, Strategy, StrategyKind};
+use common::api_state::Setup;
 use mysql_async::prelude::Queryable;
 use redis::AsyncCommands;
 use reqwest::StatusCode;
 use serde_json::{Value as Json, json};
-use tokio_util::sync::CancellationToken;
 
 const TABLE_SQL: &str = "CREATE TABLE items (
     id BIGINT UNSIGNED PRIMARY KEY,
@@ -49,78 +47,25 @@ const TABLE_SQL: &str = "CREATE TABLE items (
     UNIQUE KEY sku (sku)
 ) CHARACTER SET utf8mb4";
 
-/// How a test's API is put together; the default is everything live and no token.
-#[derive(Default)]
-struct Setup {
-    token: Option<&'static str>,
-    /// The strategy's and `/readyz`'s MySQL (default: the test MariaDB).
-    mysql_url: Option<String>,
-    /// `/readyz`'s Redis (default: the test Redis).
-    readiness_redis_url: Option<String>,
-}
-
-struct Fixture {
-    db: common::TestDb,
-    prefix: String,
-    table: Arc<SyncedTable>,
+/// The HTTP side of a fixture: the API's base URL and a client.
+struct Http {
     base: String,
     http: reqwest::Client,
-    shutdown: CancellationToken,
-    server: tokio::task::JoinHandle<cachesync::Result<()>>,
 }
 
+type Fixture = common::api_state::Fixture<Http>;
+
 async fn fixture(setup: Setup) -> Fixture {
-    let mut db = common::TestDb::create("api").await;
-    db.exec(TABLE_SQL).await;
-    let prefix = common::unique("api");
-    let config = common::config_with_table(
-        "dual-write",
-        json!({
-            "name": format!("{}.items", db.name),
-            "key": format!("{prefix}:item:{{id}}"),
-            "version_column": "version",
-        }),
-    );
-    let table = Arc::new(common::synced_table(&mut db, &config).await);
-    let mysql_url = setup.mysql_url.unwrap_or_else(|| config.mysql_url.clone());
-    let pool = cachesync::mysql::pool(&mysql_url).unwrap();
-    let applier = Applier::connect(
-        &config.redis_url,
-        config.tombstone_ttl,
-        StrategyKind::DualWrite.name(),
+    let (served, state) = common::api_state::dual_write("api", TABLE_SQL, setup).await;
+    Fixture::start(
+        served,
+        |listener, shutdown| api::serve(listener, state, shutdown),
+        async |addr| Http {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+        },
     )
     .await
-    .unwrap();
-    let strategy = Arc::new(Strategy::DualWrite(DualWrite::new(pool.clone(), applier)));
-    let readiness = Readiness::new(
-        pool,
-        &mysql_url,
-        setup
-            .readiness_redis_url
-            .as_deref()
-            .unwrap_or(&config.redis_url),
-        None,
-    )
-    .unwrap();
-    let state = ApiState::new(
-        strategy,
-        vec![table.clone()],
-        readiness,
-        setup.token.map(str::to_owned),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(api::serve(listener, state, shutdown.clone()));
-    Fixture {
-        db,
-        prefix,
-        table,
-        base,
-        http: reqwest::Client::new(),
-        shutdown,
-        server,
-    }
 }
 
 /// An answer: status, and the body as JSON (`Json::Null` when it is not JSON).
@@ -150,12 +95,8 @@ impl Answer {
 }
 
 impl Fixture {
-    fn table_name(&self) -> String {
-        format!("{}.items", self.db.name)
-    }
-
     fn rows_url(&self) -> String {
-        format!("{}/v1/tables/{}/rows", self.base, self.table_name())
+        format!("{}/v1/tables/{}/rows", self.api.base, self.table_name())
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
@@ -171,12 +112,14 @@ impl Fixture {
     }
 
     async fn put(&self, body: Json) -> Answer {
-        self.send(self.http.put(self.rows_url()).json(&body)).await
+        self.send(self.api.http.put(self.rows_url()).json(&body))
+            .await
     }
 
     async fn put_raw(&self, body: impl Into<reqwest::Body>) -> Answer {
         self.send(
-            self.http
+            self.api
+                .http
                 .put(self.rows_url())
                 .header("content-type", "application/json")
                 .body(body),
@@ -185,23 +128,19 @@ impl Fixture {
     }
 
     async fn delete(&self, body: Json) -> Answer {
-        self.send(self.http.delete(self.rows_url()).json(&body))
+        self.send(self.api.http.delete(self.rows_url()).json(&body))
             .await
     }
 
     async fn get(&self, path: &str) -> Answer {
-        self.send(self.http.get(format!("{}{path}", self.base)))
+        self.send(self.api.http.get(format!("{}{path}", self.api.base)))
             .await
     }
 
     /// What Redis should hold for row `id`: the SELECT of the committed row, encoded.
     async fn expected(&mut self, id: u64) -> Option<Vec<u8>> {
-        let row: Option<mysql_async::Row> = self
-            .db
-            .conn
-            .exec_first(format!("{} WHERE id = ?", self.table.sql.select_all), (id,))
-            .await
-            .unwrap();
+        let select = format!("{} WHERE id = ?", self.table.sql.select_all);
+        let row: Option<mysql_async::Row> = self.db.conn.exec_first(select, (id,)).await.unwrap();
         let cells = self.table.decode_sql_row(&row?).unwrap();
         match self
             .table
@@ -213,38 +152,10 @@ impl Fixture {
         }
     }
 
-    async fn cached(&self, id: u64) -> Option<Vec<u8>> {
-        let mut redis = common::redis_conn().await;
-        redis
-            .get(format!("{}:item:{id}", self.prefix))
-            .await
-            .unwrap()
-    }
-
-    async fn row_count(&mut self) -> u64 {
-        self.db
-            .conn
-            .query_first("SELECT COUNT(*) FROM items")
-            .await
-            .unwrap()
-            .unwrap()
-    }
-
     /// Nothing reached MySQL or Redis for row `id`.
     async fn assert_untouched(&mut self, id: u64) {
         assert_eq!(self.expected(id).await, None, "row {id} is not in MySQL");
         assert_eq!(self.cached(id).await, None, "row {id} is not in Redis");
-    }
-
-    async fn finish(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.server)
-            .await
-            .expect("the API stops within 10 s of shutdown")
-            .unwrap()
-            .expect("the API stops cleanly");
-        common::clear_redis_prefix(&self.prefix).await;
-        self.db.drop_db().await;
     }
 }
 
@@ -363,9 +274,9 @@ async fn injection_shaped_values_are_stored_verbatim() {
         .assert_error(400, "name`='x'; DROP TABLE items; --");
     let url = format!(
         "{}/v1/tables/{}.items%60%3B%20DROP%20TABLE%20items/rows",
-        f.base, f.db.name
+        f.api.base, f.db.name
     );
-    f.send(f.http.put(url).json(&json!({"id": 9, "sku": "x"})))
+    f.send(f.api.http.put(url).json(&json!({"id": 9, "sku": "x"})))
         .await
         .assert_error(404, "unknown table");
     assert_eq!(f.row_count().await, nasty.len() as u64);
@@ -376,11 +287,11 @@ async fn injection_shaped_values_are_stored_verbatim() {
 async fn unknown_table_is_404() {
     let mut f = fixture(Setup::default()).await;
     for name in ["nope.items".to_owned(), format!("{}.other", f.db.name)] {
-        let url = format!("{}/v1/tables/{name}/rows", f.base);
-        f.send(f.http.put(&url).json(&json!({"id": 1, "sku": "x"})))
+        let url = format!("{}/v1/tables/{name}/rows", f.api.base);
+        f.send(f.api.http.put(&url).json(&json!({"id": 1, "sku": "x"})))
             .await
             .assert_error(404, &format!("unknown table {name}"));
-        f.send(f.http.delete(&url).json(&json!({"id": 1})))
+        f.send(f.api.http.delete(&url).json(&json!({"id": 1})))
             .await
             .assert_error(404, &f.table_name());
     }
@@ -543,7 +454,7 @@ async fn bearer_token_is_required_when_configured() {
     })
     .await;
     let body = json!({"id": 1, "sku": "x"});
-    f.send(f.http.put(f.rows_url()).json(&body))
+    f.send(f.api.http.put(f.rows_url()).json(&body))
         .await
         .assert_error(401, "missing bearer token");
     for wrong in [
@@ -555,7 +466,8 @@ async fn bearer_token_is_required_when_configured() {
     ] {
         let answer = f
             .send(
-                f.http
+                f.api
+                    .http
                     .put(f.rows_url())
                     .header("authorization", wrong)
                     .json(&body),
@@ -568,14 +480,15 @@ async fn bearer_token_is_required_when_configured() {
         );
         assert_eq!(answer.headers.get("www-authenticate").unwrap(), "Bearer");
     }
-    f.send(f.http.get(format!("{}/readyz", f.base)))
+    f.send(f.api.http.get(format!("{}/readyz", f.api.base)))
         .await
         .assert_error(401, "bearer token");
     f.assert_untouched(1).await;
 
     let answer = f
         .send(
-            f.http
+            f.api
+                .http
                 .put(f.rows_url())
                 .bearer_auth("s3cret-token")
                 .json(&body),
@@ -599,6 +512,90 @@ async fn healthz_and_readyz_report_ok() {
     assert_eq!(
         ready.body,
         json!({"status": "ready", "mysql": "ok", "redis": "ok"})
+    );
+    f.finish().await;
+}
+
+/// The methods an OpenAPI path item can hold.
+const OPENAPI_METHODS: &[&str] = &["get", "put", "post", "delete", "patch", "head", "options"];
+
+#[tokio::test]
+async fn the_openapi_document_describes_exactly_the_routes_the_router_serves() {
+    const TOKEN: &str = "s3cret-token";
+    let mut f = fixture(Setup {
+        token: Some(TOKEN),
+        ..Setup::default()
+    })
+    .await;
+    f.db.exec("INSERT INTO items (id, sku) VALUES (1, 'a')")
+        .await;
+
+    // Public like /healthz: fetched without the token.
+    let answer = f.get("/openapi.json").await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    let doc = answer.body;
+    let version = doc["openapi"].as_str().unwrap_or_default();
+    assert!(version.starts_with("3."), "not OpenAPI 3.x: {version:?}");
+    let paths = doc["paths"].as_object().expect("the document has paths");
+
+    // (a) Every operation it describes is served: neither the router's 404 nor a 405,
+    // and it needs the token exactly when the document says so.
+    let mut described = Vec::new();
+    for (path, item) in paths {
+        for &method in OPENAPI_METHODS {
+            let Some(operation) = item.get(method) else {
+                continue;
+            };
+            described.push((method.to_uppercase(), path.clone()));
+            let mut url = format!("{}{}", f.api.base, path.replace("{table}", &f.table_name()));
+            if path.contains("{table}") && method == "get" {
+                url.push_str("?id=1");
+            }
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let request = || {
+                let request = f.api.http.request(method.clone(), &url);
+                match operation.get("requestBody") {
+                    Some(_) => request.json(&json!({})),
+                    None => request,
+                }
+            };
+            let secured = operation.get("security").is_some();
+            let without = f.send(request()).await;
+            assert_eq!(
+                without.status == StatusCode::UNAUTHORIZED,
+                secured,
+                "{method} {path} without a token (document says secured: {secured}): {without:?}"
+            );
+            let answer = f.send(request().bearer_auth(TOKEN)).await;
+            let routed = answer.status != StatusCode::METHOD_NOT_ALLOWED
+                && !(answer.status == StatusCode::NOT_FOUND
+                    && answer.body["error"]
+                        .as_str()
+                        .is_some_and(|e| e.starts_with("no route")));
+            assert!(
+                routed,
+                "{method} {path} is documented but not served: {answer:?}"
+            );
+        }
+    }
+
+    // (b) Every route the router serves (api::ROUTES, which it is built from) is
+    // described.
+    let undocumented: Vec<String> = api::ROUTES
+        .iter()
+        .filter(|r| !described.contains(&(r.method.to_owned(), r.path.to_owned())))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "routes without a #[utoipa::path] in api::openapi: {undocumented:?}"
+    );
+    assert_eq!(described.len(), api::ROUTES.len(), "{described:?}");
+
+    // The refusal body every error answer names.
+    assert_eq!(
+        doc["components"]["schemas"]["ErrorBody"]["required"],
+        json!(["error"])
     );
     f.finish().await;
 }

@@ -3,7 +3,6 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use tracing::{debug, warn};
 
 use crate::error::Error;
@@ -58,6 +57,14 @@ pub fn status_of(error: &Error) -> StatusCode {
     }
 }
 
+/// The body of every refusal.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": "unknown table shop.nothing; configured tables: shop.users"}))]
+pub struct ErrorBody {
+    /// What went wrong, naming the column or table at fault; one line.
+    pub error: String,
+}
+
 /// An error answer: `{"error": message}` with `status`.
 #[derive(Debug)]
 pub struct ApiError {
@@ -86,15 +93,28 @@ impl From<Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// Logs the refusal: a server error (ours or a dependency's) as a warning, the
+    /// client's own mistakes at debug.
+    pub(super) fn log(&self) {
         if self.status.is_server_error() {
             warn!(status = self.status.as_u16(), error = %self.message, "api request failed");
         } else {
             debug!(status = self.status.as_u16(), error = %self.message, "api request refused");
         }
-        let mut response =
-            (self.status, axum::Json(json!({ "error": self.message }))).into_response();
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.log();
+        let mut response = (
+            self.status,
+            axum::Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response();
         let headers = response.headers_mut();
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

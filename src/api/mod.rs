@@ -12,11 +12,19 @@
 //! | `GET /v1/snapshots` | — | 200 the online snapshots not finished, with their progress |
 //! | `GET /healthz` | — | 200 `{"status":"ok"}` while the process serves (never needs the token) |
 //! | `GET /readyz` | — | 200 or 503 with the state of MySQL, Redis (and RabbitMQ for `mq`) |
+//! | `GET /openapi.json` | — | 200 the OpenAPI 3.1 document of these routes ([`openapi`]; no token needed) |
+//!
+//! [`ROUTES`] is the one list of them: the router is built from it, and a test checks the
+//! OpenAPI document against it.
 //!
 //! A write answers once the strategy's write path has completed (dual-write: MySQL
 //! committed and Redis written; mq: the broker confirmed; binlog: the commit). It runs
 //! as its own task, so a client that hangs up mid-write cannot cut a dual-write between
 //! the commit and Redis; [`serve`] waits for such writes before it returns.
+//!
+//! The gRPC API ([`grpc`], `proto/cachesync/v1/cachesync.proto`) serves from the same
+//! [`ApiState`]: its calls go through the row write, row read and bearer check here, so
+//! both APIs validate, write and refuse alike.
 //!
 //! Request values are checked against the column's declared type
 //! ([`crate::model::params`]) and reach MySQL only as statement parameters
@@ -27,8 +35,11 @@
 pub mod config;
 mod deadline;
 pub mod error;
+pub mod grpc;
+pub mod openapi;
 mod read;
 pub mod ready;
+pub mod schema;
 mod server;
 mod snapshots;
 mod write;
@@ -44,7 +55,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -84,8 +95,9 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// Writes go through `strategy` to `tables`; when `token` is set every route but
-    /// `/healthz` needs `Authorization: Bearer <token>`.
+    /// Writes go through `strategy` to `tables`; when `token` is set every route but the
+    /// public ones (`/healthz`, `/openapi.json`: [`Access::Public`]) needs
+    /// `Authorization: Bearer <token>`.
     pub fn new(
         strategy: Arc<Strategy>,
         tables: Vec<Arc<SyncedTable>>,
@@ -176,6 +188,18 @@ pub struct Guards {
 }
 
 impl ApiState {
+    /// Whether requests need a bearer token (`api.token`).
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Once an API stopped taking requests: waits for the writes they started, which
+    /// outlive a client that hung up.
+    async fn writes_finished(&self) {
+        self.writes.close();
+        self.writes.wait().await;
+    }
+
     /// The plan of `name` (`database.table`) as the API knows it now.
     fn table(&self, name: &str) -> Option<Arc<SyncedTable>> {
         let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
@@ -222,17 +246,79 @@ impl ApiState {
     }
 }
 
+/// One route of the API: what [`router`] serves and what the OpenAPI document
+/// ([`openapi`]) must describe.
+pub struct Route {
+    /// `GET`, `PUT`, …
+    pub method: &'static str,
+    /// The path in axum's syntax, which is OpenAPI's too (`{table}`).
+    pub path: &'static str,
+    pub access: Access,
+    handler: fn() -> MethodRouter<Arc<ApiState>>,
+}
+
+/// Whether a [`Route`] needs the bearer token (when `api.token` is set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Needs `Authorization: Bearer <api.token>`.
+    Token,
+    /// Answered without it (`/healthz`, `/openapi.json`).
+    Public,
+}
+
+const ROWS: &str = "/v1/tables/{table}/rows";
+const SNAPSHOTS: &str = "/v1/snapshots";
+
+/// Every route the API serves. [`router`] is built from this list alone, and the
+/// OpenAPI test (`tests/api.rs`) checks that the document describes each entry and that
+/// each path of the document answers: a route added here without its `#[utoipa::path]`
+/// in [`openapi`] fails that test. Add routes here, never with `Router::route`.
+pub static ROUTES: &[Route] = &[
+    Route::new("GET", ROWS, Access::Token, || get(read::read)),
+    Route::new("PUT", ROWS, Access::Token, || put(write::upsert)),
+    Route::new("DELETE", ROWS, Access::Token, || delete(write::delete)),
+    Route::new("POST", SNAPSHOTS, Access::Token, || post(snapshots::start)),
+    Route::new("GET", SNAPSHOTS, Access::Token, || get(snapshots::list)),
+    Route::new("GET", "/readyz", Access::Token, || get(ready::readyz)),
+    // A probe must answer without credentials.
+    Route::new("GET", "/healthz", Access::Public, || get(ready::healthz)),
+    // Public like /healthz: it describes the API and holds no data, and a client
+    // generator or a mesh's catalogue should be able to fetch it before it has a token.
+    Route::new("GET", "/openapi.json", Access::Public, || {
+        get(openapi::serve)
+    }),
+];
+
+impl Route {
+    const fn new(
+        method: &'static str,
+        path: &'static str,
+        access: Access,
+        handler: fn() -> MethodRouter<Arc<ApiState>>,
+    ) -> Route {
+        Route {
+            method,
+            path,
+            access,
+            handler,
+        }
+    }
+}
+
 /// The API's routes on `state`, behind `guards`.
 pub fn router(state: Arc<ApiState>, guards: Guards) -> Router {
-    Router::new()
-        .route(
-            "/v1/tables/{table}/rows",
-            get(read::read).put(write::upsert).delete(write::delete),
-        )
-        .route("/v1/snapshots", post(snapshots::start).get(snapshots::list))
-        .route("/readyz", get(ready::readyz))
+    let (mut guarded, mut public) = (Router::new(), Router::new());
+    for route in ROUTES {
+        // Routes on one path merge into one method router (axum joins their methods).
+        if route.access == Access::Public {
+            public = public.route(route.path, (route.handler)());
+        } else {
+            guarded = guarded.route(route.path, (route.handler)());
+        }
+    }
+    guarded
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
-        .route("/healthz", get(ready::healthz))
+        .merge(public)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -282,8 +368,21 @@ fn is_loopback_host(host: &str) -> bool {
 
 /// Binds the API's listener; the error names `api.listen`.
 pub async fn bind(listen: SocketAddr) -> Result<TcpListener> {
+    bind_for("api.listen", listen).await
+}
+
+/// Binds the listener the config key `key` asks for; the error names the key.
+async fn bind_for(key: &str, listen: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(listen).await.map_err(|source| Error::Io {
-        context: format!("api.listen: cannot listen on {listen}"),
+        context: format!("{key}: cannot listen on {listen}"),
+        source,
+    })
+}
+
+/// The address `listener` (bound for the config key `key`) listens on.
+fn bound_address(key: &str, listener: &TcpListener) -> Result<SocketAddr> {
+    listener.local_addr().map_err(|source| Error::Io {
+        context: format!("{key}: reading the bound address"),
         source,
     })
 }
@@ -308,13 +407,10 @@ pub async fn serve_with(
     shutdown: CancellationToken,
     limits: Limits,
 ) -> Result<()> {
-    let addr = listener.local_addr().map_err(|source| Error::Io {
-        context: "api.listen: reading the bound address".to_owned(),
-        source,
-    })?;
+    let addr = bound_address("api.listen", &listener)?;
     info!(
         listen = %addr,
-        token = state.token.is_some(),
+        token = state.has_token(),
         max_connections = limits.max_connections,
         header_timeout_ms = limits.header_timeout.as_millis() as u64,
         body_timeout_ms = limits.body_timeout.as_millis() as u64,
@@ -331,36 +427,47 @@ pub async fn serve_with(
         body_timeout: limits.body_timeout,
         loopback_hosts_only: addr.ip().is_loopback() && state.token.is_none(),
     };
-    let writes = state.writes.clone();
-    server::serve(listener, router(state, guards), limits, shutdown).await;
-    writes.close();
-    writes.wait().await;
+    server::serve(listener, router(state.clone(), guards), limits, shutdown).await;
+    state.writes_finished().await;
     Ok(())
 }
 
 /// Requires the bearer token on the routes it wraps, when one is configured.
 async fn authorize(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
-    let Some(expected) = &state.token else {
-        return next.run(request).await;
-    };
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| {
-            let (scheme, token) = h.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    match given {
-        None => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing bearer token: send Authorization: Bearer <api.token>",
-        )
-        .into_response(),
-        Some(token) if !same_secret(token.as_bytes(), expected.as_bytes()) => {
-            ApiError::new(StatusCode::UNAUTHORIZED, "invalid bearer token").into_response()
+    let given = request.headers().get(header::AUTHORIZATION);
+    match state.check_bearer(given.map(|h| h.as_bytes())) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+impl ApiState {
+    /// Whether `authorization` (the `Authorization` header or the gRPC metadata of that
+    /// name, when sent) carries `Bearer <api.token>`, when a token is configured; the
+    /// one check both APIs make, with a 401 that says what to send.
+    pub(crate) fn check_bearer(
+        &self,
+        authorization: Option<&[u8]>,
+    ) -> std::result::Result<(), ApiError> {
+        let Some(expected) = &self.token else {
+            return Ok(());
+        };
+        let given = authorization
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| {
+                let (scheme, token) = h.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            });
+        match given {
+            None => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing bearer token: send Authorization: Bearer <api.token>",
+            )),
+            Some(token) if !same_secret(token.as_bytes(), expected.as_bytes()) => Err(
+                ApiError::new(StatusCode::UNAUTHORIZED, "invalid bearer token"),
+            ),
+            Some(_) => Ok(()),
         }
-        Some(_) => next.run(request).await,
     }
 }
 
@@ -374,12 +481,17 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 }
 
 async fn not_found(uri: Uri) -> ApiError {
+    let routes: Vec<String> = ROUTES
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!(
-            "no route {}; routes: GET, PUT and DELETE /v1/tables/<database.table>/rows, \
-             POST and GET /v1/snapshots, GET /healthz, GET /readyz",
-            uri.path()
+            "no route {}; routes: {} ({{table}} is database.table; GET /openapi.json \
+             describes them)",
+            uri.path(),
+            routes.join(", ")
         ),
     )
 }

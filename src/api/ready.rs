@@ -96,10 +96,24 @@ async fn within<T, E: std::fmt::Display>(
     }
 }
 
+/// Whether the process serves (never needs the token).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "probes",
+    responses((status = 200, description = "Serving", body = super::schema::Health)),
+)]
 pub(super) async fn healthz() -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()
 }
 
+/// Whether MySQL, Redis (and RabbitMQ for mq) answer, each within 2 s.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "probes",
+    responses(super::schema::ReadyAnswers)
+)]
 pub(super) async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     let r = &state.readiness;
     let amqp = async {

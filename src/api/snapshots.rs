@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
 
 use super::ApiState;
-use super::error::{ApiError, status_of};
+use super::error::{ApiError, ErrorBody, status_of};
 use crate::snapshot::Snapshots;
 
 fn snapshots(state: &ApiState) -> Result<&Snapshots, ApiError> {
@@ -24,8 +24,28 @@ fn snapshots(state: &ApiState) -> Result<&Snapshots, ApiError> {
     })
 }
 
+/// Start online snapshots of tables on the running daemon.
+///
 /// `POST /v1/snapshots` with `{"tables": ["db.t", …]}` (every table when the list is
 /// empty or left out, or the body is empty): 202 with what each table's request did.
+#[utoipa::path(
+    post,
+    path = "/v1/snapshots",
+    tag = "snapshots",
+    request_body(content = Option<super::schema::SnapshotRequest>,
+        description = "Which tables; an empty body means every table"),
+    responses(
+        (status = 202, description = "Started, or already running (it carries on)",
+            body = super::schema::SnapshotsRequested),
+        (status = 400, description = "The body is not JSON or `tables` not a list of names",
+            body = ErrorBody),
+        (status = 404, description = "A name is not a configured table", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB", body = ErrorBody),
+        (status = 500, description = "An error that retrying will not fix", body = ErrorBody),
+        (status = 503, description = "This process runs no online snapshots, or Redis \
+            cannot be reached", body = ErrorBody),
+    ),
+)]
 pub(super) async fn start(
     State(state): State<Arc<ApiState>>,
     body: std::result::Result<Bytes, BytesRejection>,
@@ -68,7 +88,21 @@ pub(super) async fn start(
         .into_response())
 }
 
+/// The online snapshots not finished, with their progress.
+///
 /// `GET /v1/snapshots`: the snapshots not finished (an empty list when none runs).
+#[utoipa::path(
+    get,
+    path = "/v1/snapshots",
+    tag = "snapshots",
+    responses(
+        (status = 200, description = "An empty list when none runs",
+            body = super::schema::SnapshotsRunning),
+        (status = 500, description = "An error that retrying will not fix", body = ErrorBody),
+        (status = 503, description = "This process runs no online snapshots, or Redis \
+            cannot be reached", body = ErrorBody),
+    ),
+)]
 pub(super) async fn list(
     State(state): State<Arc<ApiState>>,
 ) -> std::result::Result<Response, ApiError> {

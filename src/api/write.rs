@@ -19,6 +19,18 @@ use crate::model::params::row_values;
 use crate::model::table::SyncedTable;
 use crate::strategy::{RedisOutcome, SyncStrategy, WriteReceipt};
 
+/// Upsert a row through the configured strategy's write path.
+///
+/// `PUT`: insert the row, or update it when its primary key exists.
+#[utoipa::path(
+    put,
+    path = "/v1/tables/{table}/rows",
+    tag = "rows",
+    params(super::schema::TablePath),
+    request_body(content = super::schema::Row, description = "Column → value, every \
+        primary-key column included; columns left out keep their value (or default)"),
+    responses(super::schema::WriteAnswers),
+)]
 pub(super) async fn upsert(
     state: State<Arc<ApiState>>,
     table: std::result::Result<Path<String>, PathRejection>,
@@ -27,6 +39,18 @@ pub(super) async fn upsert(
     write(state, table, body, Op::Upsert).await
 }
 
+/// Delete a row through the configured strategy's write path.
+///
+/// `DELETE`: delete the row (deleting an absent row succeeds).
+#[utoipa::path(
+    delete,
+    path = "/v1/tables/{table}/rows",
+    tag = "rows",
+    params(super::schema::TablePath),
+    request_body(content = super::schema::Row, description = "Exactly the primary-key \
+        columns"),
+    responses(super::schema::WriteAnswers),
+)]
 pub(super) async fn delete(
     state: State<Arc<ApiState>>,
     table: std::result::Result<Path<String>, PathRejection>,
@@ -42,15 +66,7 @@ async fn write(
     op: Op,
 ) -> std::result::Result<Response, ApiError> {
     let Path(name) = table.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    let mut table = state.table(&name).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!(
-                "unknown table {name}; configured tables: {}",
-                state.table_names().join(", ")
-            ),
-        )
-    })?;
+    let table = state.table_named(&name)?;
     let body = body.map_err(|e| {
         if super::deadline::is_expired(&e) {
             ApiError::new(StatusCode::REQUEST_TIMEOUT, e.body_text())
@@ -58,8 +74,40 @@ async fn write(
             ApiError::new(e.status(), e.body_text())
         }
     })?;
+    let receipt = write_row(&state, table, op, &body).await?;
+    Ok(axum::Json(receipt_json(&name, op, &receipt)).into_response())
+}
+
+impl ApiState {
+    /// The plan of the configured table `name`, or a 404 that lists the configured ones.
+    pub(super) fn table_named(
+        &self,
+        name: &str,
+    ) -> std::result::Result<Arc<SyncedTable>, ApiError> {
+        self.table(name).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "unknown table {name}; configured tables: {}",
+                    self.table_names().join(", ")
+                ),
+            )
+        })
+    }
+}
+
+/// The one row write behind every API (HTTP `PUT`/`DELETE`, gRPC `Put`, `Delete`,
+/// `Write`): `body`, a JSON object column → value, checked against `table` and written
+/// through the strategy; a write that met a DDL since the plan is re-planned and tried
+/// again once.
+pub(super) async fn write_row(
+    state: &ApiState,
+    mut table: Arc<SyncedTable>,
+    op: Op,
+    body: &[u8],
+) -> std::result::Result<WriteReceipt, ApiError> {
     // Raw values: numbers go to MySQL as the client wrote them (model::json).
-    let object = RawObject::parse(&body).map_err(|e| {
+    let object = RawObject::parse(body).map_err(|e| {
         ApiError::bad_request(format!(
             "the body must be a JSON object of column name → value: {e}"
         ))
@@ -72,7 +120,7 @@ async fn write(
     {
         table = state.refresh(&table).await;
     }
-    let mut outcome = write_once(&state, &table, op, &object).await;
+    let mut outcome = write_once(state, &table, op, &object).await;
     // MySQL no longer knows a planned column, or a value no longer decodes as planned: a
     // DDL since the plan. Such a failure rolled the write back, so once re-planned it is
     // tried again (a direct-mode mq write that failed after its commit repeats the same
@@ -82,11 +130,11 @@ async fn write(
     {
         let fresh = state.refresh(&table).await;
         if !Arc::ptr_eq(&fresh, &table) {
-            outcome = write_once(&state, &fresh, op, &object).await;
+            outcome = write_once(state, &fresh, op, &object).await;
         }
     }
     match outcome {
-        Ok(receipt) => Ok(axum::Json(receipt_json(&name, op, &receipt)).into_response()),
+        Ok(receipt) => Ok(receipt),
         Err(Failed::Refused(e)) => Err(e),
         Err(Failed::Write(e)) => Err(e.into()),
     }
@@ -130,7 +178,7 @@ async fn write_once(
 }
 
 /// The 200 answer of a write.
-fn receipt_json(table: &str, op: Op, receipt: &WriteReceipt) -> Json {
+pub(super) fn receipt_json(table: &str, op: Op, receipt: &WriteReceipt) -> Json {
     json!({
         "table": table,
         "op": match op { Op::Upsert => "upsert", Op::Delete => "delete" },

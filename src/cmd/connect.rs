@@ -41,10 +41,10 @@ pub async fn connect(config: &Config) -> Result<Services> {
 /// The privileges the configured MySQL user needs on every synced table: `SELECT`
 /// (snapshot, `verify`, reads, a write's read-back), plus `INSERT`, `UPDATE` and `DELETE`
 /// when the application's writes go through cachesync (the strategy needs the daemon for
-/// its writes, or an `[api]` serves them).
+/// its writes, or an `[api]` or `[grpc]` serves them).
 pub fn table_privileges(config: &Config) -> Vec<Privilege> {
     let mut wanted = vec![Privilege::Select];
-    if config.strategy.writes_need_the_daemon() || config.api.is_some() {
+    if config.strategy.writes_need_the_daemon() || config.api.is_some() || config.grpc.is_some() {
         wanted.extend([Privilege::Insert, Privilege::Update, Privilege::Delete]);
     }
     wanted

@@ -15,7 +15,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::api::config::ApiConfig;
+use crate::api::config::Limits;
+use crate::api::grpc::GrpcConfig;
 use crate::api::{ApiState, Readiness};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -202,10 +203,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let mut daemon = Daemon::start(&config).await?;
     let names: Vec<String> = daemon.services.tables.iter().map(|t| t.name()).collect();
     config.strategy.register_series(&names);
-    let api = match &config.api {
-        Some(api) => Some(start_api(api, &config, &daemon).await?),
-        None => None,
-    };
+    let apis = start_apis(&config, &daemon).await?;
     info!(
         strategy = config.strategy.name(),
         tables = names.join(","),
@@ -221,17 +219,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             .as_ref()
             .map(|api| api.limits)
             .unwrap_or_default();
-        async move {
-            match api {
-                Some((listener, state)) => {
-                    crate::api::serve_with(listener, state, api_stop, limits).await
-                }
-                None => {
-                    api_stop.cancelled().await;
-                    Ok(())
-                }
-            }
-        }
+        let grpc = config.grpc.clone();
+        async move { serve_apis(apis, limits, grpc, api_stop).await }
     });
     // Until a signal, or the strategy or the API stops by itself (an error).
     let pool = daemon.services.pool.clone();
@@ -280,13 +269,29 @@ fn joined(served: std::result::Result<Result<()>, tokio::task::JoinError>) -> Re
     })
 }
 
-/// Binds `[api]`'s listener (a failure names `api.listen`) and builds what it serves.
-async fn start_api(
-    api: &ApiConfig,
-    config: &Config,
-    daemon: &Daemon,
-) -> Result<(tokio::net::TcpListener, Arc<ApiState>)> {
-    let listener = crate::api::bind(api.listen).await?;
+/// The APIs' bound listeners and what they serve from.
+struct Apis {
+    state: Arc<ApiState>,
+    /// `[api]`'s.
+    http: Option<tokio::net::TcpListener>,
+    /// `[grpc]`'s.
+    grpc: Option<tokio::net::TcpListener>,
+}
+
+/// Binds the listeners of `[api]` and `[grpc]` (a failure names `api.listen` or
+/// `grpc.listen`) and builds what both serve from; `None` when neither is configured.
+async fn start_apis(config: &Config, daemon: &Daemon) -> Result<Option<Apis>> {
+    if config.api.is_none() && config.grpc.is_none() {
+        return Ok(None);
+    }
+    let http = match &config.api {
+        Some(api) => Some(crate::api::bind(api.listen).await?),
+        None => None,
+    };
+    let grpc = match &config.grpc {
+        Some(grpc) => Some(crate::api::grpc::bind(grpc.listen).await?),
+        None => None,
+    };
     let amqp_url = config
         .amqp
         .as_ref()
@@ -303,9 +308,40 @@ async fn start_api(
         daemon.strategy.clone(),
         services.tables.clone(),
         readiness,
-        api.token.clone(),
+        config.api.as_ref().and_then(|api| api.token.clone()),
     );
-    Ok((listener, state))
+    Ok(Some(Apis { state, http, grpc }))
+}
+
+/// Serves the configured APIs until `stop`, then lets each finish what it started; ends
+/// early with the first one that fails.
+async fn serve_apis(
+    apis: Option<Apis>,
+    limits: Limits,
+    grpc_config: Option<GrpcConfig>,
+    stop: CancellationToken,
+) -> Result<()> {
+    let Some(Apis { state, http, grpc }) = apis else {
+        stop.cancelled().await;
+        return Ok(());
+    };
+    let http = async {
+        match http {
+            Some(listener) => {
+                crate::api::serve_with(listener, state.clone(), stop.clone(), limits).await
+            }
+            None => Ok(()),
+        }
+    };
+    let grpc = async {
+        match (grpc, grpc_config) {
+            (Some(listener), Some(settings)) => {
+                crate::api::grpc::serve(listener, state.clone(), settings, stop.clone()).await
+            }
+            _ => Ok(()),
+        }
+    };
+    tokio::try_join!(http, grpc).map(|_| ())
 }
 
 /// First SIGINT/SIGTERM: cancel `shutdown` (drain). Second: exit now.

@@ -8,7 +8,7 @@
 //!
 //! This module only assembles: each section is declared, defaulted and validated next to
 //! the code it configures — `[[tables]]` in [`table`], `[binlog]` and `[amqp]` in their
-//! strategy's folder, `[api]` in [`crate::api`] — so it sits above them all. `[verify]`
+//! strategy's folder, `[api]` and `[grpc]` in [`crate::api`] — so it sits above them all. `[verify]`
 //! ([`verify`]) configures a command, which sits above this module, so it is declared
 //! here.
 
@@ -25,6 +25,7 @@ use serde::Deserialize;
 use self::table::RawTable;
 use self::verify::{RawVerify, VerifyConfig};
 use crate::api::config::{ApiConfig, RawApi};
+use crate::api::grpc::config::{GrpcConfig, RawGrpc};
 use crate::error::{Error, Result};
 use crate::model::table::TableConfig;
 use crate::redact::scrub;
@@ -64,6 +65,9 @@ pub struct RawConfig {
     /// The HTTP write API runs only when this section is present.
     #[serde(default)]
     pub api: Option<RawApi>,
+    /// The gRPC API runs only when this section is present (it shares `api.token`).
+    #[serde(default)]
+    pub grpc: Option<RawGrpc>,
     /// Continuous verification runs inside `cachesync run` only when this section is
     /// present.
     #[serde(default)]
@@ -119,6 +123,8 @@ pub struct Config {
     pub tombstone_ttl: Duration,
     pub amqp: Option<AmqpConfig>,
     pub api: Option<ApiConfig>,
+    /// The gRPC API; `None`: off.
+    pub grpc: Option<GrpcConfig>,
     /// Continuous verification; `None`: off.
     pub verify: Option<VerifyConfig>,
     pub metrics_listen: SocketAddr,
@@ -247,6 +253,10 @@ impl RawConfig {
             .api
             .as_ref()
             .and_then(|api| api.validate(&mut problems));
+        let grpc = self
+            .grpc
+            .as_ref()
+            .and_then(|grpc| grpc.validate(self.api.as_ref(), &mut problems));
         let verify = self
             .verify
             .as_ref()
@@ -329,6 +339,7 @@ impl RawConfig {
                 tombstone_ttl: Duration::from_secs(self.redis.tombstone_ttl),
                 amqp,
                 api,
+                grpc,
                 verify,
                 metrics_listen,
                 binlog,
@@ -463,6 +474,28 @@ mod tests {
         assert!(found.iter().any(|p| p.starts_with("tables[0].name:")));
         assert!(found.iter().any(|p| p.starts_with("tables[1].key:")));
         assert!(found.iter().any(|p| p.starts_with("tables[1].format:")));
+    }
+
+    #[test]
+    fn grpc_is_off_unless_its_section_is_present_and_names_its_keys() {
+        let config = RawConfig::from_tree(valid_tree())
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(config.grpc.is_none());
+        let mut tree = valid_tree();
+        tree["grpc"] = json!({});
+        let config = RawConfig::from_tree(tree).unwrap().validate().unwrap();
+        assert_eq!(config.grpc, Some(GrpcConfig::default()));
+        let mut tree = valid_tree();
+        tree["grpc"] = json!({ "listen": "50051", "max_inflight": 3 });
+        assert_eq!(problems(tree), ["grpc.max_inflight: unknown key"]);
+        let mut tree = valid_tree();
+        tree["grpc"] = json!({ "listen": "50051" });
+        assert_eq!(
+            problems(tree),
+            ["grpc.listen: expected IP:port such as 127.0.0.1:50051, got \"50051\""]
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod all_types;
+pub mod api_state;
 pub mod converge;
 pub mod daemon;
 pub mod mariadb;
