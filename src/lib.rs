@@ -19,9 +19,9 @@
 //!   every problem with its key.
 //! - [`api`] — the sidecar HTTP API (axum on its own accept loop with timeouts and a
 //!   connection limit): row writes through the strategy, reads through [`read`],
-//!   `/healthz`, `/readyz`; its `[api]` section. [`api::grpc`]: the same writes and
-//!   reads over gRPC (tonic, `proto/`), a `Write` stream, health and reflection; its
-//!   `[grpc]` section.
+//!   `/healthz`, `/readyz`, `/openapi.json` (generated from the handlers); its `[api]`
+//!   section. [`api::grpc`]: the same writes and reads over gRPC (tonic, `proto/`), a
+//!   `Write` stream, health and reflection; its `[grpc]` section.
 //! - [`strategy`] — the [`strategy::SyncStrategy`] trait, [`strategy::StrategyKind`] with
 //!   the capabilities everything else asks about, and one folder per strategy with its
 //!   own config section (the binlog's emulates the foreign-key cascades it never sees).

@@ -125,7 +125,9 @@ fn check_exposure(config: &Config, report: &mut Report) {
             ),
             (_, Some(_)) => report.push(
                 Severity::Ok,
-                format!("api.listen {listen}: every route but /healthz needs api.token"),
+                format!(
+                    "api.listen {listen}: every route but /healthz and /openapi.json needs api.token"
+                ),
             ),
             (false, None) => report.push(
                 Severity::Note,
