@@ -584,7 +584,15 @@ async fn the_write_stream_runs_at_most_max_in_flight_writes() {
             .await
             .unwrap()
             .unwrap();
-    assert_eq!(note, "write 19", "the writes ran in order");
+    // Up to max_in_flight writes of one stream run at once, so the last writes of the same
+    // row may commit in either order (docs/api.md): the row holds one of them.
+    let last_window: Vec<String> = (20 - max_in_flight..20)
+        .map(|i| format!("write {i}"))
+        .collect();
+    assert!(
+        last_window.contains(&note),
+        "the row holds one of the last {max_in_flight} writes, not {note}"
+    );
     drop(holder);
     drop(counter);
     f.finish().await;
