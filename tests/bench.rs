@@ -9,7 +9,9 @@
 //!   nothing and report a recovery time;
 //! - interleaved rounds report each figure's median within its range, and the CPU per
 //!   change of cachesync and Redis;
-//! - the CLI prints the table and writes the Markdown and JSON reports;
+//! - the CLI prints the table and writes the Markdown and JSON reports, and `--plot`
+//!   draws a well-formed SVG naming every strategy (refused by other scenarios, and
+//!   for an unwritable path before anything runs);
 //! - `--scenario overhead` runs its three phases (alone, raw binlog reader, cachesync)
 //!   with figures that agree with each other.
 //!
@@ -144,6 +146,18 @@ fn assert_consistent(r: &VariantReport) {
     assert!(
         (r.writes_per_s - r.writes as f64 / r.elapsed_s).abs() < 1e-6,
         "{name}: writes/s is writes over elapsed"
+    );
+    // The per-second series (the plot's throughput panel) count the same events as the
+    // samples, each once.
+    assert_eq!(
+        r.writes_each_second.iter().sum::<u64>(),
+        r.samples.write_us.len() as u64,
+        "{name}: writes per second sum to the writes"
+    );
+    assert_eq!(
+        r.propagated_each_second.iter().sum::<u64>(),
+        r.samples.propagation_us.len() as u64,
+        "{name}: propagated per second sum to the propagated"
     );
     assert!(r.reads > 0, "{name}: the readers read");
     assert!(
@@ -602,6 +616,194 @@ async fn the_cli_prints_the_table_and_writes_markdown_and_json() {
     assert_eq!(report["results"][0]["strategy"], "binlog:versioned");
     assert_eq!(report["results"][0]["divergent"]["total"], 0);
     assert_eq!(report["workload"]["keys"], 50);
+}
+
+#[tokio::test]
+async fn the_cli_draws_the_plot_of_every_strategy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_config(
+        dir.path(),
+        &format!(
+            "{}\n[binlog]\nserver_id = {}\n",
+            common::config_toml(
+                "binlog",
+                "[[tables]]\nname = \"unused.unused\"\nkey = \"unused:{id}\""
+            ),
+            server_id()
+        ),
+    );
+    let unique = common::unique("bench_plot");
+    let (svg, json) = (dir.path().join("plot.svg"), dir.path().join("report.json"));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachesync"))
+        .args(["bench", "--config"])
+        .arg(&config)
+        .args([
+            "--strategies",
+            "binlog,dual-write:versioned",
+            "--duration",
+            "2s",
+            "--keys",
+            "50",
+            "--writers",
+            "2",
+            "--rate",
+            "100",
+            "--readers",
+            "1",
+            "--read-rate",
+            "100",
+            "--database",
+            &unique,
+            "--key-prefix",
+            &format!("cachesync:test:{unique}"),
+            "--quiet",
+            "--plot",
+        ])
+        .arg(&svg)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    common::mysql_conn()
+        .await
+        .query_drop(format!("DROP DATABASE IF EXISTS `{unique}`"))
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert_well_formed(&text);
+    for wanted in [
+        "binlog",
+        "dual-write:versioned",
+        bench::plot::WRITE_PANEL,
+        bench::plot::PROPAGATION_PANEL,
+        bench::plot::THROUGHPUT_PANEL,
+        "2 writers at 100 writes/s",
+    ] {
+        assert!(text.contains(wanted), "{wanted:?} in the SVG");
+    }
+    // The throughput panel's series is in the JSON too.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for r in report["results"].as_array().unwrap() {
+        let each: u64 = r["writes_each_second"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .sum();
+        assert_eq!(each, r["writes"].as_u64().unwrap(), "{}", r["strategy"]);
+        assert!(r["propagated_each_second"].is_array());
+    }
+}
+
+/// A structural XML check (no XML parser among the dev-dependencies): one `<svg>` root
+/// holding everything, and every element opened is closed in order.
+fn assert_well_formed(text: &str) {
+    let body = text.trim();
+    let body = body
+        .strip_prefix("<?xml")
+        .map_or(body, |rest| &rest[rest.find("?>").unwrap() + 2..])
+        .trim();
+    assert!(
+        body.starts_with("<svg"),
+        "starts with <svg: {}",
+        &body[..80.min(body.len())]
+    );
+    assert!(body.ends_with("</svg>"), "ends with </svg>");
+    let mut open: Vec<&str> = Vec::new();
+    let mut rest = body;
+    while let Some(start) = rest.find('<') {
+        let end = start + rest[start..].find('>').expect("every tag is closed");
+        let tag = &rest[start + 1..end];
+        assert!(!tag.contains('<'), "a tag inside a tag: {tag}");
+        let name = |t: &str| {
+            t.split(|c: char| c.is_whitespace() || c == '/')
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        if let Some(closing) = tag.strip_prefix('/') {
+            assert_eq!(
+                open.pop().map(name),
+                Some(closing.trim().to_owned()),
+                "closing {closing}"
+            );
+        } else if !tag.ends_with('/') {
+            open.push(tag);
+        }
+        rest = &rest[end + 1..];
+        if open.is_empty() {
+            assert!(rest.trim().is_empty(), "nothing after the root element");
+        }
+    }
+    assert!(open.is_empty(), "unclosed elements: {open:?}");
+    for (at, _) in body.match_indices('&') {
+        assert!(
+            ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;", "&#"]
+                .iter()
+                .any(|entity| body[at..].starts_with(entity)),
+            "a bare & at {at}"
+        );
+    }
+}
+
+#[test]
+fn plot_is_refused_by_other_scenarios_and_for_an_unwritable_path_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    // A valid config pointing nowhere: a failure that connected would name it.
+    let config = common::write_config(
+        dir.path(),
+        "strategy = \"binlog\"\n[mysql]\nurl = \"mysql://root@127.0.0.1:1\"\n\
+         [redis]\nurl = \"redis://127.0.0.1:1\"\n\
+         [[tables]]\nname = \"unused.unused\"\nkey = \"unused:{id}\"\n",
+    );
+    let plot = dir.path().join("plot.svg");
+    for scenario in ["overhead", "read-storm"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachesync"))
+            .args(["bench", "--scenario", scenario, "--config"])
+            .arg(&config)
+            .arg("--plot")
+            .arg(&plot)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--plot") && stderr.contains(&format!("--scenario {scenario}")),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("127.0.0.1:1"),
+            "nothing connected:\n{stderr}"
+        );
+    }
+    let missing = dir.path().join("no-such-dir").join("plot.svg");
+    for path in [missing, dir.path().join("plot.png")] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachesync"))
+            .args(["bench", "--duration", "100s", "--config"])
+            .arg(&config)
+            .arg("--plot")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--plot") && stderr.contains(&path.display().to_string()),
+            "the path is named:\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("127.0.0.1:1"),
+            "nothing connected:\n{stderr}"
+        );
+        assert!(!path.exists(), "no file left behind");
+    }
 }
 
 #[test]
