@@ -548,30 +548,36 @@ async fn a_broker_drop_loses_nothing_with_the_outbox_and_does_not_touch_binlog()
     assert_nothing_lost(binlog);
 }
 
-#[tokio::test]
-async fn the_cli_prints_the_table_and_writes_markdown_and_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = common::write_config(
-        dir.path(),
-        &format!(
-            "{}\n[binlog]\nserver_id = {}\n",
-            common::config_toml(
-                "binlog",
-                "[[tables]]\nname = \"unused.unused\"\nkey = \"unused:{id}\""
+/// A small `cachesync bench` CLI run (50 keys, 2 writers at 100/s, 1 reader) against the
+/// test services, in its own database and key prefix; the caller adds its flags to
+/// `command`.
+struct CliRun {
+    dir: tempfile::TempDir,
+    unique: String,
+    command: std::process::Command,
+}
+
+impl CliRun {
+    fn new(name: &str, strategies: &str, duration: &str) -> CliRun {
+        let dir = tempfile::tempdir().unwrap();
+        let unique = common::unique(name);
+        let config = common::write_config(
+            dir.path(),
+            &format!(
+                "{}\n[binlog]\nserver_id = {}\n",
+                common::config_toml(
+                    "binlog",
+                    "[[tables]]\nname = \"unused.unused\"\nkey = \"unused:{id}\""
+                ),
+                server_id()
             ),
-            server_id()
-        ),
-    );
-    let unique = common::unique("bench_cli");
-    let (md, json) = (dir.path().join("report.md"), dir.path().join("report.json"));
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachesync"))
-        .args(["bench", "--config"])
-        .arg(&config)
-        .args([
+        );
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cachesync"));
+        command.args(["bench", "--config"]).arg(&config).args([
             "--strategies",
-            "binlog:versioned",
+            strategies,
             "--duration",
-            "1s",
+            duration,
             "--keys",
             "50",
             "--writers",
@@ -587,24 +593,44 @@ async fn the_cli_prints_the_table_and_writes_markdown_and_json() {
             "--key-prefix",
             &format!("cachesync:test:{unique}"),
             "--quiet",
-            "--out",
-        ])
-        .arg(&md)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    common::mysql_conn()
-        .await
-        .query_drop(format!("DROP DATABASE IF EXISTS `{unique}`"))
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+        ]);
+        CliRun {
+            dir,
+            unique,
+            command,
+        }
+    }
+
+    /// A file in the run's temporary directory.
+    fn file(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs it, drops its database, asserts it succeeded; its stdout. The directory
+    /// stays for the caller to read.
+    async fn output(&mut self) -> String {
+        let output = self.command.output().unwrap();
+        common::mysql_conn()
+            .await
+            .query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.unique))
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "stdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+}
+
+#[tokio::test]
+async fn the_cli_prints_the_table_and_writes_markdown_and_json() {
+    let mut run = CliRun::new("bench_cli", "binlog:versioned", "1s");
+    let (md, json) = (run.file("report.md"), run.file("report.json"));
+    run.command.arg("--out").arg(&md).arg("--json").arg(&json);
+    let stdout = run.output().await;
     assert!(
         stdout.contains("| binlog:versioned |"),
         "the table on stdout:\n{stdout}"
@@ -620,61 +646,10 @@ async fn the_cli_prints_the_table_and_writes_markdown_and_json() {
 
 #[tokio::test]
 async fn the_cli_draws_the_plot_of_every_strategy() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = common::write_config(
-        dir.path(),
-        &format!(
-            "{}\n[binlog]\nserver_id = {}\n",
-            common::config_toml(
-                "binlog",
-                "[[tables]]\nname = \"unused.unused\"\nkey = \"unused:{id}\""
-            ),
-            server_id()
-        ),
-    );
-    let unique = common::unique("bench_plot");
-    let (svg, json) = (dir.path().join("plot.svg"), dir.path().join("report.json"));
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachesync"))
-        .args(["bench", "--config"])
-        .arg(&config)
-        .args([
-            "--strategies",
-            "binlog,dual-write:versioned",
-            "--duration",
-            "2s",
-            "--keys",
-            "50",
-            "--writers",
-            "2",
-            "--rate",
-            "100",
-            "--readers",
-            "1",
-            "--read-rate",
-            "100",
-            "--database",
-            &unique,
-            "--key-prefix",
-            &format!("cachesync:test:{unique}"),
-            "--quiet",
-            "--plot",
-        ])
-        .arg(&svg)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    common::mysql_conn()
-        .await
-        .query_drop(format!("DROP DATABASE IF EXISTS `{unique}`"))
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut run = CliRun::new("bench_plot", "binlog,dual-write:versioned", "2s");
+    let (svg, json) = (run.file("plot.svg"), run.file("report.json"));
+    run.command.arg("--plot").arg(&svg).arg("--json").arg(&json);
+    run.output().await;
     let text = std::fs::read_to_string(&svg).unwrap();
     assert_well_formed(&text);
     for wanted in [
@@ -753,54 +728,55 @@ fn assert_well_formed(text: &str) {
     }
 }
 
-#[test]
-fn plot_is_refused_by_other_scenarios_and_for_an_unwritable_path_before_running() {
-    let dir = tempfile::tempdir().unwrap();
-    // A valid config pointing nowhere: a failure that connected would name it.
-    let config = common::write_config(
-        dir.path(),
+/// A valid config whose services are nowhere (port 1): a failure that connected names
+/// `127.0.0.1:1`.
+fn nowhere_config(dir: &std::path::Path) -> std::path::PathBuf {
+    common::write_config(
+        dir,
         "strategy = \"binlog\"\n[mysql]\nurl = \"mysql://root@127.0.0.1:1\"\n\
          [redis]\nurl = \"redis://127.0.0.1:1\"\n\
          [[tables]]\nname = \"unused.unused\"\nkey = \"unused:{id}\"\n",
-    );
-    let plot = dir.path().join("plot.svg");
-    for scenario in ["overhead", "read-storm"] {
+    )
+}
+
+#[test]
+fn plot_is_refused_by_other_scenarios_and_for_an_unwritable_path_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = nowhere_config(dir.path());
+    // `cachesync bench --config CONFIG ARGS… --plot PATH`: its stderr, once it failed
+    // without connecting to anything.
+    let refused = |args: &[&str], path: &std::path::Path| {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachesync"))
-            .args(["bench", "--scenario", scenario, "--config"])
+            .args(["bench", "--config"])
             .arg(&config)
+            .args(args)
             .arg("--plot")
-            .arg(&plot)
+            .arg(path)
             .output()
             .unwrap();
-        assert!(!output.status.success());
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!output.status.success(), "{stderr}");
+        assert!(
+            !stderr.contains("127.0.0.1:1"),
+            "nothing connected:\n{stderr}"
+        );
+        stderr
+    };
+    let plot = dir.path().join("plot.svg");
+    for scenario in ["overhead", "read-storm"] {
+        let stderr = refused(&["--scenario", scenario], &plot);
         assert!(
             stderr.contains("--plot") && stderr.contains(&format!("--scenario {scenario}")),
             "{stderr}"
         );
-        assert!(
-            !stderr.contains("127.0.0.1:1"),
-            "nothing connected:\n{stderr}"
-        );
     }
     let missing = dir.path().join("no-such-dir").join("plot.svg");
     for path in [missing, dir.path().join("plot.png")] {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachesync"))
-            .args(["bench", "--duration", "100s", "--config"])
-            .arg(&config)
-            .arg("--plot")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(!output.status.success());
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        // A long run: only a check before it starts makes the test quick.
+        let stderr = refused(&["--duration", "100s"], &path);
         assert!(
             stderr.contains("--plot") && stderr.contains(&path.display().to_string()),
             "the path is named:\n{stderr}"
-        );
-        assert!(
-            !stderr.contains("127.0.0.1:1"),
-            "nothing connected:\n{stderr}"
         );
         assert!(!path.exists(), "no file left behind");
     }
@@ -818,12 +794,7 @@ fn bad_bench_options_are_named_before_anything_connects() {
 
     // A valid config pointing nowhere: the option problems come first, all of them.
     let dir = tempfile::tempdir().unwrap();
-    let config = common::write_config(
-        dir.path(),
-        "strategy = \"binlog\"\n[mysql]\nurl = \"mysql://root@127.0.0.1:1\"\n\
-         [redis]\nurl = \"redis://127.0.0.1:1\"\n\
-         [[tables]]\nname = \"unused.unused\"\nkey = \"unused:{id}\"\n",
-    );
+    let config = nowhere_config(dir.path());
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachesync"))
         .args(["bench", "--config"])
         .arg(&config)

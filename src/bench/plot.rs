@@ -110,10 +110,19 @@ pub fn render(report: &BenchReport) -> std::result::Result<String, String> {
             results,
             |r| &r.samples.write_us,
         )?;
-        let propagation = if results.iter().any(|r| r.propagation_to == "MySQL") {
-            format!("{PROPAGATION_PANEL} (commit → Redis; write-back: cache → MySQL)")
-        } else {
+        // Write-back's writes land in the cache first: its propagation is into MySQL.
+        let into_mysql: Vec<&str> = results
+            .iter()
+            .filter(|r| r.propagation_to == "MySQL")
+            .map(|r| r.strategy.as_str())
+            .collect();
+        let propagation = if into_mysql.is_empty() {
             format!("{PROPAGATION_PANEL} (commit → Redis)")
+        } else {
+            format!(
+                "{PROPAGATION_PANEL} (commit → Redis; {}: cache → MySQL)",
+                into_mysql.join(", ")
+            )
         };
         latency_panel(
             &panels[1],
@@ -144,9 +153,21 @@ fn title(report: &BenchReport) -> String {
     )
 }
 
+/// Line colours, dark enough on white (plotters' palettes put yellow third).
+const COLOURS: [RGBColor; 8] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(86, 56, 150),
+    RGBColor(166, 118, 29),
+    RGBColor(0, 0, 0),
+    RGBColor(120, 120, 120),
+];
+
 /// A strategy's line style: the same colour in every panel.
 fn style(index: usize) -> ShapeStyle {
-    Palette99::pick(index).stroke_width(2)
+    COLOURS[index % COLOURS.len()].stroke_width(2)
 }
 
 fn latency_panel(
