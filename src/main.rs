@@ -201,6 +201,12 @@ struct BenchArgs {
     /// this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// strategies only: also draw the run as an SVG (FILE must end in .svg) — the
+    /// write-latency and propagation-latency CDFs per strategy (write-back's propagation
+    /// is cache → MySQL) and acknowledged writes/s over time; with --rounds, the median
+    /// round's. The path is checked before the bench starts.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
     /// No live progress line (strategies, overhead), no per-case lines (read-storm).
     #[arg(long)]
     quiet: bool,
@@ -395,13 +401,24 @@ impl BenchArgs {
             key_prefix,
             out,
             json,
+            plot,
             quiet,
             storm,
         } = self;
+        // Before the config: a flag the scenario ignores would otherwise cost a run.
+        if plot.is_some() && scenario != Scenario::Strategies {
+            return Err(cachesync::Error::Config(vec![format!(
+                "--plot: only --scenario strategies draws a plot, not --scenario {}",
+                clap::ValueEnum::to_possible_value(&scenario)
+                    .expect("a named scenario")
+                    .get_name()
+            )]));
+        }
         let config = config.load()?;
         let files = cachesync::bench::report::ReportFiles {
             markdown: out,
             json,
+            plot,
         };
         if scenario == Scenario::ReadStorm {
             let options = storm.options(database);

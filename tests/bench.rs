@@ -9,7 +9,9 @@
 //!   nothing and report a recovery time;
 //! - interleaved rounds report each figure's median within its range, and the CPU per
 //!   change of cachesync and Redis;
-//! - the CLI prints the table and writes the Markdown and JSON reports;
+//! - the CLI prints the table and writes the Markdown and JSON reports, and `--plot`
+//!   draws a well-formed SVG naming every strategy (refused by other scenarios, and
+//!   for an unwritable path before anything runs);
 //! - `--scenario overhead` runs its three phases (alone, raw binlog reader, cachesync)
 //!   with figures that agree with each other.
 //!
@@ -144,6 +146,18 @@ fn assert_consistent(r: &VariantReport) {
     assert!(
         (r.writes_per_s - r.writes as f64 / r.elapsed_s).abs() < 1e-6,
         "{name}: writes/s is writes over elapsed"
+    );
+    // The per-second series (the plot's throughput panel) count the same events as the
+    // samples, each once.
+    assert_eq!(
+        r.writes_each_second.iter().sum::<u64>(),
+        r.samples.write_us.len() as u64,
+        "{name}: writes per second sum to the writes"
+    );
+    assert_eq!(
+        r.propagated_each_second.iter().sum::<u64>(),
+        r.samples.propagation_us.len() as u64,
+        "{name}: propagated per second sum to the propagated"
     );
     assert!(r.reads > 0, "{name}: the readers read");
     assert!(
@@ -534,30 +548,36 @@ async fn a_broker_drop_loses_nothing_with_the_outbox_and_does_not_touch_binlog()
     assert_nothing_lost(binlog);
 }
 
-#[tokio::test]
-async fn the_cli_prints_the_table_and_writes_markdown_and_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = common::write_config(
-        dir.path(),
-        &format!(
-            "{}\n[binlog]\nserver_id = {}\n",
-            common::config_toml(
-                "binlog",
-                "[[tables]]\nname = \"unused.unused\"\nkey = \"unused:{id}\""
+/// A small `cachesync bench` CLI run (50 keys, 2 writers at 100/s, 1 reader) against the
+/// test services, in its own database and key prefix; the caller adds its flags to
+/// `command`.
+struct CliRun {
+    dir: tempfile::TempDir,
+    unique: String,
+    command: std::process::Command,
+}
+
+impl CliRun {
+    fn new(name: &str, strategies: &str, duration: &str) -> CliRun {
+        let dir = tempfile::tempdir().unwrap();
+        let unique = common::unique(name);
+        let config = common::write_config(
+            dir.path(),
+            &format!(
+                "{}\n[binlog]\nserver_id = {}\n",
+                common::config_toml(
+                    "binlog",
+                    "[[tables]]\nname = \"unused.unused\"\nkey = \"unused:{id}\""
+                ),
+                server_id()
             ),
-            server_id()
-        ),
-    );
-    let unique = common::unique("bench_cli");
-    let (md, json) = (dir.path().join("report.md"), dir.path().join("report.json"));
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachesync"))
-        .args(["bench", "--config"])
-        .arg(&config)
-        .args([
+        );
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cachesync"));
+        command.args(["bench", "--config"]).arg(&config).args([
             "--strategies",
-            "binlog:versioned",
+            strategies,
             "--duration",
-            "1s",
+            duration,
             "--keys",
             "50",
             "--writers",
@@ -573,24 +593,44 @@ async fn the_cli_prints_the_table_and_writes_markdown_and_json() {
             "--key-prefix",
             &format!("cachesync:test:{unique}"),
             "--quiet",
-            "--out",
-        ])
-        .arg(&md)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    common::mysql_conn()
-        .await
-        .query_drop(format!("DROP DATABASE IF EXISTS `{unique}`"))
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+        ]);
+        CliRun {
+            dir,
+            unique,
+            command,
+        }
+    }
+
+    /// A file in the run's temporary directory.
+    fn file(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs it, drops its database, asserts it succeeded; its stdout. The directory
+    /// stays for the caller to read.
+    async fn output(&mut self) -> String {
+        let output = self.command.output().unwrap();
+        common::mysql_conn()
+            .await
+            .query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.unique))
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "stdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+}
+
+#[tokio::test]
+async fn the_cli_prints_the_table_and_writes_markdown_and_json() {
+    let mut run = CliRun::new("bench_cli", "binlog:versioned", "1s");
+    let (md, json) = (run.file("report.md"), run.file("report.json"));
+    run.command.arg("--out").arg(&md).arg("--json").arg(&json);
+    let stdout = run.output().await;
     assert!(
         stdout.contains("| binlog:versioned |"),
         "the table on stdout:\n{stdout}"
@@ -602,6 +642,144 @@ async fn the_cli_prints_the_table_and_writes_markdown_and_json() {
     assert_eq!(report["results"][0]["strategy"], "binlog:versioned");
     assert_eq!(report["results"][0]["divergent"]["total"], 0);
     assert_eq!(report["workload"]["keys"], 50);
+}
+
+#[tokio::test]
+async fn the_cli_draws_the_plot_of_every_strategy() {
+    let mut run = CliRun::new("bench_plot", "binlog,dual-write:versioned", "2s");
+    let (svg, json) = (run.file("plot.svg"), run.file("report.json"));
+    run.command.arg("--plot").arg(&svg).arg("--json").arg(&json);
+    run.output().await;
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert_well_formed(&text);
+    for wanted in [
+        "binlog",
+        "dual-write:versioned",
+        bench::plot::WRITE_PANEL,
+        bench::plot::PROPAGATION_PANEL,
+        bench::plot::THROUGHPUT_PANEL,
+        "2 writers at 100 writes/s",
+    ] {
+        assert!(text.contains(wanted), "{wanted:?} in the SVG");
+    }
+    // The throughput panel's series is in the JSON too.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for r in report["results"].as_array().unwrap() {
+        let each: u64 = r["writes_each_second"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .sum();
+        assert_eq!(each, r["writes"].as_u64().unwrap(), "{}", r["strategy"]);
+        assert!(r["propagated_each_second"].is_array());
+    }
+}
+
+/// A structural XML check (no XML parser among the dev-dependencies): one `<svg>` root
+/// holding everything, and every element opened is closed in order.
+fn assert_well_formed(text: &str) {
+    let body = text.trim();
+    let body = body
+        .strip_prefix("<?xml")
+        .map_or(body, |rest| &rest[rest.find("?>").unwrap() + 2..])
+        .trim();
+    assert!(
+        body.starts_with("<svg"),
+        "starts with <svg: {}",
+        &body[..80.min(body.len())]
+    );
+    assert!(body.ends_with("</svg>"), "ends with </svg>");
+    let mut open: Vec<&str> = Vec::new();
+    let mut rest = body;
+    while let Some(start) = rest.find('<') {
+        let end = start + rest[start..].find('>').expect("every tag is closed");
+        let tag = &rest[start + 1..end];
+        assert!(!tag.contains('<'), "a tag inside a tag: {tag}");
+        let name = |t: &str| {
+            t.split(|c: char| c.is_whitespace() || c == '/')
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        if let Some(closing) = tag.strip_prefix('/') {
+            assert_eq!(
+                open.pop().map(name),
+                Some(closing.trim().to_owned()),
+                "closing {closing}"
+            );
+        } else if !tag.ends_with('/') {
+            open.push(tag);
+        }
+        rest = &rest[end + 1..];
+        if open.is_empty() {
+            assert!(rest.trim().is_empty(), "nothing after the root element");
+        }
+    }
+    assert!(open.is_empty(), "unclosed elements: {open:?}");
+    for (at, _) in body.match_indices('&') {
+        assert!(
+            ["&amp;", "&lt;", "&gt;", "&quot;", "&apos;", "&#"]
+                .iter()
+                .any(|entity| body[at..].starts_with(entity)),
+            "a bare & at {at}"
+        );
+    }
+}
+
+/// A valid config whose services are nowhere (port 1): a failure that connected names
+/// `127.0.0.1:1`.
+fn nowhere_config(dir: &std::path::Path) -> std::path::PathBuf {
+    common::write_config(
+        dir,
+        "strategy = \"binlog\"\n[mysql]\nurl = \"mysql://root@127.0.0.1:1\"\n\
+         [redis]\nurl = \"redis://127.0.0.1:1\"\n\
+         [[tables]]\nname = \"unused.unused\"\nkey = \"unused:{id}\"\n",
+    )
+}
+
+#[test]
+fn plot_is_refused_by_other_scenarios_and_for_an_unwritable_path_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = nowhere_config(dir.path());
+    // `cachesync bench --config CONFIG ARGS… --plot PATH`: its stderr, once it failed
+    // without connecting to anything.
+    let refused = |args: &[&str], path: &std::path::Path| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachesync"))
+            .args(["bench", "--config"])
+            .arg(&config)
+            .args(args)
+            .arg("--plot")
+            .arg(path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!output.status.success(), "{stderr}");
+        assert!(
+            !stderr.contains("127.0.0.1:1"),
+            "nothing connected:\n{stderr}"
+        );
+        stderr
+    };
+    let plot = dir.path().join("plot.svg");
+    for scenario in ["overhead", "read-storm"] {
+        let stderr = refused(&["--scenario", scenario], &plot);
+        assert!(
+            stderr.contains("--plot") && stderr.contains(&format!("--scenario {scenario}")),
+            "{stderr}"
+        );
+    }
+    let missing = dir.path().join("no-such-dir").join("plot.svg");
+    for path in [missing, dir.path().join("plot.png")] {
+        // A long run: only a check before it starts makes the test quick.
+        let stderr = refused(&["--duration", "100s"], &path);
+        assert!(
+            stderr.contains("--plot") && stderr.contains(&path.display().to_string()),
+            "the path is named:\n{stderr}"
+        );
+        assert!(!path.exists(), "no file left behind");
+    }
 }
 
 #[test]
@@ -616,12 +794,7 @@ fn bad_bench_options_are_named_before_anything_connects() {
 
     // A valid config pointing nowhere: the option problems come first, all of them.
     let dir = tempfile::tempdir().unwrap();
-    let config = common::write_config(
-        dir.path(),
-        "strategy = \"binlog\"\n[mysql]\nurl = \"mysql://root@127.0.0.1:1\"\n\
-         [redis]\nurl = \"redis://127.0.0.1:1\"\n\
-         [[tables]]\nname = \"unused.unused\"\nkey = \"unused:{id}\"\n",
-    );
+    let config = nowhere_config(dir.path());
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_cachesync"))
         .args(["bench", "--config"])
         .arg(&config)

@@ -22,7 +22,7 @@ use tracing::info;
 use super::cost::{CpuSample, CpuUsed, Pids};
 use super::faults::{self, Fault, Proxy};
 use super::observer::{self, Ack, AckSender, Ledger, Observed, Observer, Watch, row_version};
-use super::report::{Divergent, FaultOutcome, Quantiles, Samples, VariantReport};
+use super::report::{Divergent, FaultOutcome, Quantiles, Samples, VariantReport, per_second};
 use super::setup::{self, Names};
 use super::workload::{KeyPicker, Pacer, Variant, task_rng};
 use super::{Options, READS, STALE_READS};
@@ -63,6 +63,9 @@ struct Counters {
 #[derive(Default)]
 struct WriterResult {
     latencies_us: Vec<u64>,
+    /// When each acknowledged write returned, µs since the Unix epoch (the writes/s
+    /// series).
+    acked_unix_us: Vec<u64>,
     first_error: Option<String>,
 }
 
@@ -224,6 +227,8 @@ struct Load {
     readers: Vec<JoinHandle<Result<Vec<u64>>>>,
     progress: Option<JoinHandle<()>>,
     began: Instant,
+    /// `began` on the wall clock, where the per-second series count from.
+    began_unix_us: u64,
     /// What crashed instances' appliers did.
     crashed: Applied,
     pids: Pids,
@@ -240,6 +245,9 @@ struct Measured {
 /// The raw figures of a run, before quantiles.
 struct Figures {
     samples: Samples,
+    /// When each acknowledged write returned (µs since the epoch), and `began` then.
+    acked_unix_us: Vec<u64>,
+    began_unix_us: u64,
     first_error: Option<String>,
     elapsed: Duration,
     drain: Duration,
@@ -275,6 +283,7 @@ impl Load {
         let stop_readers = CancellationToken::new();
         let cpu_began = CpuSample::take(&host.pids);
         let began = Instant::now();
+        let began_unix_us = unix_micros(SystemTime::now());
         let writers = (0..options.writers)
             .map(|index| {
                 tokio::spawn(writer(
@@ -333,6 +342,7 @@ impl Load {
             readers,
             progress,
             began,
+            began_unix_us,
             crashed: Applied::default(),
             pids: host.pids,
             cpu_began,
@@ -423,9 +433,11 @@ impl Load {
         self.stop_writers.cancel();
         let mut samples = Samples::default();
         let mut first_error = None;
+        let mut acked_unix_us = Vec::new();
         for w in self.writers {
             let result = w.await.map_err(|e| task_failed("a writer", e))?;
             samples.write_us.extend(result.latencies_us);
+            acked_unix_us.extend(result.acked_unix_us);
             first_error = first_error.or(result.first_error);
         }
         let elapsed = self.began.elapsed();
@@ -460,6 +472,8 @@ impl Load {
             daemon,
             figures: Figures {
                 samples,
+                acked_unix_us,
+                began_unix_us: self.began_unix_us,
                 first_error,
                 elapsed,
                 drain,
@@ -484,6 +498,8 @@ fn report(
 ) -> VariantReport {
     let Figures {
         mut samples,
+        acked_unix_us,
+        began_unix_us,
         first_error,
         elapsed,
         drain,
@@ -552,6 +568,11 @@ fn report(
         cpu_us_per_change: cpu.per_change(writes),
         rounds: 1,
         range: Default::default(),
+        writes_each_second: per_second(began_unix_us, acked_unix_us),
+        propagated_each_second: per_second(
+            began_unix_us,
+            observed.propagated.iter().map(|p| p.seen_us),
+        ),
         samples,
     }
 }
@@ -799,6 +820,7 @@ async fn writer(
                     continue;
                 };
                 result.latencies_us.push(latency);
+                result.acked_unix_us.push(unix_micros(SystemTime::now()));
                 counters.writes.fetch_add(1, Ordering::Relaxed);
                 ledger.record(id, v, committed_us);
                 acks.ack(Ack {

@@ -18,7 +18,8 @@
 //! table, a variant's config, cleaning up), [`workload`] (variants, key skew, pacing),
 //! [`observer`] (propagation, order and staleness bookkeeping), [`faults`] (fault kinds
 //! and the loopback proxy), [`cost`] (CPU per change of each process), [`report`]
-//! (figures from raw samples, rounds summed up; terminal/Markdown/JSON), the read
+//! (figures from raw samples, rounds summed up; terminal/Markdown/JSON), [`plot`]
+//! (`--plot`: the report as an SVG of latency CDFs and writes/s over time), the read
 //! path's scenario, [`storm`], and what reading the binlog costs the database's own
 //! writers, [`overhead`].
 
@@ -27,6 +28,7 @@ pub mod faults;
 mod harness;
 pub mod observer;
 pub mod overhead;
+pub mod plot;
 pub mod report;
 pub mod setup;
 pub mod storm;
@@ -153,6 +155,9 @@ impl Options {
 /// comparison and writes the files asked for.
 pub async fn run_and_report(config: &Config, options: &Options, files: &ReportFiles) -> Result<()> {
     options.validate()?;
+    if let Some(path) = &files.plot {
+        plot::check_writable(path)?;
+    }
     crate::metrics::install(config.metrics_listen)?;
     describe_metrics();
     eprintln!(
@@ -169,7 +174,11 @@ pub async fn run_and_report(config: &Config, options: &Options, files: &ReportFi
         config.metrics_listen
     );
     let report = run(config, options).await?;
-    files.print_and_write(&report.markdown(), &report.json())
+    files.print_and_write(&report.markdown(), &report.json())?;
+    if let Some(path) = &files.plot {
+        plot::write_svg(&report, path)?;
+    }
+    Ok(())
 }
 
 /// Runs every variant of `options` against the services named in `config` (its tables

@@ -22,6 +22,9 @@ use crate::error::{Error, Result};
 pub struct ReportFiles {
     pub markdown: Option<PathBuf>,
     pub json: Option<PathBuf>,
+    /// `--plot`: the SVG of the latency CDFs and writes/s over time (strategies scenario
+    /// only; see [`super::plot`]).
+    pub plot: Option<PathBuf>,
 }
 
 impl ReportFiles {
@@ -172,10 +175,31 @@ pub struct VariantReport {
     /// Per figure in [`FIGURES`] (by its name there): the lowest and highest value of a
     /// round.
     pub range: BTreeMap<&'static str, [f64; 2]>,
+    /// Acknowledged writes in each second of the measured window (index 0: its first
+    /// second), the median round's like `samples`: throughput over time.
+    pub writes_each_second: Vec<u64>,
+    /// Changes first seen propagated (in Redis; in MySQL for write-back) in each second
+    /// counted from the same start; runs on into the drain.
+    pub propagated_each_second: Vec<u64>,
     /// The median round's samples (by writes/s); one round's, so with several rounds
     /// they do not give the reported medians.
     #[serde(skip)]
     pub samples: Samples,
+}
+
+/// How many of `times_us` (µs since the Unix epoch) fall in each whole second from
+/// `start_us`: index 0 counts `[start, start + 1 s)`. Times before the start count in
+/// second 0 (a clock read a hair early); the series ends at the last second with one.
+pub fn per_second(start_us: u64, times_us: impl IntoIterator<Item = u64>) -> Vec<u64> {
+    let mut counts = Vec::new();
+    for t in times_us {
+        let second = (t.saturating_sub(start_us) / 1_000_000) as usize;
+        if counts.len() <= second {
+            counts.resize(second + 1, 0);
+        }
+        counts[second] += 1;
+    }
+    counts
 }
 
 /// A figure that differs from round to round by chance: reported as the median round's
@@ -709,6 +733,8 @@ mod tests {
             },
             rounds: 1,
             range: BTreeMap::new(),
+            writes_each_second: Vec::new(),
+            propagated_each_second: Vec::new(),
             samples: Samples::default(),
         }
     }
@@ -743,6 +769,20 @@ mod tests {
         let one = VariantReport::of_rounds(vec![round(900.0, 3.0, None, 0)]);
         assert_eq!((one.rounds, one.writes_per_s), (1, 900.0));
         assert_eq!(one.range["writes_per_s"], [900.0, 900.0]);
+    }
+
+    #[test]
+    fn per_second_counts_each_whole_second_from_the_start() {
+        let start = 1_000_000_000;
+        let times = [
+            start - 5,
+            start,
+            start + 999_999,
+            start + 1_000_000,
+            start + 3_500_000,
+        ];
+        assert_eq!(per_second(start, times), vec![3, 1, 0, 1]);
+        assert_eq!(per_second(start, []), Vec::<u64>::new());
     }
 
     #[test]
