@@ -218,16 +218,18 @@ fn throughput_panel(
     results: &[VariantReport],
     duration_s: f64,
 ) -> std::result::Result<(), String> {
+    // Only the measured window's whole seconds: the writes still returning after it
+    // would draw a last, partial second as a collapse of throughput.
+    let whole = (duration_s.floor() as usize).max(1);
     let seconds = results
         .iter()
-        .map(|r| r.writes_each_second.len())
+        .map(|r| r.writes_each_second.len().min(whole))
         .max()
         .unwrap_or(0)
-        .max(duration_s.ceil() as usize)
         .max(1);
     let top = results
         .iter()
-        .flat_map(|r| r.writes_each_second.iter().copied())
+        .flat_map(|r| r.writes_each_second.iter().take(whole).copied())
         .max()
         .unwrap_or(0)
         .max(1) as f64;
@@ -251,6 +253,7 @@ fn throughput_panel(
         let points = r
             .writes_each_second
             .iter()
+            .take(whole)
             .enumerate()
             .map(|(s, &n)| (s as f64 + 0.5, n as f64));
         chart
