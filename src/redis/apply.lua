@@ -18,11 +18,14 @@ local function stored_version(key, fmt)
   return nil
 end
 
-local function write_row(key, fmt, ttl, first, last)
+-- Writes the row, deleting the keys in `doomed` (a list) in the same DEL: a hash is
+-- replaced whole, so its old fields go with them.
+local function write_row(key, fmt, ttl, first, last, doomed)
+  if fmt == 'h' then doomed[#doomed + 1] = key end
+  if #doomed > 0 then redis.call('DEL', unpack(doomed)) end
   if fmt == 'j' then
     if ttl > 0 then redis.call('SET', key, ARGV[first], 'PX', ttl) else redis.call('SET', key, ARGV[first]) end
   else
-    redis.call('DEL', key)
     redis.call('HSET', key, unpack(ARGV, first, last))
     if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
   end
@@ -54,7 +57,7 @@ local function fill(key, tomb, marker, op, token, fmt, ttl, first, last)
     if ttl > 0 then redis.call('SET', key, doc, 'PX', ttl) else redis.call('SET', key, doc) end
     return 1
   end
-  write_row(key, fmt, ttl, first, last)
+  write_row(key, fmt, ttl, first, last, {})
   if v then redis.call('HSET', key, '_cachesync_v', v) end
   return 1
 end
@@ -110,16 +113,7 @@ local function apply(key, tomb, marker, op, ver, fmt, ttl, tomb_ttl, first, last
     if tomb ~= key and ver ~= '' then redis.call('SET', tomb, ver, 'PX', tomb_ttl) end
     return result
   end
-  if fmt == 'j' then
-    if #doomed > 0 then redis.call('DEL', unpack(doomed)) end
-    if ttl > 0 then redis.call('SET', key, ARGV[first], 'PX', ttl) else redis.call('SET', key, ARGV[first]) end
-  else
-    -- A hash is replaced whole: its old fields go with the rest.
-    doomed[#doomed + 1] = key
-    redis.call('DEL', unpack(doomed))
-    redis.call('HSET', key, unpack(ARGV, first, last))
-    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
-  end
+  write_row(key, fmt, ttl, first, last, doomed)
   return result
 end
 

@@ -37,7 +37,8 @@ pub(super) struct CacheSync {
 }
 
 /// How a `Write` stream ends on shutdown, after the results of the writes it had read.
-const SHUTTING_DOWN: &str = "the server is shutting down: requests without a result were      not read and not written; send them again to another instance or after the restart";
+const SHUTTING_DOWN: &str = "the server is shutting down: requests without a result were not read and \
+                             not written; send them again to another instance or after the restart";
 
 /// The results of a `Write` stream.
 type WriteResults = Pin<Box<dyn Stream<Item = Result<pb::WriteResult, Status>> + Send>>;
