@@ -522,3 +522,86 @@ async fn a_linger_merges_transactions_into_one_redis_call_with_the_last_checkpoi
         "without a linger, transactions 20 ms apart travel mostly alone: {sizes:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_transactions_never_travel_in_a_piece_without_their_checkpoint() {
+    use cachesync::strategy::binlog::position::{BinlogPosition, Checkpoint};
+    use cachesync::strategy::binlog::tail::{Batch, Tailer};
+
+    let mut db = TestDb::create("binlog_pieces").await;
+    db.exec("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)")
+        .await;
+    let prefix = common::unique("cs:pieces");
+    let config = config_for(&db, &prefix, "t", serde_json::json!({}));
+    let services = cachesync::cmd::connect::connect(&config).await.unwrap();
+    let status: mysql_async::Row = db
+        .conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .expect("the test MariaDB logs a binlog");
+    let start = BinlogPosition::new(status.get::<String, _>(0).unwrap(), status.get(1).unwrap());
+    // A: rows 1–4; B: 5–8; C: 9–12; D: 13–20, one transaction each, all in the binlog
+    // before the tailer starts, so it reads them in one burst.
+    for (first, last) in [(1, 4), (5, 8), (9, 12), (13, 20)] {
+        let values: Vec<String> = (first..=last).map(|id| format!("({id}, 0)")).collect();
+        db.exec(&format!("INSERT INTO t VALUES {}", values.join(",")))
+            .await;
+    }
+    // Batches of 10: A goes alone (the applier is idle); nothing consumes the channel,
+    // so B and C wait to merge; D does not fit beside them.
+    let mut tailer = Tailer::new(
+        config.mysql_url.clone(),
+        config.binlog.server_id,
+        10,
+        services.pool.clone(),
+        &services.tables,
+        None,
+        Checkpoint::at(start),
+    );
+    let shutdown = CancellationToken::new();
+    let (out, mut batches) = tokio::sync::mpsc::channel::<Batch>(8);
+    let tailing = {
+        let shutdown = shutdown.clone();
+        // Reconnects like the strategy does: another test of this file kills every
+        // replication connection (a re-read may hand rows over twice; the rule holds).
+        tokio::spawn(async move {
+            loop {
+                match tailer.run(&out, &shutdown).await {
+                    Ok(()) => return Ok::<(), cachesync::Error>(()),
+                    Err(_) if !shutdown.is_cancelled() => {
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 20 {
+        let batch = tokio::time::timeout(Duration::from_secs(30), batches.recv())
+            .await
+            .expect("the tailer hands the rows over within 30 s")
+            .expect("the tailer runs");
+        let ids: Vec<i64> = batch
+            .changes
+            .iter()
+            .map(|c| match &c.row[0] {
+                cachesync::model::cell::Cell::Int(id) => *id,
+                other => panic!("an INT id: {other:?}"),
+            })
+            .collect();
+        if ids.iter().any(|id| *id <= 12) {
+            assert!(
+                batch.checkpoint.is_some(),
+                "rows of committed transactions {ids:?} handed over without a checkpoint"
+            );
+        }
+        seen.extend(ids);
+    }
+    shutdown.cancel();
+    tailing.await.unwrap().unwrap();
+    assert_eq!(seen, (1..=20).collect());
+    db.drop_db().await;
+}

@@ -12,9 +12,11 @@
 //! sent at once when the applier is idle. Each Redis call has a fixed cost (a round trip,
 //! a script run, the checkpoint) that a batch of N transactions pays once instead of N
 //! times: the linger trades that much propagation latency for CPU in cachesync and
-//! Redis at moderate write rates, where the applier is rarely busy. A
-//! transaction larger than `batch_size` is sent in pieces without a checkpoint — memory
-//! stays bounded by `batch_size` × channel capacity — and only its last piece moves the
+//! Redis at moderate write rates, where the applier is rarely busy. A transaction that
+//! does not fit in what is left of the batch first sends the committed transactions
+//! before it, with their checkpoint (so no batch without a checkpoint ever carries a
+//! whole transaction); one larger than `batch_size` is then sent in pieces without a
+//! checkpoint — memory stays bounded by `batch_size` × channel capacity — and only its last piece moves the
 //! checkpoint, so a crash part-way replays the whole transaction (harmless: same
 //! versions, same bytes) and loses none of it.
 //!
@@ -29,8 +31,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{
     Event, EventData, OptionalMetadataField, RowsEventData, TableMapEvent,
@@ -39,6 +39,7 @@ use mysql_async::binlog::row::BinlogRow;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -78,6 +79,21 @@ pub struct Batch {
     pub commit_us: u64,
     /// The server had nothing newer when this batch was cut.
     pub caught_up: bool,
+}
+
+impl Batch {
+    /// What counts against `binlog.batch_size`: row changes and cascades to resolve.
+    fn size(&self) -> usize {
+        self.changes.len() + self.cascades.len()
+    }
+
+    /// Moves the changes, dead letters and cascades of `later` after this batch's own.
+    fn append(&mut self, later: &mut Batch) {
+        self.changes.append(&mut later.changes);
+        self.dead_letters.append(&mut later.dead_letters);
+        self.cascades.append(&mut later.cascades);
+        self.commit_us = self.commit_us.max(later.commit_us);
+    }
 }
 
 /// The GTID of a transaction still being read.
@@ -125,8 +141,13 @@ struct Read {
     heartbeat_ids: Vec<u64>,
     /// Parent tables whose rows may start a foreign-key cascade, by table id.
     parent_ids: HashMap<u64, (String, String)>,
-    /// Changes read and not yet handed to the applier.
+    /// Changes of committed transactions not yet handed to the applier.
     pending: Batch,
+    /// Changes of the transaction being read; they join `pending` at its commit. Kept
+    /// apart so that a transaction too big for the batch is cut into pieces of its own:
+    /// the committed transactions before it go first, with their checkpoint, and are
+    /// never carried by a piece without one (which a crash would make replay).
+    open: Batch,
     /// Inside a transaction: no checkpoint may be placed.
     in_tx: bool,
     /// Where a checkpoint placed now would resume (only valid between transactions).
@@ -144,6 +165,7 @@ impl Read {
             heartbeat_ids: Vec::new(),
             parent_ids: HashMap::new(),
             pending: Batch::default(),
+            open: Batch::default(),
             in_tx: false,
             boundary: position.clone(),
             first_commit: None,
@@ -386,9 +408,10 @@ impl Tailer {
         read.in_tx = false;
         read.boundary = end;
         self.close_gtid();
+        read.pending.append(&mut read.open);
         read.pending.commit_us = commit_us;
         let first = *read.first_commit.get_or_insert_with(Instant::now);
-        let full = read.pending.changes.len() + read.pending.cascades.len() >= self.batch_size;
+        let full = read.pending.size() >= self.batch_size;
         let idle = out.capacity() == out.max_capacity();
         if full || (idle && first.elapsed() >= self.linger) {
             self.flush_committed(out, read).await?;
@@ -521,7 +544,7 @@ impl Tailer {
                     };
                     // The event itself does not parse, so neither does the rest of it: a
                     // poison the stream goes past, like an undecodable value.
-                    read.pending.dead_letters.push(DeadLetter::new(
+                    read.open.dead_letters.push(DeadLetter::new(
                         "binlog",
                         table,
                         None,
@@ -537,12 +560,12 @@ impl Tailer {
                     before.as_ref(),
                     after.as_ref(),
                     version,
-                    &mut read.pending.cascades,
+                    &mut read.open.cascades,
                 )?;
             }
             let Some(table) = &table else { continue };
             push_row_change(
-                &mut read.pending,
+                &mut read.open,
                 table,
                 before.as_ref(),
                 after.as_ref(),
@@ -551,10 +574,17 @@ impl Tailer {
                 &end,
             );
         }
-        read.pending.commit_us = commit_us;
-        if read.pending.changes.len() + read.pending.cascades.len() >= self.batch_size {
-            // A huge transaction: hand over a piece, without a checkpoint.
-            self.flush(out, &mut read.pending, None).await?;
+        read.open.commit_us = commit_us;
+        if read.pending.size() + read.open.size() >= self.batch_size {
+            // Too big for one batch with what is committed: that goes first, with its
+            // checkpoint; a transaction that alone fills a batch is handed over in
+            // pieces without one.
+            if read.has_unsent(&self.last_sent.position) {
+                self.flush_committed(out, read).await?;
+            }
+            if read.open.size() >= self.batch_size {
+                self.flush(out, &mut read.open, None).await?;
+            }
         }
         Ok(())
     }
